@@ -1,0 +1,52 @@
+# denloa — see README.md. Every target that needs Python runs `setup` first.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+MPY := $(VENV)/bin/micropython
+STAMP := $(VENV)/.installed
+# Heap for protocol and firmware tests: an ESP32 without PSRAM has ~110 KB free.
+MPY_HEAP ?= 128K
+APT_PACKAGES := mosquitto mosquitto-clients
+
+.PHONY: setup apt test test-py test-mpy bench demo clean
+
+setup: $(STAMP) apt
+
+# Reinstalls only when pyproject.toml changes.
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+# System packages the tests need, when we are root on Debian and they are missing.
+apt:
+	@missing=""; for p in $(APT_PACKAGES); do \
+	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "apt-get install$$missing"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing) >/dev/null \
+	      || { echo "apt-get failed for:$$missing" >&2; exit 1; }; \
+	  else echo "warning: missing system packages:$$missing (install them as root)" >&2; fi; \
+	fi
+
+test: setup
+	$(PY) -m pytest -q
+	$(MAKE) --no-print-directory test-mpy
+
+test-py: setup
+	$(PY) -m pytest -q
+
+# Portable tests under the real MicroPython unix port with an ESP32-sized heap.
+test-mpy: setup
+	$(MPY) -X heapsize=$(MPY_HEAP) tests/mpy_run.py tests/protocol
+
+bench: setup
+	@echo "no benchmarks yet (they arrive with the firmware, gateway and simulator)"
+
+demo: setup
+	@echo "make demo arrives with the gateway and simulator (issues 4 and 5)"; exit 1
+
+clean:
+	rm -rf $(VENV) build .pytest_cache .hypothesis

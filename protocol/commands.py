@@ -1,0 +1,261 @@
+"""Gateway -> node commands: the body, its signature, and its verification.
+
+On the wire a command is the JSON body, a newline, and 64 hex digits of
+HMAC-SHA256(node key, b"denloa-cmd-1\\n" + topic + b"\\n" + body): the MAC
+covers the exact bytes and the topic. The body names the site and node,
+a `cmd_id` (at most one effect per id), a per-node counter that must rise,
+and an expiry.
+
+The node calls `verify(...)`; only an OK verdict hands out the command, and
+only through `verdict.accept(persist)`, which stores the counter first.
+"""
+from protocol import auth, topics
+from protocol.errors import MessageError, ProtocolError
+from protocol.fields import Fields, decode_json, encode_json
+from protocol.messages import MAX_SEQ, MAX_TIME, SCHEMA, check_token
+from protocol.plan import MAX_DURATION, BroadcastPlan, read_airing, airing_to_json
+from protocol.program import LampProgram
+
+MAX_CMD = 16384  # body + signature; a full program and a 64-item plan fit
+SIG_LEN = 64
+_DOMAIN = b"denloa-cmd-1\n"
+
+SET_PROGRAM = "set_program"
+LAMP_OVERRIDE = "lamp_override"
+BROADCAST_NOW = "broadcast_now"
+STOP_BROADCAST = "stop_broadcast"
+SET_VOLUME = "set_volume"
+TIME_SYNC = "time_sync"
+REBIRTH = "rebirth"
+REBOOT = "reboot"
+SELF_TEST = "self_test"
+OPS = (SET_PROGRAM, LAMP_OVERRIDE, BROADCAST_NOW, STOP_BROADCAST, SET_VOLUME, TIME_SYNC, REBIRTH, REBOOT, SELF_TEST)
+
+# Verification results.
+OK = "ok"
+BAD_SIGNATURE = "bad_signature"
+REPLAY = "replay"
+EXPIRED = "expired"
+WRONG_TARGET = "wrong_target"
+MALFORMED = "malformed"
+
+
+def _args_set_program(f):
+    lamp = f.checked("lamp", LampProgram.from_json, None)
+    plan = f.checked("plan", BroadcastPlan.from_json, None)
+    if lamp is None and plan is None:
+        f.fail(None, "must carry a lamp program, a broadcast plan, or both")
+    return {"lamp": lamp, "plan": plan}
+
+
+def _args_lamp_override(f):
+    # level None clears every override
+    return {"level": f.int("level", 0, 100, None), "until": f.int("until", 0, MAX_TIME)}
+
+
+def _args_broadcast_now(f):
+    args = {"id": f.checked("id", check_token), "dur": f.int("dur", 1, MAX_DURATION)}
+    args.update(read_airing(f))
+    return args
+
+
+def _args_stop_broadcast(f):
+    return {"id": f.checked("id", check_token, None)}  # None stops every commanded broadcast
+
+
+def _args_set_volume(f):
+    return {"vol": f.int("vol", 0, 100)}
+
+
+def _args_time_sync(f):
+    # NTP-style: t1 node send (echoed, may be None when unsolicited), t2 gateway receive, t3 gateway send
+    return {
+        "t1": f.number("t1", 0, MAX_TIME, None),
+        "t2": f.number("t2", 0, MAX_TIME),
+        "t3": f.number("t3", 0, MAX_TIME),
+    }
+
+
+def _args_none(f):
+    return {}
+
+
+_READERS = {
+    SET_PROGRAM: _args_set_program,
+    LAMP_OVERRIDE: _args_lamp_override,
+    BROADCAST_NOW: _args_broadcast_now,
+    STOP_BROADCAST: _args_stop_broadcast,
+    SET_VOLUME: _args_set_volume,
+    TIME_SYNC: _args_time_sync,
+    REBIRTH: _args_none,
+    REBOOT: _args_none,
+    SELF_TEST: _args_none,
+}
+
+
+def _args_to_json(op, args):
+    out = {}
+    for key, value in args.items():
+        if value is None:
+            continue
+        if hasattr(value, "to_json"):
+            value = value.to_json()
+        out[key] = value
+    if op == BROADCAST_NOW:
+        out.update(airing_to_json(args))
+    return out
+
+
+def check_args(op, args):
+    """Validate and normalise the arguments of `op` (a JSON-shaped dict)."""
+    if op not in _READERS:
+        raise MessageError("command.op must be one of %s, got %r" % (", ".join(OPS), op))
+    f = Fields(args, "command.args")
+    value = _READERS[op](f)
+    f.done()
+    return value
+
+
+class Command:
+    def __init__(self, site, node, cmd_id, counter, expires, op, args=None, issued=None):
+        self.site = site
+        self.node = node
+        self.cmd_id = cmd_id
+        self.counter = counter
+        self.expires = expires
+        self.op = op
+        self.args = args if args is not None else {}
+        self.issued = issued
+
+    @property
+    def topic(self):
+        return topics.node_topic(self.site, self.node, topics.CMD)
+
+    def to_json(self):
+        obj = {
+            "v": SCHEMA,
+            "site": self.site,
+            "to": self.node,
+            "id": self.cmd_id,
+            "ctr": self.counter,
+            "exp": self.expires,
+            "op": self.op,
+            "args": _args_to_json(self.op, self.args),
+        }
+        if self.issued is not None:
+            obj["ts"] = self.issued
+        return obj
+
+    def encode(self):
+        return encode_json(self.to_json())
+
+    def sign(self, key):
+        """(topic, payload bytes) ready to publish; validates the command first."""
+        body = self.encode()
+        Command.decode(body)  # never sign what a node would call malformed
+        topic = self.topic
+        return topic, body + b"\n" + auth.to_hex(signature(key, topic, body)).encode()
+
+    @classmethod
+    def decode(cls, body):
+        f = Fields(decode_json(body, MAX_CMD, "command"), "command")
+        version = f.int("v", 1, 1000)
+        if version > SCHEMA:
+            raise MessageError("command: schema version %d is newer than this software understands" % version)
+        site = f.checked("site", topics.check_id)
+        node = f.checked("to", topics.check_id)
+        cmd_id = f.checked("id", check_token)
+        counter = f.int("ctr", 1, 2**53)
+        expires = f.int("exp", 0, MAX_TIME)
+        issued = f.number("ts", 0, MAX_TIME, None)
+        op = f.choice("op", OPS)
+        args = check_args(op, f.object("args", {}))
+        f.done()
+        return cls(site, node, cmd_id, counter, expires, op, args, issued)
+
+    def __eq__(self, other):
+        return isinstance(other, Command) and self.to_json() == other.to_json()
+
+    def __repr__(self):
+        return "Command(%s %s -> %s/%s #%d)" % (self.op, self.cmd_id, self.site, self.node, self.counter)
+
+
+def signature(key, topic, body):
+    if isinstance(topic, str):
+        topic = topic.encode()
+    return auth.hmac_sha256(key, _DOMAIN + topic + b"\n" + body)
+
+
+class Verdict:
+    """Outcome of verify(): `reason` is OK or why the command does nothing."""
+
+    def __init__(self, reason, detail, cmd_id=None, command=None):
+        self.reason = reason
+        self.detail = detail
+        self.cmd_id = cmd_id
+        self._command = command
+
+    @property
+    def ok(self):
+        return self.reason == OK
+
+    @property
+    def command(self):
+        """The authenticated command (also for REPLAY/EXPIRED, to re-ack a duplicate); None otherwise."""
+        return self._command
+
+    def accept(self, persist_counter):
+        """Persist the counter, then hand out the command to apply."""
+        if self.reason != OK:
+            raise ProtocolError("command %s was rejected (%s): it must not be applied" % (self.cmd_id, self.reason))
+        persist_counter(self._command.counter)
+        return self._command
+
+    def __repr__(self):
+        return "Verdict(%s, %r, %s)" % (self.reason, self.detail, self.cmd_id)
+
+
+def _peek_id(body):
+    """cmd_id of an unauthenticated body, only to name it in the rejection."""
+    try:
+        obj = decode_json(body, MAX_CMD, "command")
+        return check_token(obj.get("id"))
+    except ProtocolError:
+        return None
+
+
+def verify(payload, topic, site, node, key, last_counter, now):
+    """Check a received command for this node.
+
+    `now` is the node's Unix time, or None when its clock is not valid (the
+    expiry cannot be judged then; the counter still stops replays).
+    """
+    if isinstance(payload, (bytearray, memoryview)):
+        payload = bytes(payload)
+    if not isinstance(payload, bytes) or len(payload) > MAX_CMD:
+        return Verdict(MALFORMED, "payload is not bytes or is over %d bytes" % MAX_CMD)
+    cut = payload.rfind(b"\n")
+    if cut < 0 or len(payload) - cut - 1 != SIG_LEN:
+        return Verdict(MALFORMED, "payload has no signature line")
+    body = payload[:cut]
+    try:
+        sig = auth.from_hex(payload[cut + 1:].decode())
+    except (ValueError, UnicodeError):
+        return Verdict(MALFORMED, "signature is not hex")
+    if isinstance(topic, (bytes, bytearray)):
+        topic = bytes(topic).decode()
+    if topic != topics.node_topic(site, node, topics.CMD):
+        return Verdict(WRONG_TARGET, "sent on %s, not this node's command topic" % topic, _peek_id(body))
+    if not auth.equal_digests(signature(key, topic, body), sig):
+        return Verdict(BAD_SIGNATURE, "signature does not match this node's key", _peek_id(body))
+    try:
+        cmd = Command.decode(body)
+    except MessageError as exc:
+        return Verdict(MALFORMED, str(exc), _peek_id(body))
+    if cmd.site != site or cmd.node != node:
+        return Verdict(WRONG_TARGET, "addressed to %s/%s" % (cmd.site, cmd.node), cmd.cmd_id)
+    if cmd.counter <= last_counter:
+        return Verdict(REPLAY, "counter %d is not above %d" % (cmd.counter, last_counter), cmd.cmd_id, cmd)
+    if now is not None and now > cmd.expires:
+        return Verdict(EXPIRED, "expired %d s ago" % int(now - cmd.expires), cmd.cmd_id, cmd)
+    return Verdict(OK, "", cmd.cmd_id, cmd)

@@ -1,0 +1,178 @@
+"""Strict reading of decoded JSON objects.
+
+A `Fields` reader takes the values of one JSON object, checking type, range
+and size, and at the end (`done()`) rejects any key nobody asked for. Every
+failure raises the error class it was given (MessageError or ProgramError)
+with the field's path in the message.
+"""
+import json
+
+from protocol.errors import MessageError
+
+_INF = float("inf")
+_MISSING = object()
+
+
+def decode_json(payload, limit, what, error=MessageError):
+    """bytes/str -> dict, or `error` saying why not. Size is checked first."""
+    if isinstance(payload, (bytearray, memoryview)):
+        payload = bytes(payload)
+    if not isinstance(payload, (bytes, str)):
+        raise error("%s: payload must be bytes or text" % what)
+    if len(payload) > limit:
+        raise error("%s: payload of %d bytes is over the %d byte limit" % (what, len(payload), limit))
+    if isinstance(payload, bytes):
+        try:
+            payload = payload.decode()
+        except UnicodeError:
+            raise error("%s: payload is not valid UTF-8" % what)
+    try:
+        obj = json.loads(payload)
+    except (ValueError, TypeError, RuntimeError, IndexError, KeyError):
+        raise error("%s: payload is not valid JSON" % what)
+    if not isinstance(obj, dict):
+        raise error("%s: payload must be a JSON object" % what)
+    return obj
+
+
+def encode_json(obj):
+    """Compact JSON bytes (the node's memory and the radio both pay per byte)."""
+    return json.dumps(obj, separators=(",", ":")).encode()
+
+
+def type_name(value):
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "text"
+    if isinstance(value, list):
+        return "list"
+    if isinstance(value, dict):
+        return "object"
+    return type(value).__name__
+
+
+def is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_number(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return value == value and -_INF < value < _INF
+
+
+class Fields:
+    """Reads the keys of one JSON object; see module doc."""
+
+    def __init__(self, obj, where, error=MessageError):
+        self.error = error
+        self.where = where
+        if not isinstance(obj, dict):
+            self.fail(None, "must be an object, got %s" % type_name(obj))
+        self.obj = obj
+        self.seen = []
+
+    def fail(self, key, text):
+        path = self.where if key is None else "%s.%s" % (self.where, key)
+        raise self.error("%s %s" % (path, text))
+
+    def _get(self, key, default):
+        self.seen.append(key)
+        value = self.obj.get(key, _MISSING)
+        if value is _MISSING or (value is None and default is not _MISSING):
+            if default is _MISSING:
+                self.fail(key, "is missing")
+            return default, True
+        return value, False
+
+    def int(self, key, lo, hi, default=_MISSING):
+        value, absent = self._get(key, default)
+        if absent:
+            return value
+        if not is_int(value) or not lo <= value <= hi:
+            self.fail(key, "must be a whole number from %d to %d, got %s" % (lo, hi, _show(value)))
+        return value
+
+    def number(self, key, lo, hi, default=_MISSING):
+        value, absent = self._get(key, default)
+        if absent:
+            return value
+        if not is_number(value) or not lo <= value <= hi:
+            self.fail(key, "must be a number from %s to %s, got %s" % (lo, hi, _show(value)))
+        return value
+
+    def bool(self, key, default=_MISSING):
+        value, absent = self._get(key, default)
+        if absent:
+            return value
+        if not isinstance(value, bool):
+            self.fail(key, "must be true or false, got %s" % _show(value))
+        return value
+
+    def text(self, key, max_len, default=_MISSING, min_len=0):
+        value, absent = self._get(key, default)
+        if absent:
+            return value
+        if not isinstance(value, str):
+            self.fail(key, "must be text, got %s" % type_name(value))
+        if not min_len <= len(value) <= max_len:
+            self.fail(key, "must be %d to %d characters long, got %d" % (min_len, max_len, len(value)))
+        return value
+
+    def choice(self, key, choices, default=_MISSING):
+        value, absent = self._get(key, default)
+        if absent:
+            return value
+        if value not in choices or not isinstance(value, str):
+            self.fail(key, "must be one of %s, got %s" % (", ".join(choices), _show(value)))
+        return value
+
+    def checked(self, key, check, default=_MISSING):
+        """A value passed through `check(value)`; its ProtocolError becomes ours."""
+        value, absent = self._get(key, default)
+        if absent:
+            return value
+        try:
+            return check(value)
+        except ValueError as exc:  # ProtocolError and its kin
+            self.fail(key, "is invalid: %s" % exc)
+
+    def list(self, key, max_items, default=_MISSING):
+        value, absent = self._get(key, default)
+        if absent:
+            return value
+        if not isinstance(value, list):
+            self.fail(key, "must be a list, got %s" % type_name(value))
+        if len(value) > max_items:
+            self.fail(key, "has %d items; at most %d are allowed" % (len(value), max_items))
+        return value
+
+    def object(self, key, default=_MISSING):
+        value, absent = self._get(key, default)
+        if absent:
+            return value
+        if not isinstance(value, dict):
+            self.fail(key, "must be an object, got %s" % type_name(value))
+        return value
+
+    def child(self, key, default=_MISSING):
+        """A nested reader for an object-valued key (None if absent with default None)."""
+        value = self.object(key, default)
+        if value is None:
+            return None
+        return Fields(value, "%s.%s" % (self.where, key), self.error)
+
+    def done(self):
+        for key in self.obj:
+            if key not in self.seen:
+                self.fail(None, "has an unknown field %s" % _show(key))
+
+
+def _show(value):
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
