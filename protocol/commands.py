@@ -13,7 +13,7 @@ from protocol import auth, topics
 from protocol.errors import MessageError, ProtocolError
 from protocol.fields import Fields, decode_json, encode_json
 from protocol.messages import MAX_SEQ, MAX_TIME, SCHEMA, check_token
-from protocol.plan import MAX_DURATION, BroadcastPlan, read_airing, airing_to_json
+from protocol.plan import MAX_DURATION, BroadcastPlan, read_airing
 from protocol.program import LampProgram
 
 MAX_CMD = 16384  # body + signature; a full program and a 64-item plan fit
@@ -93,7 +93,7 @@ _READERS = {
 }
 
 
-def _args_to_json(op, args):
+def _args_to_json(args):
     out = {}
     for key, value in args.items():
         if value is None:
@@ -101,8 +101,6 @@ def _args_to_json(op, args):
         if hasattr(value, "to_json"):
             value = value.to_json()
         out[key] = value
-    if op == BROADCAST_NOW:
-        out.update(airing_to_json(args))
     return out
 
 
@@ -140,7 +138,7 @@ class Command:
             "ctr": self.counter,
             "exp": self.expires,
             "op": self.op,
-            "args": _args_to_json(self.op, self.args),
+            "args": _args_to_json(self.args),
         }
         if self.issued is not None:
             obj["ts"] = self.issued
@@ -230,10 +228,11 @@ def verify(payload, topic, site, node, key, last_counter, now):
     `now` is the node's Unix time, or None when its clock is not valid (the
     expiry cannot be judged then; the counter still stops replays).
     """
-    if isinstance(payload, (bytearray, memoryview)):
-        payload = bytes(payload)
-    if not isinstance(payload, bytes) or len(payload) > MAX_CMD:
-        return Verdict(MALFORMED, "payload is not bytes or is over %d bytes" % MAX_CMD)
+    if not isinstance(payload, (bytes, bytearray, memoryview)):
+        return Verdict(MALFORMED, "payload is not bytes")
+    if len(payload) > MAX_CMD:
+        return Verdict(MALFORMED, "payload is over %d bytes" % MAX_CMD)
+    payload = bytes(payload)
     cut = payload.rfind(b"\n")
     if cut < 0 or len(payload) - cut - 1 != SIG_LEN:
         return Verdict(MALFORMED, "payload has no signature line")

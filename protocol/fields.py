@@ -10,6 +10,7 @@ import json
 from protocol.errors import MessageError
 
 _INF = float("inf")
+MAX_DEPTH = 12  # nesting our messages need is 5; deeper is an attack on the parser's stack
 _MISSING = object()
 
 
@@ -26,13 +27,40 @@ def decode_json(payload, limit, what, error=MessageError):
             payload = payload.decode()
         except UnicodeError:
             raise error("%s: payload is not valid UTF-8" % what)
+    if _too_deep(payload):
+        raise error("%s: payload nests deeper than %d levels" % (what, MAX_DEPTH))
     try:
         obj = json.loads(payload)
-    except (ValueError, TypeError, RuntimeError, IndexError, KeyError):
+    except (ValueError, TypeError, RuntimeError, IndexError, KeyError, MemoryError):
         raise error("%s: payload is not valid JSON" % what)
     if not isinstance(obj, dict):
         raise error("%s: payload must be a JSON object" % what)
     return obj
+
+
+def _too_deep(text):
+    """True when brackets outside strings nest deeper than MAX_DEPTH."""
+    if text.count("[") + text.count("{") <= MAX_DEPTH:
+        return False  # cannot be too deep: skip the character loop
+    depth = 0
+    in_str = escaped = False
+    for ch in text:
+        if in_str:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_str = False
+        elif ch == '"':
+            in_str = True
+        elif ch == "[" or ch == "{":
+            depth += 1
+            if depth > MAX_DEPTH:
+                return True
+        elif ch == "]" or ch == "}":
+            depth -= 1
+    return False
 
 
 def encode_json(obj):

@@ -47,7 +47,13 @@ def weekday(n):
 
 
 class SunTimes:
-    """Sun events of one local date, in minutes after local midnight (or None)."""
+    """Sun events of one local date, in minutes after local midnight (or None).
+
+    day_status / twilight_status: NORMAL, POLAR_DAY (the sun never goes below
+    the horizon / below -6 degrees) or POLAR_NIGHT (never above). Polar means
+    both events are None; a NORMAL event can be None only on the day a polar
+    period starts or ends (or for a zone far from its longitude).
+    """
 
     def __init__(self, dawn, sunrise, noon, sunset, dusk, day_status, twilight_status):
         self.dawn, self.sunrise, self.noon = dawn, sunrise, noon
