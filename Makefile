@@ -6,6 +6,8 @@ MPY := $(VENV)/bin/micropython
 STAMP := $(VENV)/.installed
 # Heap for protocol and firmware tests: an ESP32 without PSRAM has ~110 KB free.
 MPY_HEAP ?= 128K
+# Data heap a node gets in firmware tests (its code is frozen into flash on the ESP32).
+NODE_HEAP ?= 64K
 APT_PACKAGES := mosquitto mosquitto-clients
 
 .PHONY: setup apt test test-py test-mpy bench demo clean
@@ -40,15 +42,16 @@ test-py: setup
 
 # Portable tests under the real MicroPython unix port with an ESP32-sized heap,
 # run as .mpy compiled by mpy-cross, as they are on the node.
-MPY_SOURCES = $(shell ls protocol/*.py tests/__init__.py tests/portable.py tests/mpy_run.py \
-	tests/protocol/*.py | grep -v _cpython.py)
+MPY_SOURCES = $(shell ls protocol/*.py firmware/*.py hardware/*.py tests/__init__.py tests/portable.py \
+	tests/mpy_run.py tests/protocol/*.py tests/firmware/*.py tests/hardware/*.py | grep -v _cpython.py)
 MPY_BUILD := build/mpy
 
 test-mpy: setup
 	@rm -rf $(MPY_BUILD) && for f in $(MPY_SOURCES); do mkdir -p $(MPY_BUILD)/$$(dirname $$f); \
 	  $(VENV)/bin/mpy-cross -o $(MPY_BUILD)/$${f%.py}.mpy $$f || exit 1; done
 	cp tests/mpy_run.py $(MPY_BUILD)/tests/mpy_run.py
-	cd $(MPY_BUILD) && ../../$(MPY) tests/mpy_run.py --heap=$(MPY_HEAP) tests/protocol
+	cd $(MPY_BUILD) && ../../$(MPY) tests/mpy_run.py --heap=$(MPY_HEAP) tests/protocol tests/hardware \
+	  --heap=1M --budget=$(NODE_HEAP) tests/firmware
 
 bench: setup
 	@echo "no benchmarks yet (they arrive with the firmware, gateway and simulator)"

@@ -255,6 +255,7 @@ def verify(payload, topic, site, node, key, last_counter, now):
         return Verdict(WRONG_TARGET, "addressed to %s/%s" % (cmd.site, cmd.node), cmd.cmd_id)
     if cmd.counter <= last_counter:
         return Verdict(REPLAY, "counter %d is not above %d" % (cmd.counter, last_counter), cmd.cmd_id, cmd)
-    if now is not None and now > cmd.expires:
+    # time_sync is exempt: a node whose clock runs wrong must still accept the fix (the counter stops replays)
+    if now is not None and now > cmd.expires and cmd.op != TIME_SYNC:
         return Verdict(EXPIRED, "expired %d s ago" % int(now - cmd.expires), cmd.cmd_id, cmd)
     return Verdict(OK, "", cmd.cmd_id, cmd)

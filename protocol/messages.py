@@ -45,6 +45,7 @@ EVENT_KINDS = (
     "storage_error",
     "self_test",
     "task_restarted",
+    "time_request",
 )
 
 APPLIED = "applied"

@@ -1,12 +1,18 @@
 """Run portable test modules under MicroPython (or CPython).
 
-Usage: micropython tests/mpy_run.py [--heap=128K] [-k=TEXT] DIR_OR_FILE ...
+Usage: micropython tests/mpy_run.py [-k=TEXT] [--heap=128K] [--budget=64K] PATH ... [--heap=...] PATH ...
 
 Collects `test_*.py` files (not `*_cpython.py`), runs each file in its own
 interpreter process with the given heap (MicroPython never frees interned
 names, so files sharing one heap would starve each other), runs every
 top-level `test_*` function, and ends with the line `N passed, M failed`.
-Exit status 1 when anything failed or nothing ran.
+Exit status 1 when anything failed or nothing ran. Options apply to the
+paths after them.
+
+--budget=SIZE: after the test file and everything it imports are loaded,
+fill the heap so that only SIZE stays free for the tests. On the ESP32 the
+firmware is frozen into flash and its code costs no heap; on the unix port
+it is loaded into the heap, so the budget is what the node's data gets.
 """
 import gc
 import os
@@ -42,7 +48,16 @@ def _test_files(path):
     ]
 
 
-def run_file(path, only):
+def _size(text):
+    text = text.upper()
+    if text.endswith("K"):
+        return int(text[:-1]) * 1024
+    if text.endswith("M"):
+        return int(text[:-1]) * 1024 * 1024
+    return int(text)
+
+
+def run_file(path, only, budget=None):
     """Run one test file in this process; print its result line."""
     root = __file__.replace("\\", "/")
     root = root[: root.rfind("/tests/")] if "/tests/" in root else "."
@@ -57,6 +72,18 @@ def run_file(path, only):
         _print_exc(exc)
         print(RESULT_MARK, 0, 1)
         return
+    blockers = []
+    gc.collect()
+    if budget:
+        code = gc.mem_alloc()
+        size = gc.mem_free() - budget
+        while size >= 256 and gc.mem_free() > budget + 256:
+            try:
+                blockers.append(bytearray(min(size, gc.mem_free() - budget + 64)))
+            except MemoryError:
+                size //= 2  # the heap is fragmented: fill it in smaller pieces
+        gc.collect()
+        print("  %-44s code+test resident %d bytes; %d bytes left for the tests" % ("", code, gc.mem_free()))
     for name in sorted(n for n in dir(mod) if n.startswith("test_")):
         fn = getattr(mod, name)
         if not callable(fn) or (only and only not in name):
@@ -71,34 +98,38 @@ def run_file(path, only):
         else:
             passed += 1
     gc.collect()
-    print("  %-44s %3d passed %3d failed  (heap used %6d)" % (dotted, passed, failed, gc.mem_alloc()))
+    used = gc.mem_alloc() - sum(len(b) for b in blockers)
+    print("  %-44s %3d passed %3d failed  (heap used %6d)" % (dotted, passed, failed, used))
     print(RESULT_MARK, passed, failed)
 
 
 def main(argv):
     heap = "128K"
+    budget = ""
     only = ""
-    paths = []
+    paths = []  # (path, heap, budget)
     single = False
     for arg in argv:
         if arg.startswith("--heap="):
             heap = arg[7:]
+        elif arg.startswith("--budget="):
+            budget = arg[9:]
         elif arg.startswith("-k="):
             only = arg[3:]
         elif arg == "--one":
             single = True
         else:
-            paths.append(arg.rstrip("/"))
+            paths.append((arg.rstrip("/"), heap, budget))
     if single:
-        run_file(paths[0], only)
+        run_file(paths[0][0], only, _size(budget) if budget else None)
         return 0
     exe = sys.executable or "micropython"
     out = "/tmp/mpy_run.%d.out" % os.getpid() if hasattr(os, "getpid") else "/tmp/mpy_run.out"
     passed = failed = 0
-    for path in paths:
+    for path, heap, budget in paths:
         for test_file in _test_files(path):
-            cmd = "%s -X heapsize=%s %s --one %s %s > %s 2>&1" % (
-                exe, heap, __file__, "-k=" + only if only else "", test_file, out)
+            opts = ("-k=" + only if only else "") + (" --budget=" + budget if budget else "")
+            cmd = "%s -X heapsize=%s %s --one %s %s > %s 2>&1" % (exe, heap, __file__, opts, test_file, out)
             status = os.system(cmd)
             result = None
             with open(out) as f:

@@ -1,0 +1,69 @@
+"""The node's idea of the wall clock: valid or not, synced or not, and its drift.
+
+States (reported in birth and telemetry):
+  synced  - set by the gateway's time service (or NTP) since boot
+  rtc     - running on the RTC (DS3231 keeps time through power cuts), not synced yet
+  invalid - no trustworthy time: lamps follow the photocell, loudspeakers stay
+            silent unless commanded, expiry of commands cannot be judged
+
+Sync is NTP-shaped: the node sends its monotonic ms `t1` in a time request;
+the gateway answers with t1, its receive time t2 and send time t3; at t4 the
+node knows the round trip and sets time to t3 + half of it.
+"""
+from protocol.messages import CLOCK_INVALID, CLOCK_RTC, CLOCK_SYNCED
+
+# A clock before this cannot be right (the firmware was built later); 2099 is the sun calculator's bound.
+MIN_VALID = 1767225600  # 2026-01-01
+MAX_VALID = 4070908800  # 2099-01-01
+RESYNC_S = 6 * 3600
+STEP_EVENT_S = 2.0  # steps larger than this are reported as events
+
+
+class NodeClock:
+    def __init__(self, hal):
+        self.hal = hal
+        self.synced_at = None  # ticks ms of the last sync
+        self.last_step = None
+        self.drift_ppm = None
+        self._last_sync_unix = None
+
+    def now(self):
+        """Unix seconds, or None when the clock is not valid."""
+        t = self.hal.time()
+        if t is None or not MIN_VALID <= t <= MAX_VALID:
+            return None
+        return t
+
+    @property
+    def state(self):
+        if self.now() is None:
+            return CLOCK_INVALID
+        return CLOCK_SYNCED if self.synced_at is not None else CLOCK_RTC
+
+    def needs_sync(self):
+        if self.synced_at is None:
+            return True
+        return self.hal.ticks_diff(self.hal.ticks_ms(), self.synced_at) > RESYNC_S * 1000
+
+    def apply_sync(self, t1, t2, t3):
+        """Set the clock from a time_sync answer. Returns (step seconds, rtt ms or None)."""
+        t4 = self.hal.ticks_ms()
+        rtt = None
+        true_now = t3
+        if t1 is not None:
+            rtt = self.hal.ticks_diff(t4, int(t1)) - (t3 - t2) * 1000
+            if 0 <= rtt < 60000:
+                true_now = t3 + rtt / 2000.0
+            else:
+                rtt = None  # an echo from before a reboot or a wrapped tick: ignore the round trip
+        before = self.now()
+        step = None if before is None else true_now - before
+        if step is not None and self._last_sync_unix is not None and self.synced_at is not None:
+            elapsed = self.hal.ticks_diff(t4, self.synced_at) / 1000.0
+            if elapsed > 600:
+                self.drift_ppm = -step / elapsed * 1e6
+        self.hal.set_time(true_now)
+        self.synced_at = t4
+        self._last_sync_unix = true_now
+        self.last_step = step
+        return step, rtt

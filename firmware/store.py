@@ -1,0 +1,325 @@
+"""Files on the node's flash that survive power cuts.
+
+`Store` keeps named blobs in the storage directory the HAL gives as `fs`
+(open/rename/remove/listdir/stat, raising OSError). Each file is a 12-byte
+header (magic, data length, CRC-32 of the data) followed by the data.
+
+Crash safety of save(name), one step at a time:
+  1. write the whole file to "name.tmp" and close it;
+  2. if "name" is a valid copy, rename it to "name.bak" (a corrupt one is
+     never renamed over a good backup);
+  3. rename "name.tmp" to "name".
+Renames are atomic, so at every instant "name" holds the old or the new
+version, or it is missing and "name.bak" holds the old one. load() takes
+"name" if its header and CRC check, else "name.bak", and removes a stray
+"name.tmp" (a save that never returned). delete() removes the backup first
+so that an older version cannot come back.
+
+`PersistentCounter` (durable before the caller acts) and `BatchedValue`
+(kept in RAM, written rarely to spare the flash) sit on top.
+"""
+import binascii
+import json
+import os
+import struct
+
+try:
+    from micropython import const
+except ImportError:  # CPython
+    def const(x):
+        return x
+
+MAGIC = b"dls1"
+HEADER = "<4sII"  # magic, data length, CRC-32 of the data
+HEADER_SIZE = const(12)
+BAK = ".bak"
+TMP = ".tmp"
+_CHUNK = const(256)  # read size when only checking a copy
+_ENOENT = const(2)
+_ENOSPC = const(28)
+_JSON_ERRORS = (ValueError, TypeError, RuntimeError, IndexError, KeyError)
+
+
+class StoreError(Exception):
+    """The flash could not keep a value; the message says what to do."""
+
+
+def _crc(data, crc=0):
+    return binascii.crc32(data, crc) & 0xFFFFFFFF
+
+
+def _errno(exc):
+    return exc.args[0] if exc.args else None
+
+
+def _write_all(f, buf):
+    view = memoryview(buf)
+    while len(view):
+        n = f.write(view)
+        if not n:  # no progress on a flash file means no room
+            raise OSError(_ENOSPC)
+        view = view[n:]
+
+
+def _is_int(v):
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+class Store:
+    """Named byte blobs on flash: after a power cut, the old or the new version."""
+
+    def __init__(self, fs, log=None):
+        self._fs = fs
+        self._log = log
+
+    def save(self, name, data):
+        """Store `data` (bytes) as `name`; StoreError (old version kept) if the flash fails."""
+        _check_name(name)
+        if not isinstance(data, (bytes, bytearray)):
+            raise TypeError("store: data for %r must be bytes" % name)
+        fs = self._fs
+        tmp = name + TMP
+        try:
+            with fs.open(tmp, "wb") as f:
+                _write_all(f, struct.pack(HEADER, MAGIC, len(data), _crc(data)))
+                _write_all(f, data)
+                f.flush()
+            if self._read(name, False):
+                fs.rename(name, name + BAK)
+            fs.rename(tmp, name)
+        except OSError as exc:
+            self._discard(tmp)
+            raise _error("cannot save", name, exc)
+
+    def load(self, name):
+        """The last saved bytes of `name` (or the backup copy), or None if there is none."""
+        _check_name(name)
+        self._discard(name + TMP)
+        data = self._read(name, True)
+        if data is None:
+            data = self._read(name + BAK, True)
+            if data is not None:
+                self._note("%r: using the backup copy" % name)
+        return data
+
+    def save_json(self, name, obj):
+        self.save(name, json.dumps(obj, separators=(",", ":")).encode())
+
+    def load_json(self, name):
+        """The stored JSON value, or None if missing or undecodable (logged)."""
+        data = self.load(name)
+        if data is None:
+            return None
+        try:
+            return json.loads(data.decode())
+        except _JSON_ERRORS:
+            self._note("%r: not valid JSON, ignored" % name)
+            return None
+
+    def delete(self, name):
+        _check_name(name)
+        for fname in (name + BAK, name, name + TMP):  # backup first: an older copy must not reappear
+            try:
+                self._fs.remove(fname)
+            except OSError as exc:
+                if _errno(exc) != _ENOENT:
+                    raise _error("cannot delete", name, exc)
+
+    def exists(self, name):
+        """True if a copy of `name` is on flash, even an unreadable one."""
+        for fname in (name, name + BAK):
+            try:
+                self._fs.stat(fname)
+                return True
+            except OSError:
+                pass
+        return False
+
+    def _read(self, fname, want_data):
+        """The data of a valid copy (True if not want_data), or None; logs why a copy is bad."""
+        fs = self._fs
+        try:
+            size = fs.stat(fname)
+        except OSError:
+            return None  # missing
+        try:
+            with fs.open(fname, "rb") as f:
+                head = f.read(HEADER_SIZE)
+                if len(head) != HEADER_SIZE:
+                    return self._bad(fname, "truncated header (%d bytes)" % len(head))
+                magic, length, crc = struct.unpack(HEADER, head)
+                if magic != MAGIC:
+                    return self._bad(fname, "not a store file")
+                if size != HEADER_SIZE + length:
+                    return self._bad(fname, "torn: %d of %d bytes" % (size, HEADER_SIZE + length))
+                if want_data:
+                    data = f.read(length)
+                    ok = len(data) == length and _crc(data) == crc
+                else:
+                    data, left, got = True, length, 0
+                    while left:
+                        chunk = f.read(min(left, _CHUNK))
+                        if not chunk:
+                            break
+                        got = _crc(chunk, got)
+                        left -= len(chunk)
+                    ok = left == 0 and got == crc
+        except OSError as exc:
+            return self._bad(fname, "unreadable (%s)" % exc)
+        return data if ok else self._bad(fname, "bad checksum")
+
+    def _bad(self, fname, why):
+        self._note("%r is corrupt: %s" % (fname, why))
+        return None
+
+    def _discard(self, fname):
+        try:
+            self._fs.remove(fname)
+        except OSError:
+            pass
+
+    def _note(self, text):
+        if self._log:
+            self._log("store: " + text)
+
+
+def _check_name(name):
+    if not isinstance(name, str) or not name or name.endswith(BAK) or name.endswith(TMP):
+        raise ValueError("store: bad name %r (empty, or ends in %s/%s)" % (name, BAK, TMP))
+
+
+def _error(action, name, exc):
+    if _errno(exc) == _ENOSPC:
+        return StoreError("%s %r: the flash is full; delete cached audio clips or old files" % (action, name))
+    return StoreError("%s %r: flash error (%s); if it repeats the flash may be worn: reflash the node"
+                      % (action, name, exc))
+
+
+class PersistentCounter:
+    """A value that only goes up and is on flash before anyone acts on it (the command counter).
+
+    `lost` is True when a stored copy existed but none could be read, so
+    the value restarted at 0: the node should report it.
+    """
+
+    def __init__(self, store, name):
+        self._store = store
+        self._name = name
+        value = store.load_json(name)
+        self.lost = False
+        if not _is_int(value) or value < 0:
+            self.lost = value is not None or store.exists(name)
+            if self.lost:
+                store._note("counter %r unreadable, restarting at 0" % name)
+            value = 0
+        self.value = value
+
+    def advance(self, new_value):
+        """Persist `new_value` (> value), then update .value; StoreError if refused or not stored."""
+        if not _is_int(new_value) or new_value <= self.value:
+            raise StoreError("counter %r: %r is not above %d; it only goes up" % (self._name, new_value, self.value))
+        self._store.save_json(self._name, new_value)
+        self.value = new_value
+
+
+class BatchedValue:
+    """A value that changes often (energy in Wh), written to flash rarely.
+
+    Written when it has changed and `min_interval_s` passed since the last
+    write (or since the first update after boot), at once when it moved by
+    `min_delta`, and on flush(). A reboot loses at most the unwritten part.
+    A failed write raises StoreError once, then is retried after the interval.
+    """
+
+    def __init__(self, store, name, min_interval_s=600, min_delta=10.0):
+        self._store = store
+        self._name = name
+        self._interval = min_interval_s
+        self._delta = min_delta
+        value = store.load_json(name)
+        if not _is_number(value):
+            if value is not None:
+                store._note("%r is not a number, restarting at 0" % name)
+            value = 0
+        self.value = value
+        self._saved = value
+        self._since = None  # clock of the last write attempt
+        self._failing = False
+        self.writes = 0
+
+    def update(self, value, now_s):
+        self.value = value
+        if self._since is None:
+            self._since = now_s
+        if value == self._saved:
+            return
+        elapsed = now_s - self._since
+        if elapsed < 0:  # the clock wrapped or restarted: write rather than stall
+            elapsed = self._interval
+        if elapsed >= self._interval or (not self._failing and abs(value - self._saved) >= self._delta):
+            self._since = now_s
+            self._write()
+
+    def flush(self):
+        if self.value != self._saved:
+            self._write()
+
+    def _write(self):
+        value = self.value
+        self._failing = True
+        self._store.save_json(self._name, value)
+        self._failing = False
+        self._saved = value
+        self.writes += 1
+
+
+class DirFS:
+    """The HAL `fs` interface over a real directory (MicroPython unix/ESP32, CPython)."""
+
+    def __init__(self, path):
+        self._path = path.rstrip("/") or "/"
+        _make_dirs(self._path)
+
+    def _full(self, name):
+        return self._path + name if self._path == "/" else self._path + "/" + name
+
+    def open(self, name, mode):
+        return open(self._full(name), mode)
+
+    def rename(self, old, new):
+        getattr(os, "replace", os.rename)(self._full(old), self._full(new))  # replace: atomic on Windows too
+
+    def remove(self, name):
+        os.remove(self._full(name))
+
+    def listdir(self):
+        return os.listdir(self._path)
+
+    def stat(self, name):
+        return os.stat(self._full(name))[6]
+
+
+def _is_dir(path):
+    try:
+        return (os.stat(path)[0] & 0o170000) == 0o040000
+    except OSError:
+        return False
+
+
+def _make_dirs(path):
+    if _is_dir(path):
+        return
+    parts = path.split("/")
+    for i in range(1, len(parts) + 1):
+        sub = "/".join(parts[:i])
+        if sub:
+            try:
+                os.mkdir(sub)
+            except OSError:
+                pass  # exists already, or the check below says why not
+    if not _is_dir(path):
+        raise StoreError("storage directory %r cannot be created: check the filesystem is mounted" % path)

@@ -1,0 +1,352 @@
+"""A software board: the node's hardware, simulated faithfully enough to test against.
+
+It implements the HAL (hardware/hal.py) for tests and the simulator, on
+MicroPython and CPython. It behaves like the hardware, not like a test
+wants: a relay's feedback reads the contact, not the command (a stuck relay
+reads stuck); a PWM ramp takes its time; a burnt lamp draws no current; a
+day-burner (relay welded shut) draws current while driven off; the
+internal RTC forgets the time on a power cut, a DS3231 keeps it (and may
+drift); the watchdog expires if not fed.
+
+Every physical change is reported as ground truth to `truth(t, what, value)`
+with the true time `t` (not the node's clock): "light" (the % of light the
+lamp really gives, ramp target and duration as (level, ramp_ms)), "relay",
+"amp", "zones", "source", "volume", "audio" (bytes played).
+"""
+from hardware.hal import Hal
+
+
+class SimClock:
+    """True time for soft boards. Manual: it moves only with advance()."""
+
+    def __init__(self, start_unix):
+        self._now = float(start_unix)
+        self._ticks = 0  # ms since this clock was made
+
+    def now(self):
+        return self._now
+
+    def ticks_ms(self):
+        return self._ticks
+
+    def advance(self, seconds):
+        self._now += seconds
+        self._ticks += int(round(seconds * 1000))
+
+    def sleep_ms(self, ms):
+        # Manual time: the caller advances the clock; just yield to the loop.
+        import asyncio
+
+        return asyncio.sleep_ms(0) if hasattr(asyncio, "sleep_ms") else asyncio.sleep(0)
+
+
+class _Rng:
+    """xorshift32: seeded per board so simulated runs repeat exactly."""
+
+    def __init__(self, seed):
+        self.x = (seed & 0xFFFFFFFF) or 0x9E3779B9
+
+    def byte(self):
+        x = self.x
+        x ^= (x << 13) & 0xFFFFFFFF
+        x ^= x >> 17
+        x ^= (x << 5) & 0xFFFFFFFF
+        self.x = x
+        return x & 0xFF
+
+
+class SoftBoard(Hal):
+    """Software board with the HAL interface; see the module doc.
+
+    Faults (attributes a test or the simulator may set at any time):
+      burnt: the lamp gives no light and draws no current
+      relay_stuck: None, "open" or "closed" (welded)
+      pir_dead: motion is never reported
+      rtc_battery_dead: a DS3231 loses the time on a power cut too
+    """
+
+    def __init__(self, clock, fs=None, zones=4, rtc="ds3231", rated_w=60.0, mains_v=230.0,
+                 photocell=True, pir=True, seed=1, truth=None, rtc_offset=0.0, rtc_drift_ppm=0.0):
+        self.clock = clock
+        self._fs = fs
+        self._zones = zones
+        self._rtc_kind = rtc
+        self.rated_w = rated_w
+        self.mains_v = mains_v
+        self.idle_w = 0.8  # LED driver standby draw
+        self.min_dim = 10  # a 0-10 V driver never goes below ~10 %: only the relay turns the lamp off
+        self.has_photocell = photocell
+        self.has_pir = pir
+        self.truth = truth
+        self.journal = []  # (t, what, value) when no truth sink is given; bounded
+        self.journal_max = 5000
+        self._rng = _Rng(seed)
+        # faults
+        self.burnt = False
+        self.relay_stuck = None
+        self.pir_dead = False
+        self.rtc_battery_dead = False
+        # outputs
+        self._relay_cmd = False
+        self._dim_from = 0.0
+        self._dim_to = 0.0
+        self._dim_t0 = 0
+        self._dim_ms = 0
+        self._amp = False
+        self._zone_mask = 0
+        self._source = None
+        self._volume = 0
+        self._audio_fmt = None
+        self.audio_bytes = 0
+        # inputs
+        self._dark = False
+        self._motion = False
+        # clock: the node's RTC = true time + offset + drift
+        self._rtc_valid = rtc is not None and rtc_offset is not None
+        self._rtc_base_true = clock.now()
+        self._rtc_base_value = clock.now() + (rtc_offset or 0.0)
+        self.rtc_drift_ppm = rtc_drift_ppm
+        # system
+        self._wdt_timeout = None
+        self._wdt_fed = 0
+        self._reset_cause = "power_on"
+        self.reset_requested = False
+        self.link = True
+        self.rssi_dbm = -60
+
+    # ---- ground truth ------------------------------------------------------
+    def _record(self, what, value):
+        t = self.clock.now()
+        if self.truth is not None:
+            self.truth(t, what, value)
+        elif len(self.journal) < self.journal_max:
+            self.journal.append((t, what, value))
+
+    def _contact_closed(self):
+        if self.relay_stuck == "closed":
+            return True
+        if self.relay_stuck == "open":
+            return False
+        return self._relay_cmd
+
+    def light(self):
+        """Light the lamp really gives now, 0..100 (ground truth)."""
+        if self.burnt or not self._contact_closed():
+            return 0.0
+        return max(self.min_dim, self.lamp_dim_level())
+
+    def _record_light(self):
+        if self.burnt or not self._contact_closed():
+            self._record("light", (0, 0))
+        else:
+            remaining = max(0, self._dim_ms - (self.clock.ticks_ms() - self._dim_t0))
+            self._record("light", (int(round(max(self.min_dim, self._dim_to))), remaining))
+
+    # ---- lamp --------------------------------------------------------------
+    def lamp_relay(self, on):
+        on = bool(on)
+        if on != self._relay_cmd:
+            was = self._contact_closed()
+            self._relay_cmd = on
+            if self._contact_closed() != was:
+                self._record("relay", self._contact_closed())
+                self._record_light()
+
+    def lamp_relay_state(self):
+        return self._contact_closed()
+
+    def lamp_dim(self, level, ramp_ms=0):
+        level = max(0, min(100, level))
+        if level == self._dim_to:
+            return
+        self._dim_from = self.lamp_dim_level()
+        self._dim_to = float(level)
+        self._dim_t0 = self.clock.ticks_ms()
+        self._dim_ms = max(0, int(ramp_ms))
+        if self._contact_closed():
+            self._record_light()
+
+    def lamp_dim_level(self):
+        if self._dim_ms <= 0:
+            return self._dim_to
+        done = (self.clock.ticks_ms() - self._dim_t0) / self._dim_ms
+        if done >= 1:
+            return self._dim_to
+        return self._dim_from + (self._dim_to - self._dim_from) * max(0.0, done)
+
+    def lamp_power_w(self):
+        if self.burnt or not self._contact_closed():
+            return 0.0
+        return self.idle_w + self.rated_w * self.light() / 100.0
+
+    def lamp_current_ma(self):
+        return int(self.lamp_power_w() / self.mains_v * 1000)
+
+    # ---- sensors -----------------------------------------------------------
+    def set_dark(self, dark):
+        self._dark = bool(dark)
+
+    def trigger_motion(self):
+        if self.has_pir and not self.pir_dead:
+            self._motion = True
+
+    def photocell_dark(self):
+        return self._dark if self.has_photocell else None
+
+    def motion_since_last(self):
+        seen, self._motion = self._motion, False
+        return seen
+
+    # ---- loudspeaker -------------------------------------------------------
+    def amp_power(self, on):
+        if bool(on) != self._amp:
+            self._amp = bool(on)
+            self._record("amp", self._amp)
+
+    def amp_power_state(self):
+        return self._amp
+
+    def zone_count(self):
+        return self._zones
+
+    def zone_relays(self, mask):
+        mask &= (1 << self._zones) - 1
+        if mask != self._zone_mask:
+            self._zone_mask = mask
+            self._record("zones", mask)
+
+    def zone_relays_state(self):
+        return self._zone_mask
+
+    def audio_source(self, source):
+        if source != self._source:
+            self._source = source
+            self._record("source", source)
+
+    def audio_source_state(self):
+        return self._source
+
+    def audio_volume(self, volume):
+        volume = max(0, min(100, int(volume)))
+        if volume != self._volume:
+            self._volume = volume
+            self._record("volume", volume)
+
+    def audio_volume_state(self):
+        return self._volume
+
+    def audio_open(self, rate, bits, channels):
+        self._audio_fmt = (rate, bits, channels)
+
+    def audio_write(self, buf):
+        if self._audio_fmt is None:
+            return 0
+        self.audio_bytes += len(buf)
+        self._record("audio", len(buf))
+        return len(buf)
+
+    def audio_close(self):
+        self._audio_fmt = None
+
+    # ---- time --------------------------------------------------------------
+    def time(self):
+        if not self._rtc_valid:
+            return None
+        elapsed = self.clock.now() - self._rtc_base_true
+        return self._rtc_base_value + elapsed * (1.0 + self.rtc_drift_ppm / 1e6)
+
+    def set_time(self, unix):
+        if self._rtc_kind is None:
+            return
+        self._rtc_base_true = self.clock.now()
+        self._rtc_base_value = float(unix)
+        self._rtc_valid = True
+
+    def rtc_kind(self):
+        return self._rtc_kind
+
+    def ticks_ms(self):
+        return self.clock.ticks_ms()
+
+    def ticks_diff(self, a, b):
+        return a - b  # the simulated ticks never wrap
+
+    def sleep_ms(self, ms):
+        return self.clock.sleep_ms(ms)
+
+    # ---- storage -----------------------------------------------------------
+    @property
+    def fs(self):
+        return self._fs
+
+    # ---- system ------------------------------------------------------------
+    def wdt_start(self, timeout_ms):
+        self._wdt_timeout = timeout_ms
+        self._wdt_fed = self.clock.ticks_ms()
+
+    def wdt_feed(self):
+        self._wdt_fed = self.clock.ticks_ms()
+
+    def wdt_expired(self):
+        """True when a real watchdog would have reset the chip by now."""
+        if self._wdt_timeout is None:
+            return False
+        return self.clock.ticks_ms() - self._wdt_fed > self._wdt_timeout
+
+    def reset_cause(self):
+        return self._reset_cause
+
+    def reset(self):
+        self.reset_requested = True
+
+    def random_bytes(self, n):
+        return bytes([self._rng.byte() for _ in range(n)])
+
+    def unique_id(self):
+        return b"\x24\x0a\xc4\x00\x00\x01"
+
+    def free_heap(self):
+        import gc
+
+        return gc.mem_free() if hasattr(gc, "mem_free") else 100000
+
+    def net_up(self):
+        return self.link
+
+    def net_connect(self):
+        pass
+
+    def rssi(self):
+        return self.rssi_dbm if self.link else None
+
+    def log(self, text):
+        pass
+
+    # ---- what the simulator does to the board -----------------------------
+    def power_cut(self):
+        """Mains off: outputs drop, RAM is lost (the host rebuilds the node), the flash stays."""
+        self._relay_cmd = False
+        self._dim_to = self._dim_from = 0.0
+        self._dim_ms = 0
+        self._amp = False
+        self._zone_mask = 0
+        self._source = None
+        self._record("power", False)
+        self._record_light()
+        self._record("amp", False)
+        self._record("zones", 0)
+        if self._rtc_kind == "internal" or self.rtc_battery_dead:
+            self._rtc_valid = False
+        self._wdt_timeout = None
+
+    def power_on(self, cause="power_on"):
+        self._reset_cause = cause
+        self.reset_requested = False
+        self._record("power", True)
+
+    def watchdog_reset(self):
+        """What a watchdog expiry does: a reset with the outputs dropped, RTC kept."""
+        keep = self._rtc_valid
+        self.power_cut()
+        self._rtc_valid = keep
+        self.power_on("watchdog")

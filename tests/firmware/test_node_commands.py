@@ -1,0 +1,151 @@
+"""Signed commands on the node: applied once, every bad one rejected and reported (portable)."""
+from protocol import commands
+from tests.firmware.rig import MONDAY, PROGRAM, Rig, at
+from tests.portable import raises
+
+
+def _rig(t=None, **kw):
+    rig = Rig(t or at(MONDAY, 21), **kw)
+    rig.boot()
+    return rig
+
+
+def test_applied_once_even_when_retried_and_after_reboot():
+    rig = _rig()
+    try:
+        now = int(rig.clock.now())
+        topic, payload = rig.command("lamp_override", {"level": 30, "until": now + 3600})
+        rig.node.handle_message(topic, payload)
+        assert rig.last_ack().applied and rig.node.lamp.level == 30
+        # staff clear the override with a newer command; then the gateway retries the old one
+        rig.send("lamp_override", {"level": None, "until": now})
+        rig.node.tick()
+        assert rig.node.lamp.level == 100
+        rig.node.handle_message(topic, payload)
+        ack = rig.last_ack()
+        assert ack.applied and ack.detail == "duplicate"  # same answer as the first time...
+        assert rig.node.lamp.level == 100  # ...and no second effect
+        rig.reboot()
+        rig.node.handle_message(topic, payload)
+        assert rig.last_ack().detail == "duplicate" and rig.node.lamp.level == 100
+        assert rig.node.counter.value == 2
+    finally:
+        rig.close()
+
+
+def test_every_bad_command_is_rejected_acked_and_reported():
+    rig = _rig()
+    try:
+        now = int(rig.clock.now())
+        args = {"level": 5, "until": now + 600}
+        rig.send("lamp_override", args)  # counter 1 accepted
+        cases = [
+            (dict(counter=1, cmd_id="c-replay"), commands.REPLAY),
+            (dict(key=b"not the key at all............."), commands.BAD_SIGNATURE),
+            (dict(expires=now - 1), commands.EXPIRED),
+            (dict(node="den-khac"), commands.WRONG_TARGET),
+        ]
+        for kw, reason in cases:
+            before = rig.node.lamp.level
+            ack = rig.send("lamp_override", {"level": 77, "until": now + 600}, **kw)
+            assert not ack.applied and ack.reason == reason, (kw, ack)
+            assert rig.node.lamp.level == before
+        rejected = rig.events("cmd_rejected")
+        assert [e.data["reason"] for e in rejected] == [c[1] for c in cases]
+        rig.node.handle_message(rig.node.topic["cmd"], b"garbage")
+        assert rig.last_ack().reason == commands.MALFORMED
+        rig.node.handle_message("denloa/xa-an-binh/node/den-khac/cmd", rig.command("reboot")[1])
+        assert rig.last_ack().reason == commands.WRONG_TARGET
+        assert rig.node.reboot_pending is None
+    finally:
+        rig.close()
+
+
+def test_counter_is_persisted_before_the_effect():
+    rig = _rig()
+    try:
+        rig.send("set_volume", {"vol": 40})
+        assert rig.node.counter.value == 1
+        rig.reboot()
+        assert rig.node.counter.value == 1  # a power cut right after cannot re-open the counter
+        assert rig.node.speaker.master_volume == 40
+    finally:
+        rig.close()
+
+
+def test_set_program_is_stored_and_used_after_reboot():
+    rig = _rig()
+    try:
+        prog = dict(PROGRAM)
+        prog["version"] = 9
+        prog["days"] = {"dim": {"on": "sunset", "off": "sunrise", "level": 55}}
+        prog["calendar"] = [{"day": "dim"}]
+        ack = rig.send("set_program", {"lamp": prog})
+        assert ack.applied and rig.node.lamp.level == 55
+        rig.run(3.0)
+        assert rig.board.light() == 55
+        rig.reboot()
+        assert rig.node.program.version == 9 and rig.board.light() == 55
+        assert b'"lamp":9' in rig.node.birth()
+    finally:
+        rig.close()
+
+
+def test_time_sync_sets_an_invalid_clock_and_lamps_follow_the_program():
+    rig = _rig(at(MONDAY, 21), rtc_offset=None)
+    try:
+        assert rig.node.clock.state == "invalid" and rig.board.light() == 0  # daylight photocell
+        true = rig.clock.now()
+        t1 = rig.board.ticks_ms()
+        rig.clock.advance(0.2)  # 200 ms round trip, gateway answered in the middle
+        ack = rig.send("time_sync", {"t1": t1, "t2": true + 0.1, "t3": true + 0.1})
+        assert ack.applied
+        assert abs(rig.node.clock.now() - rig.clock.now()) < 0.01
+        assert rig.node.clock.state == "synced"
+        assert rig.board.light() == 100
+        assert rig.events("clock_set")[0].data["rtt_ms"] == 200
+    finally:
+        rig.close()
+
+
+def test_time_sync_fixes_a_clock_that_runs_far_ahead():
+    rig = _rig(rtc_offset=86400 * 3)
+    try:
+        true = rig.clock.now()
+        ack = rig.send("time_sync", {"t1": None, "t2": true, "t3": true}, expires=int(true) + 60)
+        assert ack.applied  # not "expired", although the node's clock said so
+        assert abs(rig.node.clock.now() - true) < 0.01
+    finally:
+        rig.close()
+
+
+def test_override_without_valid_time_is_refused_cleanly():
+    rig = _rig(rtc_offset=None)
+    try:
+        ack = rig.send("lamp_override", {"level": 10, "until": 2000000000})
+        assert not ack.applied and ack.reason == "clock_invalid"
+        assert rig.node.overrides == []
+    finally:
+        rig.close()
+
+
+def test_reboot_and_rebirth_and_self_test():
+    rig = _rig()
+    try:
+        assert rig.send("self_test").applied
+        result = rig.events("self_test")[0].data
+        assert result["relay_ok"] and result["lamp_ma"] > 200
+        assert rig.send("reboot").applied and rig.node.reboot_pending is not None
+    finally:
+        rig.close()
+
+
+def test_rejected_verdict_is_never_applied():
+    rig = _rig()
+    try:
+        topic, payload = rig.command("reboot", key=b"x" * 32)
+        v = commands.verify(payload, topic, rig.cfg.site, rig.cfg.node, rig.cfg.key, 0, rig.clock.now())
+        raises(Exception, v.accept, rig.node.counter.advance)
+        assert rig.node.counter.value == 0
+    finally:
+        rig.close()
