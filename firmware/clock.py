@@ -16,7 +16,7 @@ from protocol.messages import CLOCK_INVALID, CLOCK_RTC, CLOCK_SYNCED
 MIN_VALID = 1767225600  # 2026-01-01
 MAX_VALID = 4070908800  # 2099-01-01
 RESYNC_S = 6 * 3600
-STEP_EVENT_S = 2.0  # steps larger than this are reported as events
+STEP_EVENT_S = 2  # steps larger than this are reported as events
 
 
 class NodeClock:
@@ -25,14 +25,16 @@ class NodeClock:
         self.synced_at = None  # ticks ms of the last sync
         self.last_step = None
         self.drift_ppm = None
-        self._last_sync_unix = None
 
     def now(self):
-        """Unix seconds, or None when the clock is not valid."""
+        """Unix seconds as an int, or None when the clock is not valid.
+
+        Always an int: the ESP32's single-precision floats would be 128 s coarse.
+        """
         t = self.hal.time()
         if t is None or not MIN_VALID <= t <= MAX_VALID:
             return None
-        return t
+        return int(t)
 
     @property
     def state(self):
@@ -46,24 +48,28 @@ class NodeClock:
         return self.hal.ticks_diff(self.hal.ticks_ms(), self.synced_at) > RESYNC_S * 1000
 
     def apply_sync(self, t1, t2, t3):
-        """Set the clock from a time_sync answer. Returns (step seconds, rtt ms or None)."""
+        """Set the clock from a time_sync answer (t2, t3 in Unix ms; t1 our ticks echo).
+
+        Returns (step in seconds or None, round trip in ms or None). Integer
+        arithmetic throughout; the clock is set to the nearest second.
+        """
         t4 = self.hal.ticks_ms()
         rtt = None
-        true_now = t3
+        true_ms = t3
         if t1 is not None:
-            rtt = self.hal.ticks_diff(t4, int(t1)) - (t3 - t2) * 1000
+            rtt = self.hal.ticks_diff(t4, t1) - (t3 - t2)
             if 0 <= rtt < 60000:
-                true_now = t3 + rtt / 2000.0
+                true_ms = t3 + rtt // 2
             else:
                 rtt = None  # an echo from before a reboot or a wrapped tick: ignore the round trip
+        true_s = (true_ms + 500) // 1000
         before = self.now()
-        step = None if before is None else true_now - before
-        if step is not None and self._last_sync_unix is not None and self.synced_at is not None:
-            elapsed = self.hal.ticks_diff(t4, self.synced_at) / 1000.0
+        step = None if before is None else true_s - before
+        if step is not None and self.synced_at is not None:
+            elapsed = self.hal.ticks_diff(t4, self.synced_at) // 1000
             if elapsed > 600:
-                self.drift_ppm = -step / elapsed * 1e6
-        self.hal.set_time(true_now)
+                self.drift_ppm = -step * 1000000 // elapsed
+        self.hal.set_time(true_s)
         self.synced_at = t4
-        self._last_sync_unix = true_now
         self.last_step = step
         return step, rtt

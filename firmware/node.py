@@ -13,7 +13,9 @@ module-level state, so one interpreter can host many (the simulator does).
   event/ack outbox, telemetry, under a supervisor that restarts a dead task
   and feeds the watchdog only while every task is alive.
 """
-from firmware.clock import NodeClock
+import gc
+
+from firmware.clock import STEP_EVENT_S, NodeClock
 from firmware.events import EventLog
 from firmware.lamp import LampControl
 from firmware.speaker import Loudspeaker
@@ -25,7 +27,9 @@ from protocol.messages import REJECTED, APPLIED, Ack, State, Telemetry
 from protocol.plan import BroadcastPlan
 from protocol.program import LampProgram, Override, SunSource, default_program, live_override
 
-PROGRAM_FILE = "program.json"
+# Programs are stored as the exact command bodies that delivered them (no re-encoding,
+# one atomic write); at boot the newest body (highest counter) carrying each part wins.
+PROGRAM_FILES = ("prog-both", "prog-lamp", "prog-plan")
 STATE_FILE = "state.json"  # overrides and master volume
 ACKS_FILE = "acks.json"
 BOOTS_FILE = "boots.json"
@@ -36,6 +40,7 @@ WDT_MS = 30000
 BEAT_MS = 20000  # a task silent for longer is considered dead
 MAX_ACKS = 8
 MAX_RESTARTS = 5
+BIG_COMMAND = 2048
 
 
 class Node:
@@ -95,15 +100,22 @@ class Node:
         self._save_json(BOOTS_FILE, {"abnormal": count, "cause": cause})
 
     def _load(self):
-        stored = self.store.load_json(PROGRAM_FILE)
-        if stored:
+        lamp_ctr = plan_ctr = -1
+        for name in PROGRAM_FILES:
+            body = self.store.load(name)
+            if body is None:
+                continue
             try:
-                if stored.get("lamp") is not None:
-                    self.program = LampProgram.from_json(stored["lamp"])
-                if stored.get("plan") is not None:
-                    self.plan = BroadcastPlan.from_json(stored["plan"])
-            except (ProtocolError, AttributeError) as exc:
-                self.emit("storage_error", {"file": PROGRAM_FILE, "error": str(exc)[:100]})
+                cmd = commands.Command.decode(body)
+            except ProtocolError as exc:
+                self.emit("storage_error", {"file": name, "error": str(exc)[:100]})
+                continue
+            body = None
+            args = cmd.args
+            if args.get("lamp") is not None and cmd.counter > lamp_ctr:
+                self.program, lamp_ctr = args["lamp"], cmd.counter
+            if args.get("plan") is not None and cmd.counter > plan_ctr:
+                self.plan, plan_ctr = args["plan"], cmd.counter
         state = self.store.load_json(STATE_FILE) or {}
         try:
             self.overrides = [Override.from_json(o) for o in state.get("overrides", [])]
@@ -157,8 +169,7 @@ class Node:
         self.events.emit(kind, data, self._ts())
 
     def _ts(self):
-        now = self.clock.now()
-        return None if now is None else int(now)
+        return self.clock.now()
 
     def _ack(self, cmd_id, result, reason=None, detail=None, remember=True):
         if remember and cmd_id is not None:
@@ -174,7 +185,13 @@ class Node:
     def handle_message(self, topic, payload):
         """One message from the broker; only our cmd topic is subscribed."""
         cfg = self.cfg
+        big = len(payload) > BIG_COMMAND
+        if big:  # likely a new plan: make room to parse it (the old one is on flash)
+            self.plan = None
+            gc.collect()
         v = commands.verify(payload, topic, cfg.site, cfg.node, cfg.key, self.counter.value, self.clock.now())
+        if big and not (v.ok and v.command.op == commands.SET_PROGRAM and v.command.args["plan"]):
+            self._load()
         if v.reason == commands.REPLAY:
             for cmd_id, result, reason in self.recent_acks:
                 if cmd_id == v.cmd_id:  # the gateway retried: same answer, no second effect
@@ -190,24 +207,30 @@ class Node:
             self._ack(v.cmd_id, REJECTED, "storage", str(exc))
             self.emit("storage_error", {"file": "counter", "error": str(exc)[:100]})
             return
-        error = self.apply(cmd)
+        error = self.apply(cmd, v.body)
+        v = None
         if error is None:
             self._ack(cmd.cmd_id, APPLIED)
         else:
             self._ack(cmd.cmd_id, REJECTED, error[0], error[1])
         self.tick()  # the effect is visible at once, not at the next tick
 
-    def apply(self, cmd):
+    def apply(self, cmd, body=None):
         """Carry out an authenticated command; None, or (reason, detail) when it cannot be done."""
         op, args = cmd.op, cmd.args
         if op == commands.SET_PROGRAM:
-            lamp = args["lamp"] or self.program
-            plan = args["plan"] if args["plan"] is not None else self.plan
-            doc = {"lamp": lamp.to_json(), "plan": plan.to_json() if plan else None}
-            if not self._save_json(PROGRAM_FILE, doc):
-                return "storage", "could not store the program"
-            self.program, self.plan = lamp, plan
-            self.emit("program_applied", {"lamp": lamp.version, "plan": plan.version if plan else 0})
+            lamp, plan = args["lamp"], args["plan"]
+            name = PROGRAM_FILES[0] if lamp and plan else PROGRAM_FILES[1] if lamp else PROGRAM_FILES[2]
+            try:
+                self.store.save(name, body if body is not None else cmd.encode())
+            except StoreError as exc:
+                self.emit("storage_error", {"file": name, "error": str(exc)[:100]})
+                return "storage", "could not store the program: " + str(exc)
+            if lamp is not None:
+                self.program = lamp
+            if plan is not None:
+                self.plan = plan
+            self.emit("program_applied", {"lamp": self.program.version, "plan": self.plan.version if self.plan else 0})
         elif op == commands.LAMP_OVERRIDE:
             now = self.clock.now()
             if now is None:
@@ -216,7 +239,7 @@ class Node:
                 overrides = []
             else:
                 overrides = [o for o in self.overrides if o.until > now][-3:]
-                overrides.append(Override(args["level"], args["until"], int(now)))
+                overrides.append(Override(args["level"], args["until"], now))
             if not self._save_state(overrides=overrides):
                 return "storage", "could not store the override"
             self.overrides = overrides
@@ -236,9 +259,8 @@ class Node:
             self.speaker.master_volume = args["vol"]
         elif op == commands.TIME_SYNC:
             step, rtt = self.clock.apply_sync(args["t1"], args["t2"], args["t3"])
-            if step is None or abs(step) >= 2:
-                self.emit("clock_set", {"step": None if step is None else round(step, 3), "rtt_ms": rtt,
-                                        "drift_ppm": self.clock.drift_ppm})
+            if step is None or abs(step) >= STEP_EVENT_S:
+                self.emit("clock_set", {"step": step, "rtt_ms": rtt, "drift_ppm": self.clock.drift_ppm})
         elif op == commands.REBIRTH:
             self._birth_due = True
         elif op == commands.REBOOT:
@@ -334,9 +356,9 @@ class Node:
             while self.running:
                 await self.hal.sleep_ms(200)
         finally:
+            await self.mqtt.close()  # a clean DISCONNECT while the link is still up: no will
             for task in tasks:
                 task.cancel()
-            await self.mqtt.close()
 
     def stop(self):
         self.running = False

@@ -79,7 +79,7 @@ class Store:
     def save(self, name, data):
         """Store `data` (bytes) as `name`; StoreError (old version kept) if the flash fails."""
         _check_name(name)
-        if not isinstance(data, (bytes, bytearray)):
+        if not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError("store: data for %r must be bytes" % name)
         fs = self._fs
         tmp = name + TMP

@@ -98,12 +98,14 @@ class Hal:
 
     # ---- time --------------------------------------------------------------
     def time(self):
-        """Wall clock as Unix seconds (float), or None when the clock is not valid
-        (RTC never set, or it lost power: DS3231 oscillator-stop flag)."""
+        """Wall clock as Unix seconds, or None when the clock is not valid
+        (RTC never set, or it lost power: DS3231 oscillator-stop flag).
+        An int on the ESP32, whose single-precision floats are 128 s coarse
+        at today's Unix times; the simulator may give a float."""
         raise NotImplementedError
 
     def set_time(self, unix):
-        """Set the wall clock (internal RTC and the DS3231 when fitted)."""
+        """Set the wall clock to int Unix seconds (internal RTC and the DS3231 when fitted)."""
         raise NotImplementedError
 
     def rtc_kind(self):

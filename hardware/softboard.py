@@ -78,8 +78,8 @@ class SoftBoard(Hal):
         self.has_photocell = photocell
         self.has_pir = pir
         self.truth = truth
-        self.journal = []  # (t, what, value) when no truth sink is given; bounded
-        self.journal_max = 5000
+        self.journal = []  # (t, what, value) when no truth sink is given; the first 200 kept
+        self.journal_max = 200
         self._rng = _Rng(seed)
         # faults
         self.burnt = False

@@ -14,12 +14,17 @@ def _xor_pad(key, byte):
 
 
 def hmac_sha256(key, msg):
-    """HMAC-SHA256 of `msg` under `key` (both bytes), 32 raw bytes."""
+    """HMAC-SHA256 of `msg` under `key`, 32 raw bytes.
+
+    `msg` is bytes, or a tuple of byte strings/memoryviews hashed as if
+    joined (so a node never copies a large payload to sign it).
+    """
     if len(key) > BLOCK:
         key = hashlib.sha256(key).digest()
     key = key + b"\x00" * (BLOCK - len(key))
     inner = hashlib.sha256(_xor_pad(key, 0x36))
-    inner.update(msg)
+    for part in msg if isinstance(msg, tuple) else (msg,):
+        inner.update(part)
     outer = hashlib.sha256(_xor_pad(key, 0x5C))
     outer.update(inner.digest())
     return outer.digest()

@@ -10,8 +10,8 @@ The node calls `verify(...)`; only an OK verdict hands out the command, and
 only through `verdict.accept(persist)`, which stores the counter first.
 """
 from protocol import auth, topics
-from protocol.errors import MessageError, ProtocolError
-from protocol.fields import Fields, decode_json, encode_json
+from protocol.errors import MessageError, ProgramError, ProtocolError
+from protocol.fields import Fields, array_spans, decode_json, encode_json
 from protocol.messages import MAX_SEQ, MAX_TIME, SCHEMA, check_token
 from protocol.plan import MAX_DURATION, BroadcastPlan, read_airing
 from protocol.program import LampProgram
@@ -40,9 +40,10 @@ WRONG_TARGET = "wrong_target"
 MALFORMED = "malformed"
 
 
-def _args_set_program(f):
+def _args_set_program(f, item_texts=None):
     lamp = f.checked("lamp", LampProgram.from_json, None)
-    plan = f.checked("plan", BroadcastPlan.from_json, None)
+    # args come from a fresh json.loads: the plan may consume them
+    plan = f.checked("plan", lambda obj: BroadcastPlan.from_json(obj, True, item_texts), None)
     if lamp is None and plan is None:
         f.fail(None, "must carry a lamp program, a broadcast plan, or both")
     return {"lamp": lamp, "plan": plan}
@@ -68,11 +69,13 @@ def _args_set_volume(f):
 
 
 def _args_time_sync(f):
-    # NTP-style: t1 node send (echoed, may be None when unsolicited), t2 gateway receive, t3 gateway send
+    # NTP-style, all integers (the ESP32's single-precision floats cannot hold a Unix time):
+    # t1 the node's monotonic ms from its time_request (echoed; None when unsolicited),
+    # t2 gateway receive and t3 gateway send, in Unix milliseconds.
     return {
-        "t1": f.number("t1", 0, MAX_TIME, None),
-        "t2": f.number("t2", 0, MAX_TIME),
-        "t3": f.number("t3", 0, MAX_TIME),
+        "t1": f.int("t1", 0, 2**31, None),
+        "t2": f.int("t2", 0, MAX_TIME * 1000),
+        "t3": f.int("t3", 0, MAX_TIME * 1000),
     }
 
 
@@ -104,14 +107,40 @@ def _args_to_json(args):
     return out
 
 
-def check_args(op, args):
+def check_args(op, args, item_texts=None):
     """Validate and normalise the arguments of `op` (a JSON-shaped dict)."""
     if op not in _READERS:
         raise MessageError("command.op must be one of %s, got %r" % (", ".join(OPS), op))
     f = Fields(args, "command.args")
-    value = _READERS[op](f)
+    value = _READERS[op](f, item_texts) if op == SET_PROGRAM else _READERS[op](f)
     f.done()
     return value
+
+
+LAZY_ABOVE = 4096
+_ITEMS_KEY = b'"items":['
+
+
+def _split_plan_items(whole, length):
+    """For a large body: (envelope bytes without the plan's items, item byte slices), or None.
+
+    The envelope (everything but the items: a few hundred bytes) is parsed
+    as usual and the items one by one, so a node's peak heap is the plan's
+    objects, not those plus a parse of all of it, and no large block is
+    needed. Only compact JSON (as encode_json writes) is split; anything
+    else is parsed whole, which is correct, just heavier.
+    """
+    at = whole.find(_ITEMS_KEY, 0, length)
+    if at < 0:
+        return None
+    start = at + len(_ITEMS_KEY) - 1
+    try:
+        spans, end = array_spans(whole, start, length)
+    except ValueError:
+        return None
+    view = memoryview(whole)
+    envelope = bytes(view[:start + 1]) + bytes(view[end - 1:length])
+    return envelope, [view[s:e] for s, e in spans]
 
 
 class Command:
@@ -155,8 +184,16 @@ class Command:
         return topic, body + b"\n" + auth.to_hex(signature(key, topic, body)).encode()
 
     @classmethod
-    def decode(cls, body):
+    def decode(cls, body, whole=None):
+        """Validate a command body. `whole`: the received bytes that `body` views,
+        given by verify() so that a large plan can be parsed item by item."""
+        item_texts = None
+        if whole is not None and len(body) > LAZY_ABOVE:
+            split = _split_plan_items(whole, len(body))
+            if split is not None:
+                body, item_texts = split
         f = Fields(decode_json(body, MAX_CMD, "command"), "command")
+        body = None
         version = f.int("v", 1, 1000)
         if version > SCHEMA:
             raise MessageError("command: schema version %d is newer than this software understands" % version)
@@ -167,7 +204,9 @@ class Command:
         expires = f.int("exp", 0, MAX_TIME)
         issued = f.number("ts", 0, MAX_TIME, None)
         op = f.choice("op", OPS)
-        args = check_args(op, f.object("args", {}))
+        if item_texts is not None and op != SET_PROGRAM:
+            raise MessageError("command: only set_program carries plan items")
+        args = check_args(op, f.object("args", {}), item_texts)
         f.done()
         return cls(site, node, cmd_id, counter, expires, op, args, issued)
 
@@ -181,17 +220,18 @@ class Command:
 def signature(key, topic, body):
     if isinstance(topic, str):
         topic = topic.encode()
-    return auth.hmac_sha256(key, _DOMAIN + topic + b"\n" + body)
+    return auth.hmac_sha256(key, (_DOMAIN, topic, b"\n", body))
 
 
 class Verdict:
     """Outcome of verify(): `reason` is OK or why the command does nothing."""
 
-    def __init__(self, reason, detail, cmd_id=None, command=None):
+    def __init__(self, reason, detail, cmd_id=None, command=None, body=None):
         self.reason = reason
         self.detail = detail
         self.cmd_id = cmd_id
         self._command = command
+        self.body = body  # the authenticated body bytes (a view), kept by a node that stores the command
 
     @property
     def ok(self):
@@ -228,18 +268,17 @@ def verify(payload, topic, site, node, key, last_counter, now):
     `now` is the node's Unix time, or None when its clock is not valid (the
     expiry cannot be judged then; the counter still stops replays).
     """
-    if not isinstance(payload, (bytes, bytearray, memoryview)):
+    if not isinstance(payload, (bytes, bytearray)):
         return Verdict(MALFORMED, "payload is not bytes")
     if len(payload) > MAX_CMD:
         return Verdict(MALFORMED, "payload is over %d bytes" % MAX_CMD)
-    payload = bytes(payload)
-    cut = payload.rfind(b"\n")
-    if cut < 0 or len(payload) - cut - 1 != SIG_LEN:
+    cut = len(payload) - SIG_LEN - 1
+    if cut < 0 or payload[cut] != 10:  # b"\n"
         return Verdict(MALFORMED, "payload has no signature line")
-    body = payload[:cut]
+    body = memoryview(payload)[:cut]  # a view: a 16 KB command is never copied on the node
     try:
-        sig = auth.from_hex(payload[cut + 1:].decode())
-    except (ValueError, UnicodeError):
+        sig = auth.from_hex(bytes(payload[cut + 1:]))
+    except ValueError:
         return Verdict(MALFORMED, "signature is not hex")
     if isinstance(topic, (bytes, bytearray)):
         topic = bytes(topic).decode()
@@ -248,8 +287,8 @@ def verify(payload, topic, site, node, key, last_counter, now):
     if not auth.equal_digests(signature(key, topic, body), sig):
         return Verdict(BAD_SIGNATURE, "signature does not match this node's key", _peek_id(body))
     try:
-        cmd = Command.decode(body)
-    except MessageError as exc:
+        cmd = Command.decode(body, payload)
+    except (MessageError, ProgramError) as exc:
         return Verdict(MALFORMED, str(exc), _peek_id(body))
     if cmd.site != site or cmd.node != node:
         return Verdict(WRONG_TARGET, "addressed to %s/%s" % (cmd.site, cmd.node), cmd.cmd_id)
@@ -258,4 +297,4 @@ def verify(payload, topic, site, node, key, last_counter, now):
     # time_sync is exempt: a node whose clock runs wrong must still accept the fix (the counter stops replays)
     if now is not None and now > cmd.expires and cmd.op != TIME_SYNC:
         return Verdict(EXPIRED, "expired %d s ago" % int(now - cmd.expires), cmd.cmd_id, cmd)
-    return Verdict(OK, "", cmd.cmd_id, cmd)
+    return Verdict(OK, "", cmd.cmd_id, cmd, body)

@@ -15,23 +15,25 @@ _MISSING = object()
 
 
 def decode_json(payload, limit, what, error=MessageError):
-    """bytes/str -> dict, or `error` saying why not. Size is checked first."""
-    if isinstance(payload, (bytearray, memoryview)):
-        payload = bytes(payload)
-    if not isinstance(payload, (bytes, str)):
+    """bytes/str -> dict, or `error` saying why not. Size is checked first.
+
+    A memoryview is parsed in place on MicroPython (no copy of a large
+    command); deep nesting is refused before parsing for text and bytes,
+    and the parser's own MemoryError/RecursionError is caught for views.
+    """
+    if not isinstance(payload, (bytes, bytearray, memoryview, str)):
         raise error("%s: payload must be bytes or text" % what)
     if len(payload) > limit:
         raise error("%s: payload of %d bytes is over the %d byte limit" % (what, len(payload), limit))
-    if isinstance(payload, bytes):
-        try:
-            payload = payload.decode()
-        except UnicodeError:
-            raise error("%s: payload is not valid UTF-8" % what)
-    if _too_deep(payload):
+    if not isinstance(payload, memoryview) and _too_deep(payload):
         raise error("%s: payload nests deeper than %d levels" % (what, MAX_DEPTH))
     try:
-        obj = json.loads(payload)
+        try:
+            obj = json.loads(payload)
+        except TypeError:  # CPython's json takes no memoryview or bytearray
+            obj = json.loads(bytes(payload))
     except (ValueError, TypeError, RuntimeError, IndexError, KeyError, MemoryError):
+        # UnicodeError is a ValueError: invalid UTF-8 lands here too
         raise error("%s: payload is not valid JSON" % what)
     if not isinstance(obj, dict):
         raise error("%s: payload must be a JSON object" % what)
@@ -40,27 +42,75 @@ def decode_json(payload, limit, what, error=MessageError):
 
 def _too_deep(text):
     """True when brackets outside strings nest deeper than MAX_DEPTH."""
-    if text.count("[") + text.count("{") <= MAX_DEPTH:
-        return False  # cannot be too deep: skip the character loop
+    if isinstance(text, str):
+        text = text.encode()
+    if text.count(b"[") + text.count(b"{") <= MAX_DEPTH:
+        return False  # cannot be too deep: skip the byte loop
     depth = 0
     in_str = escaped = False
-    for ch in text:
+    for ch in text:  # ints: 34 '"', 92 '\\', 91 '[', 123 '{', 93 ']', 125 '}'
         if in_str:
             if escaped:
                 escaped = False
-            elif ch == "\\":
+            elif ch == 92:
                 escaped = True
-            elif ch == '"':
+            elif ch == 34:
                 in_str = False
-        elif ch == '"':
+        elif ch == 34:
             in_str = True
-        elif ch == "[" or ch == "{":
+        elif ch == 91 or ch == 123:
             depth += 1
             if depth > MAX_DEPTH:
                 return True
-        elif ch == "]" or ch == "}":
+        elif ch == 93 or ch == 125:
             depth -= 1
     return False
+
+
+def array_spans(buf, start, limit):
+    """Byte spans [(s, e), ...] of the elements of the JSON array at buf[start] ('[').
+
+    Lets a node parse a large array one element at a time instead of all at
+    once. Returns (spans, index after the closing ']'); raises ValueError if
+    the array does not close before `limit`.
+    """
+    if buf[start] != 91:
+        raise ValueError("not an array")
+    spans = []
+    depth = 0
+    in_str = escaped = False
+    elem = None
+    i = start
+    while i < limit:
+        ch = buf[i]
+        if in_str:
+            if escaped:
+                escaped = False
+            elif ch == 92:
+                escaped = True
+            elif ch == 34:
+                in_str = False
+        elif ch == 34:
+            in_str = True
+            if depth == 1 and elem is None:
+                elem = i
+        elif ch == 91 or ch == 123:
+            depth += 1
+            if depth == 2 and elem is None:
+                elem = i
+        elif ch == 93 or ch == 125:
+            depth -= 1
+            if depth == 0:
+                if elem is not None:
+                    spans.append((elem, i))
+                return spans, i + 1
+        elif ch == 44 and depth == 1:  # ','
+            spans.append((elem, i))
+            elem = None
+        elif depth == 1 and elem is None and ch not in (32, 9, 10, 13):
+            elem = i
+        i += 1
+    raise ValueError("array does not close")
 
 
 def encode_json(obj):

@@ -76,12 +76,19 @@ def run_file(path, only, budget=None):
     gc.collect()
     if budget:
         code = gc.mem_alloc()
-        size = gc.mem_free() - budget
-        while size >= 256 and gc.mem_free() > budget + 256:
+        # Keep one contiguous region of `budget` bytes (as a fresh node's heap is), fill
+        # every other free byte, then release the region.
+        reserve = bytearray(budget - 64)
+        blockers = [None] * 2048  # sized first: growing it would leave holes
+        size = gc.mem_free()
+        n = 0
+        while size >= 16 and n < len(blockers):
             try:
-                blockers.append(bytearray(min(size, gc.mem_free() - budget + 64)))
+                blockers[n] = bytearray(size)
+                n += 1
             except MemoryError:
-                size //= 2  # the heap is fragmented: fill it in smaller pieces
+                size //= 2
+        reserve = None
         gc.collect()
         print("  %-44s code+test resident %d bytes; %d bytes left for the tests" % ("", code, gc.mem_free()))
     for name in sorted(n for n in dir(mod) if n.startswith("test_")):
@@ -98,7 +105,7 @@ def run_file(path, only, budget=None):
         else:
             passed += 1
     gc.collect()
-    used = gc.mem_alloc() - sum(len(b) for b in blockers)
+    used = gc.mem_alloc() - sum(len(b) for b in blockers if b is not None)
     print("  %-44s %3d passed %3d failed  (heap used %6d)" % (dotted, passed, failed, used))
     print(RESULT_MARK, passed, failed)
 

@@ -3,7 +3,7 @@ import os
 
 from firmware.config import NodeConfig
 from firmware.node import Node
-from firmware.store import DirFS, Store
+from firmware.store import DirFS, PersistentCounter, Store
 from hardware.softboard import SimClock, SoftBoard
 from protocol.commands import Command
 
@@ -60,11 +60,16 @@ class Rig:
         self.clock = SimClock(start)
         self.path = path or temp_dir()
         self.cfg = NodeConfig(cfg or config())
-        if program is not None or plan is not None:
-            Store(DirFS(self.path)).save_json("program.json", {"lamp": program, "plan": plan})
+        self.counter = 0
+        if program is not None or plan is not None:  # as if a set_program had been applied earlier
+            args = {"lamp": program} if plan is None else {"plan": plan} if program is None else {"lamp": program, "plan": plan}
+            cmd = Command(SITE, NODE, "c-0", 1, 0, "set_program", args)
+            store = Store(DirFS(self.path))
+            store.save("prog-both", cmd.encode())
+            PersistentCounter(store, "counter").advance(1)
+            self.counter = 1
         board.setdefault("seed", 7)
         self.board = SoftBoard(self.clock, DirFS(self.path), **board)
-        self.counter = 0
         self.node = None
 
     def boot(self, cause="power_on"):

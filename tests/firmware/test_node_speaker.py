@@ -7,11 +7,7 @@ CLIP = "ab" * 32
 
 
 def _item(item_id, start, secs, prio=ROUTINE, zones=("thon-1",), src="clip", vol=80, cat="news"):
-    obj = {"id": item_id, "start": start, "end": start + secs, "src": src, "zones": list(zones),
-           "vol": vol, "prio": prio, "cat": cat}
-    if src == "clip":
-        obj["clip"] = CLIP
-    return obj
+    return [item_id, start, secs, prio, src, CLIP if src == "clip" else None, list(zones), vol, cat]
 
 
 def _rig(t, items, **kw):

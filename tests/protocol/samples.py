@@ -32,13 +32,9 @@ CLIP = "ab" * 32
 
 
 def item(item_id, start, end, prio=0, zones=None, src="clip", vol=80, cat="news"):
-    obj = {"id": item_id, "start": start, "end": end, "src": src, "zones": zones or ["thon-1"],
-           "vol": vol, "prio": prio, "cat": cat}
-    if src == "clip":
-        obj["clip"] = CLIP
-    if src == "stream":
-        obj["stream"] = "live-1"
-    return obj
+    """A plan item in its wire form [id, start, dur, prio, src, ref, zones, vol, cat]."""
+    ref = CLIP if src == "clip" else "live-1" if src == "stream" else None
+    return [item_id, start, end - start, prio, src, ref, zones or ["thon-1"], vol, cat]
 
 
 def plan(items, version=5):

@@ -40,14 +40,26 @@ def test_zones_filter_and_lead():
     assert p.active(T - 5, ["thon-2"], lead=10).id == "a"  # amplifier warm-up
 
 
+def test_wire_form_is_a_compact_array():
+    p = BroadcastPlan.from_json(plan([item("a", T, T + 60, src="stream", prio=PRIORITY)]))
+    assert p.to_json()["items"][0] == ["a", T, 60, 1, "stream", "live-1", ["thon-1"], 80, "news"]
+    assert p.items[0].stream == "live-1" and p.items[0].clip is None and p.items[0].end == T + 60
+
+
+def test_consume_releases_raw_items():
+    raw = plan([item("a", T, T + 60), item("b", T, T + 60)])
+    p = BroadcastPlan.from_json(raw, consume=True)
+    assert raw["items"] == [None, None] and len(p.items) == 2
+
+
 def test_pruned_drops_ended_items():
     p = BroadcastPlan.from_json(plan([item("a", T, T + 60), item("b", T + 100, T + 160)]))
     assert [i.id for i in p.pruned(T + 60).items] == ["b"]
 
 
 def test_validation():
-    raises_with(ProgramError, "end", BroadcastPlan.from_json, plan([item("a", T, T)]))
-    raises_with(ProgramError, "hours", BroadcastPlan.from_json, plan([item("a", T, T + 7 * 3600)]))
+    raises_with(ProgramError, "dur", BroadcastPlan.from_json, plan([item("a", T, T)]))
+    raises_with(ProgramError, "dur", BroadcastPlan.from_json, plan([item("a", T, T + 7 * 3600)]))
     raises_with(ProgramError, "twice", BroadcastPlan.from_json, plan([item("a", T, T + 1), item("a", T, T + 2)]))
     raises_with(ProgramError, "prio", BroadcastPlan.from_json, plan([item("a", T, T + 1, prio=3)]))
     raises_with(ProgramError, "vol", BroadcastPlan.from_json, plan([item("a", T, T + 1, vol=101)]))
@@ -55,9 +67,15 @@ def test_validation():
     too_many = [item("i%d" % i, T, T + 1) for i in range(MAX_ITEMS + 1)]
     raises_with(ProgramError, "at most", BroadcastPlan.from_json, plan(too_many))
     bad_hash = item("a", T, T + 1)
-    bad_hash["clip"] = "AB" * 32
+    bad_hash[5] = "AB" * 32
     raises_with(ProgramError, "clip", BroadcastPlan.from_json, plan([bad_hash]))
-    extra = item("a", T, T + 1)
-    extra["color"] = "red"
-    raises_with(ProgramError, "unknown field", BroadcastPlan.from_json, plan([extra]))
+    no_ref = item("a", T, T + 1)
+    no_ref[5] = None
+    raises_with(ProgramError, "ref", BroadcastPlan.from_json, plan([no_ref]))
+    line_ref = item("a", T, T + 1, src="line")
+    line_ref[5] = "x"
+    raises_with(ProgramError, "ref", BroadcastPlan.from_json, plan([line_ref]))
+    extra = item("a", T, T + 1) + ["red"]
+    raises_with(ProgramError, "must be a list", BroadcastPlan.from_json, plan([extra]))
+    raises_with(ProgramError, "must be a list", BroadcastPlan.from_json, plan([{"id": "a"}]))
     raises_with(ProgramError, "plan.items", BroadcastPlan.from_json, {"version": 1, "items": "x"})

@@ -98,15 +98,14 @@ def test_same_answer_after_a_reboot(prog_json, place, t):
 
 
 items = st.builds(
-    lambda i, s, dur, prio, zone: {"id": "i%d" % i, "start": s, "end": s + dur, "src": "clip", "clip": CLIP,
-                                   "zones": [zone], "vol": 50, "prio": prio},
+    lambda i, s, dur, prio, zone: ["i%d" % i, s, dur, prio, "clip", CLIP, [zone], 50, "news"],
     st.integers(0, 10**6), st.integers(1000, 5000), st.integers(1, 3000), st.integers(0, 2),
     st.sampled_from(["z1", "z2"]),
 )
 
 
 @settings(max_examples=200)
-@given(st.lists(items, max_size=20, unique_by=lambda i: i["id"]), st.integers(0, 9000))
+@given(st.lists(items, max_size=20, unique_by=lambda i: i[0]), st.integers(0, 9000))
 def test_plan_plays_the_highest_priority_active_item(raw, t):
     plan = BroadcastPlan.from_json({"version": 1, "items": raw})
     best = plan.active(t, ["z1"])

@@ -1,0 +1,526 @@
+"""The HAL on a real ESP32 node (MicroPython esp32 port only).
+
+    hal = Esp32Hal(boards.profile("denloa-v1"),
+                   {"wifi_ssid": "...", "wifi_password": "...", "storage_dir": "denloa"})
+
+The node calls `hal.service()` once per control tick: it advances the dimmer
+ramp (a ramp is start/target/start-ticks/duration, so it is exactly as
+smooth as the tick: a 2 s ramp on a 100 ms tick is 20 steps) and shows the
+network state on the status LED. lamp_dim_level() also advances the ramp.
+
+A part that fails to start (bad pin, chip not answering) is logged, listed
+in `failed_parts` and then answers like a part that is not fitted; the node
+goes on.
+
+Not finished, on purpose:
+  - audio: 16-bit PCM only; volume is I2S.shift() in 6 dB steps; the line
+    input has no volume control (no digital potentiometer on denloa-v1).
+  - reset_cause: the esp32 port's machine.reset_cause() folds brownout into
+    power-on, so "brownout" is never reported; "panic" is a software reset
+    that this HAL did not ask for (a crash, or machine.reset() typed at the REPL).
+  - time() is an int: the esp32 port's floats are single precision, so a
+    float Unix time would be rounded to 128 s.
+"""
+import array
+import asyncio
+import gc
+import os
+import select
+import time
+
+import machine
+import network
+
+from firmware.store import DirFS
+from hardware import boards
+from hardware.ds3231 import DS3231, fields_from_unix, unix_from_fields
+from hardware.hal import Hal
+
+_MIN_VALID_YEAR = 2024  # the internal RTC starts at 2000 after a power cut: earlier means never set
+_MAX_VALID_YEAR = 2099
+_RESET_MARK = b"denloa:reset"  # in RTC memory: survives a reset, lost on a power cut
+_AUDIO_CHUNK = 2048  # bytes copied per audio_write when the volume needs a shift
+_CT_PERIOD_MS = 5000  # a lamp current reading is reused for this long (a reading blocks ~20 ms)
+_SOURCES = ("clip", "stream", "line")
+_DAC_SOURCES = ("clip", "stream")
+
+
+def _level(active_high, on):
+    return 1 if bool(on) == bool(active_high) else 0
+
+
+def _volume_shift(volume):
+    """I2S.shift() amount for volume 0..100: round(log2(100 / volume)) 6 dB steps down, 15 for 0."""
+    shift = 0
+    while shift < 15 and volume * (1 << shift) * 1414 < 100000:  # 1414 / 1000 ~ sqrt 2: round to nearest
+        shift += 1
+    return -shift
+
+
+class Esp32Hal(Hal):
+    def __init__(self, board, config):
+        if isinstance(board, str):
+            board = boards.profile(board)
+        self.board = board
+        self.config = config
+        self.failed_parts: "list[str]" = []
+        self._reset_cause = self._read_reset_cause()
+        self._start_lamp()
+        self._start_sensors()
+        self._start_pa()
+        self._led = self._output("status_led")
+        self._led_t0 = time.ticks_ms()
+        self._rtc = machine.RTC()
+        self._ds: "DS3231 | None" = None
+        self._start_ds3231()
+        self._fs: "DirFS | None" = None
+        self._wdt: "machine.WDT | None" = None
+        self._wlan: "network.WLAN | None" = None
+
+    def _start_lamp(self):
+        board = self.board
+        self._lamp_relay = self._output("lamp_relay")
+        self._feedback = self._input("lamp_feedback")
+        self._pwm: "machine.PWM | None" = None
+        self._dim_start = self._dim_target = self._dim_now = 0
+        self._dim_t0 = time.ticks_ms()
+        self._dim_ms = 0
+        spec = board["dimmer"]
+        if spec is not None:
+            try:
+                self._pwm = machine.PWM(machine.Pin(spec["pin"]), freq=spec["freq_hz"], duty_u16=self._duty(0))
+            except Exception as exc:
+                self._failed("dimmer", exc)
+        self._ct_adc = self._adc("lamp_ct")
+        n = board["lamp_ct"]["samples"] if self._ct_adc is not None else 0
+        self._ct_mv = array.array("H", (0 for _ in range(n)))  # allocated once: no garbage per reading
+        self._ct_ma: "int | None" = None
+        self._ct_at = time.ticks_ms()
+
+    def _start_sensors(self):
+        board = self.board
+        pc = board["photocell"]
+        self._photo_adc = self._adc("photocell") if pc and pc["kind"] == "adc" else None
+        self._photo_pin = self._input("photocell") if pc and pc["kind"] == "digital" else None
+        self._dark: "bool | None" = None
+        self._motion = False
+        self._pir = self._input("pir")
+        if self._pir is not None:
+            edge = machine.Pin.IRQ_RISING if board["pir"]["active_high"] else machine.Pin.IRQ_FALLING
+            self._pir.irq(handler=self._on_motion, trigger=edge)
+
+    def _start_pa(self):
+        board = self.board
+        self._amp = self._output("amp_relay")
+        self._amp_on = False
+        self._line = self._output("line_relay")
+        self._zones: "list[machine.Pin | None]" = []
+        for i, z in enumerate(board["zone_relays"]):
+            self._zones.append(self._pin_out("zone %d relay" % (i + 1), z))
+        self._zone_mask = 0
+        self._dac_enable: "machine.Pin | None" = None
+        if board["i2s"] is not None and board["i2s"].get("enable") is not None:
+            self._dac_enable = self._pin_out("i2s enable", {"pin": board["i2s"]["enable"], "active_high": True})
+        self._source: "str | None" = None
+        self._volume = 100
+        self._i2s: "machine.I2S | None" = None
+        self._audio_bits = 16
+        self._audio_frame = 2
+        self._audio_buf = bytearray(0)
+
+    # ---- parts ---------------------------------------------------------------
+    def _failed(self, part, exc):
+        if part not in self.failed_parts:
+            self.failed_parts.append(part)
+        self.log("hal: %s failed to start (%r); going on without it" % (part, exc))
+
+    def _pin_out(self, part, spec) -> "machine.Pin | None":
+        try:
+            return machine.Pin(spec["pin"], machine.Pin.OUT, value=_level(spec["active_high"], False))
+        except Exception as exc:  # a bad pin must not stop the node
+            self._failed(part, exc)
+            return None
+
+    def _output(self, key) -> "machine.Pin | None":
+        spec = self.board[key]
+        return None if spec is None else self._pin_out(key, spec)
+
+    def _input(self, key) -> "machine.Pin | None":
+        spec = self.board[key]
+        if spec is None:
+            return None
+        try:
+            return machine.Pin(spec["pin"], machine.Pin.IN)  # 34-39 have no pulls: the board has them
+        except Exception as exc:
+            self._failed(key, exc)
+            return None
+
+    def _adc(self, key) -> "machine.ADC | None":
+        spec = self.board[key]
+        if spec is None:
+            return None
+        try:
+            return machine.ADC(machine.Pin(spec["pin"]), atten=machine.ADC.ATTN_11DB)  # ~0.15-2.45 V
+        except Exception as exc:
+            self._failed(key, exc)
+            return None
+
+    def _drive(self, pin, key, on):
+        if pin is not None:
+            pin.value(_level(self.board[key]["active_high"], on))
+
+    # ---- lamp ----------------------------------------------------------------
+    def lamp_relay(self, on):
+        self._drive(self._lamp_relay, "lamp_relay", on)
+
+    def lamp_relay_state(self):
+        if self._feedback is None:
+            return None
+        return self._feedback.value() == self.board["lamp_feedback"]["closed_level"]
+
+    def _duty(self, level):
+        duty = level * 65535 // 100
+        return 65535 - duty if self.board["dimmer"]["invert"] else duty
+
+    def lamp_dim(self, level, ramp_ms=0):
+        level = max(0, min(100, int(level)))
+        self._dim_start = self.lamp_dim_level()
+        self._dim_target = level
+        self._dim_t0 = time.ticks_ms()
+        self._dim_ms = max(0, int(ramp_ms))
+        self.lamp_dim_level()
+
+    def lamp_dim_level(self):
+        if self._dim_now != self._dim_target:
+            elapsed = time.ticks_diff(time.ticks_ms(), self._dim_t0)
+            if elapsed >= self._dim_ms:
+                now = self._dim_target
+            else:
+                now = self._dim_start + (self._dim_target - self._dim_start) * elapsed // self._dim_ms
+            if now != self._dim_now:
+                self._dim_now = now
+                if self._pwm is not None:
+                    self._pwm.duty_u16(self._duty(now))
+        return self._dim_now
+
+    def lamp_current_ma(self):
+        """RMS over one mains cycle (blocks ~1/mains_hz s), reused for 5 s."""
+        if self._ct_adc is None:
+            return None
+        now = time.ticks_ms()
+        if self._ct_ma is None or time.ticks_diff(now, self._ct_at) >= _CT_PERIOD_MS:
+            self._ct_ma = self._measure_ct()
+            self._ct_at = now
+        return self._ct_ma
+
+    def _measure_ct(self) -> "int | None":
+        spec = self.board["lamp_ct"]
+        adc = self._ct_adc
+        if adc is None:
+            return None
+        mv = self._ct_mv
+        n = len(mv)
+        step_us = 1000000 // self.board["mains_hz"] // n  # n samples spread over exactly one cycle
+        t0 = time.ticks_us()
+        try:
+            for i in range(n):
+                while time.ticks_diff(time.ticks_us(), t0) < i * step_us:
+                    pass
+                mv[i] = adc.read_uv() // 1000
+        except OSError:
+            return None
+        mean = sum(mv) // n  # the CT output rides on a mid-supply bias: take it out
+        sq = 0
+        for v in mv:
+            sq += (v - mean) * (v - mean)
+        rms_mv = (sq / n) ** 0.5
+        ma = rms_mv * spec["ct_ratio"] / spec["burden_ohm"] * spec["cal"]
+        return 0 if ma < spec["noise_ma"] else int(ma + 0.5)
+
+    def lamp_power_w(self):
+        ma = self.lamp_current_ma()
+        if ma is None:
+            return None
+        return ma / 1000 * self.board["mains_v"] * self.board["power_factor"]
+
+    # ---- sensors -------------------------------------------------------------
+    def photocell_dark(self):
+        spec = self.board["photocell"]
+        if self._photo_pin is not None:
+            return self._photo_pin.value() == spec["dark_level"]
+        if self._photo_adc is None:
+            return None
+        mv = self._photo_adc.read_uv() // 1000
+        if mv < spec["dark_below_mv"]:
+            self._dark = True
+        elif mv > spec["light_above_mv"]:
+            self._dark = False
+        elif self._dark is None:  # first reading inside the hysteresis band
+            self._dark = mv < (spec["dark_below_mv"] + spec["light_above_mv"]) // 2
+        return self._dark
+
+    def _on_motion(self, pin):
+        self._motion = True
+
+    def motion_since_last(self):
+        if self._pir is None:
+            return None
+        fired = self._motion
+        self._motion = False
+        # a retriggering PIR holds its output through continuous motion: that counts too
+        return fired or self._pir.value() == (1 if self.board["pir"]["active_high"] else 0)
+
+    # ---- loudspeaker (PA) ----------------------------------------------------
+    def amp_power(self, on):
+        self._amp_on = bool(on) and self._amp is not None
+        self._drive(self._amp, "amp_relay", on)
+
+    def amp_power_state(self):
+        return None if self.board["amp_relay"] is None else self._amp_on
+
+    def zone_count(self):
+        return len(self._zones)
+
+    def zone_relays(self, mask):
+        mask &= (1 << len(self._zones)) - 1
+        for i, pin in enumerate(self._zones):
+            if pin is not None:
+                pin.value(_level(self.board["zone_relays"][i]["active_high"], mask >> i & 1))
+        self._zone_mask = mask
+
+    def zone_relays_state(self):
+        return self._zone_mask
+
+    def audio_source(self, source):
+        if source is not None and source not in _SOURCES:
+            raise ValueError("audio source must be one of %s or None, not %r" % (", ".join(_SOURCES), source))
+        if source == "line" and self._line is None:
+            self.log("hal: no line input relay on this board; audio muted")
+            source = None
+        if source in _DAC_SOURCES and self.board["i2s"] is None:
+            source = None
+        self._drive(self._line, "line_relay", source == "line")
+        if self._dac_enable is not None:
+            self._dac_enable.value(1 if source in _DAC_SOURCES else 0)
+        self._source = source
+
+    def audio_source_state(self):
+        return self._source
+
+    def audio_volume(self, volume):
+        self._volume = max(0, min(100, int(volume)))
+
+    def audio_volume_state(self):
+        return self._volume
+
+    def audio_open(self, rate, bits, channels):
+        spec = self.board["i2s"]
+        if bits != 16 or channels not in (1, 2):
+            raise ValueError("audio: only 16-bit mono or stereo PCM, not %r bits x %r channels" % (bits, channels))
+        self.audio_close()
+        if spec is None:
+            return
+        try:
+            i2s = machine.I2S(
+                spec["id"],
+                sck=machine.Pin(spec["bclk"]),
+                ws=machine.Pin(spec["ws"]),
+                sd=machine.Pin(spec["din"]),
+                mode=machine.I2S.TX,
+                bits=bits,
+                format=machine.I2S.MONO if channels == 1 else machine.I2S.STEREO,
+                rate=rate,
+                ibuf=spec["ibuf"],
+            )
+            # Polling the I2S object puts it in the port's asyncio mode: write()
+            # then copies what fits in the DMA buffers and returns at once with
+            # that count. (irq() mode would report every buffer as taken.)
+            poll = select.poll()
+            poll.register(i2s, select.POLLOUT)
+            poll.poll(0)
+        except Exception as exc:
+            self._failed("i2s", exc)
+            return
+        self._i2s = i2s
+        self._audio_bits = bits
+        self._audio_frame = 2 * channels
+        if len(self._audio_buf) != _AUDIO_CHUNK:
+            self._audio_buf = bytearray(_AUDIO_CHUNK)
+
+    def audio_write(self, buf):
+        i2s = self._i2s
+        if i2s is None:
+            return 0
+        shift = _volume_shift(self._volume)
+        try:
+            if shift == 0:
+                n = i2s.write(buf)
+            else:  # shift a copy: the caller's buffer may be bytes, or reused
+                size = min(len(buf), _AUDIO_CHUNK) // self._audio_frame * self._audio_frame
+                view = memoryview(self._audio_buf)[:size]
+                view[:] = memoryview(buf)[:size]
+                machine.I2S.shift(buf=view, bits=self._audio_bits, shift=shift)
+                n = i2s.write(view)
+        except OSError as exc:
+            self.log("hal: i2s write failed: %r" % (exc,))
+            return 0
+        return n or 0  # None: the stream had no room at all
+
+    def audio_close(self):
+        i2s = self._i2s
+        self._i2s = None
+        if i2s is not None:
+            try:
+                i2s.deinit()
+            except OSError:
+                pass
+
+    # ---- time ----------------------------------------------------------------
+    def _start_ds3231(self):
+        if self.board["rtc"] != "ds3231" or self.board["i2c"] is None:
+            return
+        spec = self.board["i2c"]
+        try:
+            scl, sda = machine.Pin(spec["scl"]), machine.Pin(spec["sda"])
+            i2c = machine.I2C(spec["id"], scl=scl, sda=sda, freq=spec["freq"])
+        except Exception as exc:
+            self._failed("i2c", exc)
+            return
+        ds = DS3231(i2c)
+        if not ds.present():
+            self._failed("ds3231", "no answer at 0x68")
+            return
+        self._ds = ds
+        t = ds.time()
+        if t is not None and ds.lost_power() is False:
+            self._set_internal(t)  # the fallback if the DS3231 drops off the bus later
+
+    def _internal_time(self) -> "int | None":
+        y, mo, d, _, h, mi, s, _ = self._rtc.datetime()
+        if not _MIN_VALID_YEAR <= y <= _MAX_VALID_YEAR:
+            return None
+        return unix_from_fields(y, mo, d, h, mi, s)
+
+    def _set_internal(self, t):
+        y, mo, d, h, mi, s, wd = fields_from_unix(t)
+        self._rtc.datetime((y, mo, d, wd - 1, h, mi, s, 0))
+
+    def time(self):
+        ds = self._ds
+        if ds is not None:
+            lost = ds.lost_power()
+            if lost:
+                return None  # the oscillator stopped: the DS3231 time is wrong until set
+            t = ds.time() if lost is False else None
+            if t is not None:
+                return t
+            # a bus error: the internal RTC (synced at boot or by set_time) stands in
+        return self._internal_time()
+
+    def set_time(self, unix):
+        t = int(unix)
+        y = fields_from_unix(t)[0]
+        if not _MIN_VALID_YEAR <= y <= _MAX_VALID_YEAR:
+            self.log("hal: set_time(%r) ignored: not between %d and %d" % (unix, _MIN_VALID_YEAR, _MAX_VALID_YEAR))
+            return
+        self._set_internal(t)
+        if self._ds is not None and not self._ds.set_time(t):
+            self.log("hal: DS3231 did not take the time (bus error)")
+
+    def rtc_kind(self):
+        return "ds3231" if self._ds is not None else "internal"
+
+    def ticks_ms(self):
+        return time.ticks_ms()
+
+    def ticks_diff(self, a, b):
+        return time.ticks_diff(a, b)
+
+    def sleep_ms(self, ms):
+        return asyncio.sleep_ms(ms)
+
+    # ---- storage -------------------------------------------------------------
+    @property
+    def fs(self):
+        if self._fs is None:
+            self._fs = DirFS("/" + self.config.get("storage_dir", "denloa").strip("/"))
+        return self._fs
+
+    # ---- system --------------------------------------------------------------
+    def wdt_start(self, timeout_ms):
+        # Once started the watchdog cannot be stopped or slowed down: only a reset ends it.
+        if self._wdt is None:
+            self._wdt = machine.WDT(timeout=max(1000, int(timeout_ms)))  # esp32 minimum: 1 s
+        self._wdt.feed()
+
+    def wdt_feed(self):
+        if self._wdt is not None:
+            self._wdt.feed()
+
+    def _read_reset_cause(self) -> str:
+        rtc = machine.RTC()
+        ours = rtc.memory() == _RESET_MARK
+        if ours:
+            rtc.memory(b"")
+        cause = machine.reset_cause()
+        if cause == machine.PWRON_RESET:
+            return "power_on"  # also brownout and the EN button on the esp32 port
+        if cause == machine.WDT_RESET:
+            return "watchdog"
+        if cause in (machine.SOFT_RESET, machine.HARD_RESET):
+            return "soft" if ours else "panic"
+        return "unknown"
+
+    def reset_cause(self):
+        return self._reset_cause
+
+    def reset(self):
+        machine.RTC().memory(_RESET_MARK)
+        machine.reset()
+
+    def random_bytes(self, n):
+        return os.urandom(n)  # the esp32 hardware RNG: truly random while the radio is on
+
+    def unique_id(self):
+        return machine.unique_id()
+
+    def free_heap(self):
+        return gc.mem_free()
+
+    # ---- network -------------------------------------------------------------
+    def _sta(self) -> "network.WLAN":
+        if self._wlan is None:
+            self._wlan = network.WLAN(network.STA_IF)
+        return self._wlan
+
+    def net_up(self):
+        return self._wlan is not None and self._wlan.isconnected()
+
+    def net_connect(self):
+        wlan = self._sta()
+        try:
+            if not wlan.active():
+                wlan.active(True)
+            if wlan.isconnected() or wlan.status() == network.STAT_CONNECTING:
+                return
+            wlan.disconnect()  # leave a failed attempt before starting a new one
+            wlan.connect(self.config["wifi_ssid"], self.config.get("wifi_password", ""))
+        except OSError as exc:  # the driver refuses while busy: the next call retries
+            self.log("hal: wifi connect: %r" % (exc,))
+
+    def rssi(self):
+        if not self.net_up():
+            return None
+        try:
+            return self._sta().status("rssi")
+        except OSError:
+            return None
+
+    # ---- tick ----------------------------------------------------------------
+    def service(self):
+        """Call once per control tick: advances the dimmer ramp, drives the status LED."""
+        self.lamp_dim_level()
+        if self._led is not None:
+            # solid: network up; blinking once a second: no network
+            on = self.net_up() or time.ticks_diff(time.ticks_ms(), self._led_t0) // 500 % 2 == 0
+            self._drive(self._led, "status_led", on)

@@ -1,0 +1,30 @@
+"""Merge benchmark JSON lines into build/bench/report.json and print the figures."""
+import json
+import pathlib
+import sys
+
+
+def main(argv):
+    out = pathlib.Path("build/bench/report.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    report = json.loads(out.read_text()) if out.exists() else {}
+    section = argv[0]
+    figures = {}
+    for line in sys.stdin:
+        line = line.strip()
+        if line.startswith("{"):
+            figures.update(json.loads(line))
+        elif line:
+            print(line)
+    if not figures:
+        print("bench %s: no figures produced" % section, file=sys.stderr)
+        return 1
+    report[section] = figures
+    out.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+    for key, value in sorted(figures.items()):
+        print("%-14s %-34s %s" % (section, key, value))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
