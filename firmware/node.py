@@ -138,6 +138,7 @@ class Node:
     # ---- the control step --------------------------------------------------
     def tick(self):
         hal = self.hal
+        hal.service()
         now = self.clock.now()
         if hal.motion_since_last():
             self.motion_at = now
@@ -361,7 +362,14 @@ class Node:
                 task.cancel()
 
     def stop(self):
+        """Stop cleanly: run() ends with a DISCONNECT (no will)."""
         self.running = False
+
+    def power_cut(self):
+        """Stop as a power cut would: the link just drops, the broker publishes the will."""
+        self.running = False
+        if self.mqtt is not None:
+            self.mqtt.abort()
 
     async def _guard(self, name, fn, beat=True):
         """Run a task forever; if it dies, report it and start it again."""

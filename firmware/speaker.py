@@ -150,7 +150,7 @@ class Loudspeaker:
             self._airing_since = ticks
             self._airing_start_unix = now
             self.emit("broadcast_started", {"id": item.id, "prio": item.prio, "cat": item.cat, "src": item.src,
-                                            "zones": item.zones[:8]})
+                                            "zones": list(item.zones[:8])})
 
     def _has_ended(self, item, now, ticks):
         if isinstance(item, Commanded):

@@ -172,6 +172,10 @@ class Hal:
         """Wi-Fi signal in dBm, or None."""
         raise NotImplementedError
 
+    def service(self):
+        """Called once per control tick: lets an implementation advance what it
+        drives in software (a dimmer ramp, a status LED). Must return at once."""
+
     def log(self, text):
         """A line for the serial console / host log."""
         print(text)

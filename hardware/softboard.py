@@ -40,6 +40,42 @@ class SimClock:
         return asyncio.sleep_ms(0) if hasattr(asyncio, "sleep_ms") else asyncio.sleep(0)
 
 
+class RealClock:
+    """True time that runs by itself, `speed` times faster than real time.
+
+    Starts at `start_unix` (or the host's clock). sleep_ms(ms) waits ms/speed
+    of real time, so a node's 1 s tick at speed 600 takes 1.7 ms.
+    """
+
+    def __init__(self, start_unix=None, speed=1.0):
+        import time
+
+        self._time = time
+        self.speed = float(speed)
+        self._t0 = time.ticks_ms() if hasattr(time, "ticks_ms") else int(time.monotonic() * 1000)
+        self._start = float(start_unix) if start_unix is not None else time.time()
+
+    def _real_ms(self):
+        t = self._time
+        if hasattr(t, "ticks_ms"):
+            return t.ticks_diff(t.ticks_ms(), self._t0)
+        return int(t.monotonic() * 1000) - self._t0
+
+    def ticks_ms(self):
+        return int(self._real_ms() * self.speed)
+
+    def now(self):
+        return self._start + self._real_ms() * self.speed / 1000.0
+
+    def sleep_ms(self, ms):
+        import asyncio
+
+        real = ms / self.speed
+        if hasattr(asyncio, "sleep_ms"):
+            return asyncio.sleep_ms(int(real))
+        return asyncio.sleep(real / 1000.0)
+
+
 class _Rng:
     """xorshift32: seeded per board so simulated runs repeat exactly."""
 

@@ -11,9 +11,9 @@ only through `verdict.accept(persist)`, which stores the counter first.
 """
 from protocol import auth, topics
 from protocol.errors import MessageError, ProgramError, ProtocolError
-from protocol.fields import Fields, array_spans, decode_json, encode_json
+from protocol.fields import Fields, array_spans, decode_json, encode_json, find_bytes
 from protocol.messages import MAX_SEQ, MAX_TIME, SCHEMA, check_token
-from protocol.plan import MAX_DURATION, BroadcastPlan, read_airing
+from protocol.plan import MAX_DURATION, BroadcastPlan, ItemTexts, read_airing
 from protocol.program import LampProgram
 
 MAX_CMD = 16384  # body + signature; a full program and a 64-item plan fit
@@ -130,7 +130,7 @@ def _split_plan_items(whole, length):
     needed. Only compact JSON (as encode_json writes) is split; anything
     else is parsed whole, which is correct, just heavier.
     """
-    at = whole.find(_ITEMS_KEY, 0, length)
+    at = find_bytes(whole, _ITEMS_KEY, length)
     if at < 0:
         return None
     start = at + len(_ITEMS_KEY) - 1
@@ -140,7 +140,7 @@ def _split_plan_items(whole, length):
         return None
     view = memoryview(whole)
     envelope = bytes(view[:start + 1]) + bytes(view[end - 1:length])
-    return envelope, [view[s:e] for s, e in spans]
+    return envelope, ItemTexts(whole, spans)
 
 
 class Command:
@@ -268,7 +268,7 @@ def verify(payload, topic, site, node, key, last_counter, now):
     `now` is the node's Unix time, or None when its clock is not valid (the
     expiry cannot be judged then; the counter still stops replays).
     """
-    if not isinstance(payload, (bytes, bytearray)):
+    if not isinstance(payload, (bytes, bytearray, memoryview)):
         return Verdict(MALFORMED, "payload is not bytes")
     if len(payload) > MAX_CMD:
         return Verdict(MALFORMED, "payload is over %d bytes" % MAX_CMD)
@@ -276,10 +276,13 @@ def verify(payload, topic, site, node, key, last_counter, now):
     if cut < 0 or payload[cut] != 10:  # b"\n"
         return Verdict(MALFORMED, "payload has no signature line")
     body = memoryview(payload)[:cut]  # a view: a 16 KB command is never copied on the node
+    sig_text = bytes(payload[cut + 1:])
     try:
-        sig = auth.from_hex(bytes(payload[cut + 1:]))
+        sig = auth.from_hex(sig_text)
     except ValueError:
         return Verdict(MALFORMED, "signature is not hex")
+    if auth.to_hex(sig).encode() != sig_text:
+        return Verdict(MALFORMED, "signature must be lowercase hex")  # one spelling per signature
     if isinstance(topic, (bytes, bytearray)):
         topic = bytes(topic).decode()
     if topic != topics.node_topic(site, node, topics.CMD):

@@ -40,31 +40,56 @@ def decode_json(payload, limit, what, error=MessageError):
     return obj
 
 
+def _string_end(buf, i, limit):
+    """Index just after the JSON string that starts at buf[i] ('"'); ValueError if unclosed."""
+    i += 1
+    while i < limit:
+        ch = buf[i]
+        if ch == 92:  # backslash: skip the escaped byte
+            i += 2
+        elif ch == 34:
+            return i + 1
+        else:
+            i += 1
+    raise ValueError("string does not close")
+
+
 def _too_deep(text):
     """True when brackets outside strings nest deeper than MAX_DEPTH."""
     if isinstance(text, str):
         text = text.encode()
     if text.count(b"[") + text.count(b"{") <= MAX_DEPTH:
         return False  # cannot be too deep: skip the byte loop
-    depth = 0
-    in_str = escaped = False
-    for ch in text:  # ints: 34 '"', 92 '\\', 91 '[', 123 '{', 93 ']', 125 '}'
-        if in_str:
-            if escaped:
-                escaped = False
-            elif ch == 92:
-                escaped = True
-            elif ch == 34:
-                in_str = False
-        elif ch == 34:
-            in_str = True
-        elif ch == 91 or ch == 123:
+    depth = i = 0
+    limit = len(text)
+    while i < limit:
+        ch = text[i]
+        if ch == 34:
+            try:
+                i = _string_end(text, i, limit)
+            except ValueError:
+                return False  # not JSON at all: the parser will say so
+            continue
+        if ch == 91 or ch == 123:  # [ {
             depth += 1
             if depth > MAX_DEPTH:
                 return True
-        elif ch == 93 or ch == 125:
+        elif ch == 93 or ch == 125:  # ] }
             depth -= 1
+        i += 1
     return False
+
+
+def find_bytes(buf, pattern, limit):
+    """Index of `pattern` in buf[:limit], or -1; also for a memoryview (which has no find)."""
+    if hasattr(buf, "find"):
+        return buf.find(pattern, 0, limit)
+    first = pattern[0]
+    n = len(pattern)
+    for i in range(limit - n + 1):
+        if buf[i] == first and bytes(buf[i:i + n]) == pattern:
+            return i
+    return -1
 
 
 def array_spans(buf, start, limit):
@@ -78,26 +103,17 @@ def array_spans(buf, start, limit):
         raise ValueError("not an array")
     spans = []
     depth = 0
-    in_str = escaped = False
     elem = None
     i = start
     while i < limit:
         ch = buf[i]
-        if in_str:
-            if escaped:
-                escaped = False
-            elif ch == 92:
-                escaped = True
-            elif ch == 34:
-                in_str = False
-        elif ch == 34:
-            in_str = True
-            if depth == 1 and elem is None:
-                elem = i
-        elif ch == 91 or ch == 123:
+        if depth == 1 and elem is None and ch not in (32, 9, 10, 13, 44, 93):
+            elem = i  # an element starts at its first significant byte
+        if ch == 34:
+            i = _string_end(buf, i, limit)
+            continue
+        if ch == 91 or ch == 123:
             depth += 1
-            if depth == 2 and elem is None:
-                elem = i
         elif ch == 93 or ch == 125:
             depth -= 1
             if depth == 0:
@@ -107,8 +123,6 @@ def array_spans(buf, start, limit):
         elif ch == 44 and depth == 1:  # ','
             spans.append((elem, i))
             elem = None
-        elif depth == 1 and elem is None and ch not in (32, 9, 10, 13):
-            elem = i
         i += 1
     raise ValueError("array does not close")
 

@@ -102,7 +102,28 @@ def _scalar_data(f, key, max_keys=16):
     return data
 
 
-class State:
+def _optional(obj, pairs):
+    """Add the (key, value) pairs whose value is not None; return obj."""
+    for key, value in pairs:
+        if value is not None:
+            obj[key] = value
+    return obj
+
+
+class _Message:
+    """encode / equality / repr shared by every message type (each has to_json and decode)."""
+
+    def encode(self):
+        return encode_json(self.to_json())
+
+    def __eq__(self, other):
+        return type(other) is type(self) and self.to_json() == other.to_json()
+
+    def __repr__(self):
+        return "%s(%r)" % (type(self).__name__, self.to_json())
+
+
+class State(_Message):
     """Birth (online=True) on every connect, retained; the will says online=False."""
 
     def __init__(self, online, boot_id=None, firmware=None, lamp_version=0, plan_version=0,
@@ -132,9 +153,6 @@ class State:
             obj["ts"] = self.ts
         return obj
 
-    def encode(self):
-        return encode_json(self.to_json())
-
     @classmethod
     def decode(cls, payload):
         f = _open(payload, MAX_STATE, "state")
@@ -158,14 +176,9 @@ class State:
             f.fail("boot", "is missing")
         return cls(True, boot, fw, lamp, plan, caps, ts, safe, clock)
 
-    def __eq__(self, other):
-        return isinstance(other, State) and self.to_json() == other.to_json()
-
-    def __repr__(self):
-        return "State(%r)" % self.to_json()
 
 
-class Telemetry:
+class Telemetry(_Message):
     """Periodic readings. `lamp` and `amp` are dicts, absent on nodes without them.
 
     lamp: {"lvl": 0-100 driven level, "relay": bool, "w": watts, "wh": energy}
@@ -185,13 +198,7 @@ class Telemetry:
 
     def to_json(self):
         obj = {"v": SCHEMA, "boot": self.boot_id, "ts": self.ts, "up": self.uptime, "clock": self.clock}
-        for key, value in (("lamp", self.lamp), ("amp", self.amp), ("rssi", self.rssi), ("heap", self.heap)):
-            if value is not None:
-                obj[key] = value
-        return obj
-
-    def encode(self):
-        return encode_json(self.to_json())
+        return _optional(obj, (("lamp", self.lamp), ("amp", self.amp), ("rssi", self.rssi), ("heap", self.heap)))
 
     @classmethod
     def decode(cls, payload):
@@ -229,14 +236,9 @@ class Telemetry:
         f.done()
         return cls(boot, ts, up, clock, lamp, amp, rssi, heap)
 
-    def __eq__(self, other):
-        return isinstance(other, Telemetry) and self.to_json() == other.to_json()
-
-    def __repr__(self):
-        return "Telemetry(%r)" % self.to_json()
 
 
-class Event:
+class Event(_Message):
     """Something that happened, numbered by (boot_id, seq) so gaps show."""
 
     def __init__(self, boot_id, seq, kind, data=None, ts=None):
@@ -252,9 +254,6 @@ class Event:
             obj["data"] = self.data
         return obj
 
-    def encode(self):
-        return encode_json(self.to_json())
-
     @classmethod
     def decode(cls, payload):
         f = _open(payload, MAX_EVT, "event")
@@ -266,14 +265,9 @@ class Event:
         f.done()
         return cls(boot, seq, kind, data, ts)
 
-    def __eq__(self, other):
-        return isinstance(other, Event) and self.to_json() == other.to_json()
-
-    def __repr__(self):
-        return "Event(%r)" % self.to_json()
 
 
-class Ack:
+class Ack(_Message):
     """The node's answer to one command: applied, or rejected with a reason."""
 
     def __init__(self, cmd_id, result, reason=None, detail=None, ts=None):
@@ -289,13 +283,7 @@ class Ack:
 
     def to_json(self):
         obj = {"v": SCHEMA, "cmd": self.cmd_id, "result": self.result}
-        for key, value in (("reason", self.reason), ("detail", self.detail), ("ts", self.ts)):
-            if value is not None:
-                obj[key] = value
-        return obj
-
-    def encode(self):
-        return encode_json(self.to_json())
+        return _optional(obj, (("reason", self.reason), ("detail", self.detail), ("ts", self.ts)))
 
     @classmethod
     def decode(cls, payload):
@@ -310,8 +298,3 @@ class Ack:
             f.fail("reason", "is required when a command is rejected")
         return cls(cmd_id, result, reason, detail, ts)
 
-    def __eq__(self, other):
-        return isinstance(other, Ack) and self.to_json() == other.to_json()
-
-    def __repr__(self):
-        return "Ack(%r)" % self.to_json()

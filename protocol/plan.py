@@ -75,7 +75,9 @@ def read_airing(f):
 
 
 class BroadcastItem:
-    def __init__(self, item_id, start, end, src, zones, vol, prio=ROUTINE, clip=None, stream=None, cat="other"):
+    """One occurrence. `ref` is the clip hash (src "clip"), the stream id ("stream") or None."""
+
+    def __init__(self, item_id, start, end, src, zones, vol, prio=ROUTINE, ref=None, cat="other"):
         self.id = item_id
         self.start = start
         self.end = end
@@ -83,9 +85,16 @@ class BroadcastItem:
         self.zones = zones
         self.vol = vol
         self.prio = prio
-        self.clip = clip
-        self.stream = stream
+        self.ref = ref
         self.cat = cat
+
+    @property
+    def clip(self):
+        return self.ref if self.src == "clip" else None
+
+    @property
+    def stream(self):
+        return self.ref if self.src == "stream" else None
 
     @classmethod
     def from_json(cls, arr, where="item", strings=None):
@@ -101,16 +110,17 @@ class BroadcastItem:
         if (ref is None) != (src == "line"):
             f.fail("ref", "must be the clip hash or stream id (and null for line)")
         zones = f.checked("zones", _check_zones)
-        if strings is not None:
-            zones = [strings.setdefault(z, z) for z in zones]
+        if strings is not None:  # plans repeat clips and zone sets: keep one copy of each
+            zones = tuple(zones)
+            zones = strings.setdefault(zones, zones)
+            ref = strings.setdefault(ref, ref)
         vol = f.int("vol", 0, 100)
         cat = _canonical(f.choice("cat", CATEGORIES), CATEGORIES)
-        return cls(item_id, start, start + dur, src, zones, vol, prio,
-                   ref if src == "clip" else None, ref if src == "stream" else None, cat)
+        return cls(item_id, start, start + dur, src, zones, vol, prio, ref, cat)
 
     def to_json(self):
-        ref = self.clip if self.src == "clip" else self.stream
-        return [self.id, self.start, self.end - self.start, self.prio, self.src, ref, self.zones, self.vol, self.cat]
+        return [self.id, self.start, self.end - self.start, self.prio, self.src, self.ref, list(self.zones),
+                self.vol, self.cat]
 
     def airs_in(self, zones):
         for z in self.zones:
@@ -123,6 +133,28 @@ class BroadcastItem:
 
     def __repr__(self):
         return "BroadcastItem(%s %s %d-%d)" % (self.id, PRIORITY_NAMES[self.prio], self.start, self.end)
+
+
+class ItemTexts:
+    """The JSON byte slices of a plan's items, as spans into one received buffer."""
+
+    def __init__(self, buf, spans):
+        self.buf = buf
+        self.spans = spans
+
+    def __len__(self):
+        return len(self.spans)
+
+    def __getitem__(self, i):
+        s, e = self.spans[i]
+        return memoryview(self.buf)[s:e]  # made when needed: 64 views at once cost 2 KB
+
+    def __setitem__(self, i, value):
+        self.spans[i] = None
+
+    def __iter__(self):
+        for i in range(len(self.spans)):
+            yield self[i]
 
 
 def _load_item(text, i):
@@ -156,9 +188,10 @@ class BroadcastPlan:
         """Validate and build.
 
         With `consume`, each raw item is released once built (pass only a
-        dict you own). With `item_texts` (JSON byte slices of the items, the
-        dict's own "items" being empty), items are parsed one at a time: the
-        node never holds a whole parsed plan and its objects together.
+        dict you own). With `item_texts` (a list of the items' JSON bytes, or
+        of spans into a buffer, see ItemTexts; the dict's own "items" being
+        empty), items are parsed one at a time: the node never holds a whole
+        parsed plan and its objects together.
         """
         f = Fields(obj, "plan", ProgramError)
         version = f.int("version", 0, MAX_SEQ)
@@ -176,8 +209,8 @@ class BroadcastPlan:
             item = BroadcastItem.from_json(entry, "plan.items[%d]" % i, strings)
             if consume:
                 raw[i] = None
-            for other in items[:i]:
-                if other.id == item.id:
+            for j in range(i):
+                if items[j].id == item.id:
                     raise ProgramError("plan.items[%d].id %r is used twice" % (i, item.id))
             items[i] = item
         return cls(version, items)

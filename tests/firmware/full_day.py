@@ -1,7 +1,8 @@
 """A heavy but realistic node: full lamp program and a 50-item broadcast plan (shared by test and bench)."""
 from tests.firmware.rig import MONDAY, PROGRAM, Rig
 
-CLIP = "cd" * 32
+# Ten different clips: campaigns repeat through a plan, news changes every day.
+CLIPS = ["%064x" % (0xC0FFEE * (k + 1)) for k in range(10)]
 
 
 def full_program():
@@ -27,7 +28,7 @@ def fifty_items(day_start):
     items = []
     for i in range(50):
         start = day_start + 5 * 3600 + i * 1200  # from 05:00, every 20 minutes
-        item = ["b-%04d" % i, start, 600, i % 3, "clip", CLIP, ["thon-1", "thon-2"] if i % 3 else ["thon-1"],
+        item = ["b-%04d" % i, start, 600, i % 3, "clip", CLIPS[i % 10], ["thon-1", "thon-2"] if i % 3 else ["thon-1"],
                 70 + i % 30, ("news", "security", "campaign", "health")[i % 4]]
         items.append(item)
     return items
@@ -64,8 +65,9 @@ def run_full_day(command, step=10.0):
 
     rig = Rig(MONDAY, program=None, truth=count)
     rig.boot()
-    # the MQTT client holds the received payload in the node's heap: count it
-    rig.node.handle_message(command[0], bytes(bytearray(command[1])))
+    # the MQTT client reads the packet into one bytearray in the node's heap and hands
+    # out a view of its payload: count it
+    rig.node.handle_message(command[0], memoryview(bytearray(command[1])))
     ack = rig.last_ack()
     assert ack.applied, ack
     peak = heap_used() - base

@@ -57,7 +57,7 @@ async def show(event, word):
 
 async def show_messages(client):
     async for topic, payload, retained in client.messages():
-        print("msg", topic, int(retained), payload.decode())
+        print("msg", topic, int(retained), bytes(payload).decode())
 
 
 async def publish(client, tag, topic, qos, retain, timeout_ms, payload):

@@ -7,13 +7,9 @@ from firmware.store import DirFS, PersistentCounter, Store
 from hardware.softboard import SimClock, SoftBoard
 from protocol.commands import Command
 
-SITE = "xa-an-binh"
-NODE = "den-thon1-07"
-KEY_HEX = "6b" * 32
-KEY = b"k" * 32
-TZ = 7 * 3600
-# Monday 2026-11-23 00:00 in Hanoi (UTC+7).
-MONDAY = 1795366800
+from tests.protocol.samples import KEY, MONDAY, NODE, SITE, TZ  # noqa: F401  (re-exported)
+
+KEY_HEX = "".join("%02x" % b for b in KEY)
 
 PROGRAM = {
     "version": 3,

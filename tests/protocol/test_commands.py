@@ -74,7 +74,19 @@ def test_every_rejection_reason():
     assert reason(p=body) == commands.MALFORMED
     assert reason(p=b"") == commands.MALFORMED
     assert reason(p=body + b"\n" + b"z" * 64) == commands.MALFORMED
+    assert reason(p=body + b"\n" + sig.upper()) == commands.MALFORMED  # one spelling per signature
     assert reason(p="text") == commands.MALFORMED
+
+
+def test_a_view_of_a_received_buffer_verifies_like_bytes():
+    from tests.protocol.samples import PROGRAM, item, plan
+
+    big = cmd("set_program", {"lamp": PROGRAM, "plan": plan([item("b-%d" % i, NOW, NOW + 60) for i in range(30)])})
+    topic, payload = big.sign(KEY)
+    assert len(payload) > commands.LAZY_ABOVE  # parsed item by item
+    v = verify(memoryview(bytearray(b"xx" + payload))[2:], topic, SITE, NODE, KEY, 9, NOW)
+    assert v.ok and len(v.command.args["plan"].items) == 30
+    assert v.command == verify(payload, topic, SITE, NODE, KEY, 9, NOW).command
 
 
 def test_oversized_payload_is_malformed():

@@ -1,0 +1,58 @@
+"""ESP32 entry point: config from flash, the HAL for the board profile, the node.
+
+Flashed as main.py at the root of the node's filesystem. The provisioning
+tool writes /config.json (identity, key, broker, zones, location, board,
+wifi). If the config is missing or invalid the node still lights the road
+by its photocell and says on the serial console what is wrong.
+"""
+import asyncio
+import json
+
+CONFIG = "/config.json"
+STORAGE = "/data"
+
+
+def _load_config():
+    from firmware.config import NodeConfig
+
+    with open(CONFIG) as f:
+        raw = json.load(f)
+    return raw, NodeConfig(raw)
+
+
+async def _unprovisioned(hal, why):
+    """No usable config: lamps by photocell, a message every 10 s, the watchdog fed."""
+    hal.wdt_start(30000)
+    n = 0
+    while True:
+        dark = hal.photocell_dark()
+        on = dark is None or dark
+        hal.lamp_relay(on)
+        hal.lamp_dim(100 if on else 0)
+        hal.service()
+        hal.wdt_feed()
+        if n % 10 == 0:
+            hal.log("denloa: not provisioned (%s); lamps follow the photocell" % why)
+        n += 1
+        await hal.sleep_ms(1000)
+
+
+def main():
+    from hardware.esp32 import Esp32Hal
+
+    try:
+        raw, cfg = _load_config()
+    except (OSError, ValueError) as exc:  # missing file, bad JSON, ConfigError
+        hal = Esp32Hal("denloa-v1", {"storage_dir": STORAGE})
+        asyncio.run(_unprovisioned(hal, str(exc)))
+        return
+    from firmware.node import Node
+
+    wifi = raw.get("wifi", {})
+    hal = Esp32Hal(cfg.board, {"wifi_ssid": wifi.get("ssid"), "wifi_password": wifi.get("password"),
+                               "storage_dir": STORAGE})
+    hal.net_connect()
+    asyncio.run(Node(hal, cfg).run())
+
+
+main()

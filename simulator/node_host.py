@@ -1,0 +1,103 @@
+"""A node host: one MicroPython process running K nodes on software boards.
+
+    micropython simulator/node_host.py SPEC.json
+
+SPEC: {"speed": 1, "start": null (host clock) or Unix seconds,
+       "nodes": [{"dir": storage dir, "config": NodeConfig dict,
+                  "board": SoftBoard options (zones, rtc, rated_w, seed, ...)}]}
+
+Each node runs the unmodified firmware (firmware.node.Node) with its own
+board, storage directory and MQTT connection. Ground truth from each board
+goes to stdout as `truth NODE T WHAT VALUE` lines; sensors and faults come
+in on stdin, one command a line:
+
+    NODE burnt 1|0        NODE stuck open|closed|none    NODE dark 1|0
+    NODE motion           NODE power off|on              quit
+
+End of stdin quits, so a host never outlives the process that started it.
+"""
+import sys
+
+_here = __file__.replace("\\", "/")
+_root = _here[:_here.rfind("/simulator/")] if "/simulator/" in _here else "."
+if _root not in sys.path:
+    sys.path.insert(0, _root)
+
+import asyncio  # noqa: E402
+import json  # noqa: E402
+
+from firmware.config import NodeConfig  # noqa: E402
+from firmware.node import Node  # noqa: E402
+from firmware.store import DirFS  # noqa: E402
+from hardware.softboard import RealClock, SoftBoard  # noqa: E402
+
+
+class HostedNode:
+    def __init__(self, spec, clock):
+        self.cfg = NodeConfig(spec["config"])
+        self.name = self.cfg.node
+        options = spec.get("board", {})
+        self.board = SoftBoard(clock, DirFS(spec["dir"]), truth=self.truth, **options)
+        self.node = None
+        self.task = None
+
+    def truth(self, t, what, value):
+        print("truth", self.name, "%.3f" % t, what, json.dumps(value))
+
+    def power_on(self):
+        self.board.power_on()
+        self.node = Node(self.board, self.cfg)
+        self.task = asyncio.create_task(self.node.run())
+
+    def power_off(self):
+        if self.node is not None:
+            self.node.power_cut()
+            self.node = None
+        self.board.power_cut()
+
+    def control(self, words):
+        b = self.board
+        what = words[0]
+        arg = words[1] if len(words) > 1 else ""
+        if what == "burnt":
+            b.burnt = arg == "1"
+        elif what == "stuck":
+            b.relay_stuck = None if arg == "none" else arg
+        elif what == "dark":
+            b.set_dark(arg == "1")
+        elif what == "motion":
+            b.trigger_motion()
+        elif what == "power":
+            self.power_on() if arg == "on" else self.power_off()
+        else:
+            print("error unknown command", what)
+
+
+async def main(path):
+    with open(path) as f:
+        spec = json.load(f)
+    clock = RealClock(spec.get("start"), spec.get("speed", 1))
+    nodes = {}
+    for node_spec in spec["nodes"]:
+        hosted = HostedNode(node_spec, clock)
+        nodes[hosted.name] = hosted
+        hosted.power_on()
+    print("ready", len(nodes))
+    stdin = asyncio.StreamReader(sys.stdin)
+    while True:
+        line = (await stdin.readline()).decode().strip()
+        if not line or line == "quit":
+            break
+        words = line.split()
+        hosted = nodes.get(words[0])
+        if hosted is None:
+            print("error unknown node", words[0])
+        else:
+            hosted.control(words[1:])
+    for hosted in nodes.values():
+        if hosted.node is not None:
+            hosted.node.stop()
+    await asyncio.sleep_ms(300)
+
+
+asyncio.run(main(sys.argv[1]))

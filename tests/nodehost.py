@@ -1,0 +1,127 @@
+"""Drive MicroPython node hosts (simulator/node_host.py) and watch the broker, from CPython tests."""
+import json
+import os
+import queue
+import subprocess
+import threading
+import time
+
+import paho.mqtt.client as paho
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MICROPYTHON = os.path.join(ROOT, ".venv", "bin", "micropython")
+
+
+class NodeHost:
+    """One node host process; stdout lines are collected, stdin takes commands."""
+
+    def __init__(self, tmp, nodes, speed=1, start=None, heap="2M"):
+        self.spec_path = os.path.join(str(tmp), "host-%d.json" % id(self))
+        with open(self.spec_path, "w") as f:
+            json.dump({"speed": speed, "start": start, "nodes": nodes}, f)
+        self.heap = heap
+        self.lines = []
+        self.proc = None
+        self._ready = threading.Event()
+
+    def start(self, timeout=15.0):
+        self._ready.clear()
+        self.proc = subprocess.Popen([MICROPYTHON, "-X", "heapsize=" + self.heap, "simulator/node_host.py",
+                                      self.spec_path], cwd=ROOT, stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+        threading.Thread(target=self._read, args=(self.proc,), daemon=True).start()
+        if not self._ready.wait(timeout):
+            raise AssertionError("node host did not start:\n" + "\n".join(self.lines[-20:]))
+        return self
+
+    def _read(self, proc):
+        for line in proc.stdout:
+            line = line.rstrip("\n")
+            self.lines.append(line)
+            if line.startswith("ready"):
+                self._ready.set()
+
+    def send(self, line):
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+
+    def kill(self):
+        """SIGKILL: every node on this host loses power at once (RAM lost, flash kept)."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            try:
+                self.send("quit")
+                self.proc.wait(5)
+            except (OSError, subprocess.TimeoutExpired):
+                self.proc.kill()
+                self.proc.wait(5)
+
+    def truth(self, node, what):
+        """Ground-truth values (t, value) a node's board reported for `what`."""
+        out = []
+        for line in list(self.lines):
+            parts = line.split(" ", 4)
+            if len(parts) == 5 and parts[0] == "truth" and parts[1] == node and parts[3] == what:
+                out.append((float(parts[2]), json.loads(parts[4])))
+        return out
+
+    def errors(self):
+        return [l for l in self.lines if "Traceback" in l or l.startswith("error")]
+
+
+class Watcher:
+    """A paho subscriber on a site: what the gateway would see."""
+
+    def __init__(self, host, port, topic, user=None, password=None):
+        self.messages = queue.Queue()
+        self.seen = []
+        self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="watcher-%d" % id(self))
+        if user:
+            self.client.username_pw_set(user, password)
+        self.client.on_message = lambda c, u, m: self.messages.put((m.topic, m.payload, m.retain))
+        subscribed = threading.Event()
+        self.client.on_subscribe = lambda *a: subscribed.set()
+        self.client.connect(host, port, keepalive=30)
+        self.client.subscribe(topic, qos=1)
+        self.client.loop_start()
+        if not subscribed.wait(10):
+            raise AssertionError("watcher could not subscribe")
+
+    def publish(self, topic, payload, qos=1):
+        info = self.client.publish(topic, payload, qos=qos)
+        info.wait_for_publish(10)
+
+    def wait_for(self, predicate, timeout=15.0, what="message"):
+        """The first (topic, payload, retain) seen (now or before) that satisfies predicate."""
+        for msg in self.seen:
+            if predicate(*msg):
+                self.seen.remove(msg)
+                return msg
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError("no %s within %.0f s; saw %s" % (what, timeout, [m[:2] for m in self.seen][-10:]))
+            try:
+                msg = self.messages.get(timeout=left)
+            except queue.Empty:
+                continue
+            if predicate(*msg):
+                return msg
+            self.seen.append(msg)
+
+    def drain(self):
+        """Everything received so far, in order (also kept for later wait_for calls)."""
+        while True:
+            try:
+                self.seen.append(self.messages.get_nowait())
+            except queue.Empty:
+                return list(self.seen)
+
+    def close(self):
+        self.client.loop_stop()
+        self.client.disconnect()
