@@ -117,7 +117,7 @@ def check_args(op, args, item_texts=None):
     return value
 
 
-LAZY_ABOVE = 4096
+LAZY_ABOVE = 1024  # bodies larger than this have their plan items parsed one by one
 _ITEMS_KEY = b'"items":['
 
 

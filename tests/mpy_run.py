@@ -105,8 +105,11 @@ def run_file(path, only, budget=None):
         else:
             passed += 1
     gc.collect()
-    used = gc.mem_alloc() - sum(len(b) for b in blockers if b is not None)
-    print("  %-44s %3d passed %3d failed  (heap used %6d)" % (dotted, passed, failed, used))
+    if budget:
+        note = "heap free after %6d of %d" % (gc.mem_free(), budget)
+    else:
+        note = "heap used %6d" % gc.mem_alloc()
+    print("  %-44s %3d passed %3d failed  (%s)" % (dotted, passed, failed, note))
     print(RESULT_MARK, passed, failed)
 
 
