@@ -64,6 +64,7 @@ class NodeConfig:
         self.board = f.text("board", 32, "denloa-v1")
         self.firmware = f.text("firmware", 32, "0.1.0")
         self.wifi = f.object("wifi", {})
+        self.ntp = f.text("ntp", 64, None, min_len=1)  # an NTP server's IP address, if the site has one
         f.done()
 
     @property

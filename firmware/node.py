@@ -421,15 +421,30 @@ class Node:
                 self._birth_due = False
                 await mqtt.publish(self.topic[topics.STATE], self.birth(), qos=1, retain=True, timeout_ms=10000)
             now = hal.ticks_ms()
-            if mqtt.is_up() and self.clock.needs_sync() and (
+            if self.clock.needs_sync() and hal.net_up() and (
                     self._last_time_request is None or hal.ticks_diff(now, self._last_time_request) > 60000):
                 self._last_time_request = now
-                self.emit("time_request", {"t1": now})
+                if mqtt.is_up():
+                    self.emit("time_request", {"t1": now})
+                if self.cfg.ntp:
+                    await self.sync_ntp()
             if mqtt.is_up() and (self._last_tele is None or
                                  hal.ticks_diff(now, self._last_tele) >= self.cfg.tele_s * 1000):
                 self._last_tele = now
                 await mqtt.publish(self.topic[topics.TELE], self.telemetry(), qos=0, timeout_ms=5000)
             await hal.sleep_ms(500)
+
+    async def sync_ntp(self):
+        """Ask the configured NTP server; True if the clock was set."""
+        from firmware import sntp
+
+        answer = await sntp.query(self.hal, self.cfg.ntp)
+        if answer is None:
+            return False
+        step, rtt = self.clock.apply_sync(*answer)
+        if step is None or abs(step) >= STEP_EVENT_S:
+            self.emit("clock_set", {"step": step, "rtt_ms": rtt, "drift_ppm": self.clock.drift_ppm, "src": "ntp"})
+        return True
 
     async def _inbox_loop(self):
         while self.running:
