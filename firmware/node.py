@@ -59,7 +59,7 @@ class Node:
         self.program = default_program()
         self.plan = None
         self.overrides = []
-        self.recent_acks = []  # [[cmd_id, result, reason]] of applied/rejected commands, newest last
+        self.recent_acks = []  # [[cmd_id, result, reason]] of applied commands, newest last
         self.outbox = []  # [(topic, payload)] acks waiting for the link
         self.safe_mode = False
         self.motion_at = None
@@ -173,7 +173,9 @@ class Node:
         return self.clock.now()
 
     def _ack(self, cmd_id, result, reason=None, detail=None, remember=True):
-        if remember and cmd_id is not None:
+        # Only applied commands are remembered: a rejected one had no effect and may be
+        # retried (re-signed, after a sync, once the flash has room) and judged again.
+        if remember and cmd_id is not None and result == APPLIED:
             self.recent_acks = [a for a in self.recent_acks if a[0] != cmd_id][-(MAX_ACKS - 1):]
             self.recent_acks.append([cmd_id, result, reason])
             self._save_json(ACKS_FILE, self.recent_acks)
@@ -193,9 +195,9 @@ class Node:
         v = commands.verify(payload, topic, cfg.site, cfg.node, cfg.key, self.counter.value, self.clock.now())
         if big and not (v.ok and v.command.op == commands.SET_PROGRAM and v.command.args["plan"]):
             self._load()
-        if v.reason == commands.REPLAY:
+        if v.command is not None:  # authentic: a cmd_id we already answered gets that answer again
             for cmd_id, result, reason in self.recent_acks:
-                if cmd_id == v.cmd_id:  # the gateway retried: same answer, no second effect
+                if cmd_id == v.cmd_id:  # a gateway retry (maybe re-signed with a newer counter): no second effect
                     self._ack(cmd_id, result, reason, "duplicate", remember=False)
                     return
         if not v.ok:

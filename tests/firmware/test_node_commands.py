@@ -150,3 +150,29 @@ def test_rejected_verdict_is_never_applied():
         assert rig.node.counter.value == 1  # unchanged
     finally:
         rig.close()
+
+
+def test_a_retry_re_signed_with_a_newer_counter_has_no_second_effect():
+    rig = _rig()
+    try:
+        assert rig.send("set_volume", {"vol": 30}, cmd_id="c-x").applied
+        assert rig.send("set_volume", {"vol": 60}, cmd_id="c-y").applied
+        again = rig.send("set_volume", {"vol": 30}, cmd_id="c-x")  # the gateway never saw the first ack
+        assert again.applied and again.detail == "duplicate"
+        assert rig.node.speaker.master_volume == 60
+    finally:
+        rig.close()
+
+
+def test_a_rejected_command_can_be_retried_and_then_applies():
+    rig = _rig(rtc_offset=None)
+    try:
+        until = 1795500000
+        first = rig.send("lamp_override", {"level": 10, "until": until}, cmd_id="c-o")
+        assert first.reason == "clock_invalid"
+        ms = int(rig.clock.now() * 1000)
+        rig.send("time_sync", {"t1": None, "t2": ms, "t3": ms})
+        assert rig.send("lamp_override", {"level": 10, "until": until}, cmd_id="c-o").applied
+        assert rig.node.lamp.level == 10
+    finally:
+        rig.close()

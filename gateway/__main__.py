@@ -1,0 +1,107 @@
+"""python -m gateway: run the commune's gateway service.
+
+With no --config it starts on safe defaults with its data in ./data and
+says so. At first start it creates the staff account "admin" with a
+generated password, printed once and kept in DATA/admin-password.txt (0600).
+"""
+import argparse
+import asyncio
+import os
+import secrets
+import signal
+import sys
+
+from gateway.config import GatewayConfig
+from gateway.errors import GatewayError
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(
+        prog="python -m gateway",
+        description="denloa gateway: commune security lighting and loudspeakers "
+                    "(broker, registry, planner, signed commands, reports, HTTP API and web UI).")
+    p.add_argument("--config", metavar="FILE", help="TOML configuration (see gateway/config.py for every key); "
+                                                    "without it, safe defaults and ./data")
+    p.add_argument("--data-dir", metavar="DIR", help="override [data] dir")
+    p.add_argument("--http-port", type=int, metavar="PORT", help="override [http] port")
+    p.add_argument("--broker", choices=("auto", "mosquitto", "embedded", "external"), help="override [broker] mode")
+    p.add_argument("--broker-port", type=int, metavar="PORT", help="override [broker] port")
+    return p.parse_args(argv)
+
+
+def load_config(args):
+    cfg = GatewayConfig.load(args.config) if args.config else GatewayConfig()
+    if args.data_dir:
+        cfg.data_dir = os.path.abspath(args.data_dir)
+    if args.http_port is not None:
+        cfg.http_port = args.http_port
+    if args.broker:
+        cfg.broker_mode = args.broker
+    if args.broker_port is not None:
+        cfg.broker_port = args.broker_port
+    return cfg
+
+
+def first_admin(gw):
+    """Create the admin account on an empty database; returns its password or None."""
+    if gw.users.count():
+        return None
+    password = secrets.token_urlsafe(12)
+    gw.users.add("admin", "Quản trị", "admin", password)
+    path = os.path.join(gw.cfg.data_dir, "admin-password.txt")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(password + "\n")
+    return password
+
+
+async def serve(cfg, clock=None, ready=None):
+    import uvicorn
+
+    from gateway.api import create_app
+    from gateway.app import make_gateway
+
+    gw = make_gateway(cfg, clock)
+    app = create_app(gw)
+    password = first_admin(gw)
+    await gw.start()
+    url = "http://%s:%d/" % ("127.0.0.1" if cfg.http_bind in ("0.0.0.0", "") else cfg.http_bind, cfg.http_port)
+    print("denloa gateway for %s (%s)" % (cfg.site_name, cfg.site), flush=True)
+    print("  data:   %s%s" % (cfg.data_dir, "" if cfg.path else "  (no --config: defaults)"), flush=True)
+    print("  broker: %s on port %d" % (type(gw.broker).__name__ if gw.broker else "external", cfg.broker_port),
+          flush=True)
+    print("  web:    %s" % url, flush=True)
+    if password:
+        print("  login:  admin / %s   (first start; also in %s)" % (
+            password, os.path.join(cfg.data_dir, "admin-password.txt")), flush=True)
+    server = uvicorn.Server(uvicorn.Config(app, host=cfg.http_bind, port=cfg.http_port, log_level="warning"))
+    server.install_signal_handlers = lambda: None
+    task = asyncio.create_task(server.serve())
+    if ready is not None:
+        ready(gw, url)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    server.should_exit = True
+    await task
+    await gw.stop()
+
+
+def main(argv=None):
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        cfg = load_config(args)
+        asyncio.run(serve(cfg))
+    except GatewayError as exc:
+        print("denloa: %s\n        %s" % (exc.vi, exc.en), file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print("denloa: %s" % exc, file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,154 @@
+"""Commands to nodes: stored before they are sent, signed per node, retried until answered.
+
+Each command gets the node's next counter inside the same transaction that
+stores it, so a restart of the gateway can never sign two commands with one
+counter. A command is retried (same bytes) until the node acks it or it
+expires; if a newer command to that node was sent meanwhile, the retry is
+re-signed with a fresh counter and the same cmd_id (the node remembers
+applied cmd_ids, so there is still at most one effect).
+"""
+import json
+
+from gateway.errors import GatewayError
+from protocol.commands import Command
+from protocol.errors import ProtocolError
+from protocol.messages import APPLIED
+
+PENDING = "pending"  # stored, not yet published
+SENT = "sent"  # published at least once, no answer yet
+DONE_STATES = (APPLIED, "rejected", "expired", "superseded")  # superseded: a newer command carries its content
+
+
+class CommandService:
+    def __init__(self, db, cfg, clock, registry, log):
+        self.db = db
+        self.cfg = cfg
+        self.clock = clock
+        self.registry = registry
+        self.log = log
+        self.publish = None  # async (topic, payload) -> bool, set by the gateway once MQTT is up
+        self.on_result = []  # callables(command row dict) when a command is answered or expires
+
+    def create(self, node_id, op, args, user=None, batch=None, expires_s=None):
+        """Validate, number, sign and store one command; returns its id. Raises GatewayError."""
+        if not self.registry.known(node_id):
+            raise GatewayError("node.unknown", "Không có thiết bị %s" % node_id, "No node %s" % node_id, "node")
+        now = self.clock.now()
+        expires = int(now + (expires_s or self.cfg.command_expiry_s))
+        with self.db.tx():
+            cmd_id = "c%d" % self.db.next_counter("command")
+            counter = self._next_counter(node_id)
+            topic, payload = self._sign(node_id, cmd_id, counter, expires, op, args, now)
+            self.db.run(
+                "INSERT INTO commands (id, node_id, op, args, counter, created, expires, topic, payload, status,"
+                " created_by, batch) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                cmd_id, node_id, op, json.dumps(_jsonable(args)), counter, now, expires, topic, payload, PENDING,
+                user, batch)
+        return cmd_id
+
+    def _next_counter(self, node_id):
+        self.db.run("UPDATE nodes SET counter = counter + 1 WHERE id = ?", node_id)
+        return self.db.one("SELECT counter FROM nodes WHERE id = ?", node_id)[0]
+
+    def _sign(self, node_id, cmd_id, counter, expires, op, args, now):
+        key = self.registry.key(node_id)
+        cmd = Command(self.cfg.site, node_id, cmd_id, counter, expires, op, args, issued=int(now))
+        try:
+            return cmd.sign(key)
+        except ProtocolError as exc:
+            raise GatewayError("command.invalid", "Lệnh không hợp lệ: %s" % exc, "Invalid command: %s" % exc)
+
+    async def send(self, cmd_id):
+        """Publish a stored command now (first time or retry). True if the broker took it."""
+        row = self.db.one("SELECT * FROM commands WHERE id = ?", cmd_id)
+        if row is None or row["status"] in DONE_STATES or self.publish is None:
+            return False
+        topic, payload = row["topic"], bytes(row["payload"])
+        node_counter = self.db.one("SELECT counter FROM nodes WHERE id = ?", row["node_id"])[0]
+        if row["attempts"] and node_counter > row["counter"]:
+            with self.db.tx():  # overtaken by a newer command: re-sign, same cmd_id
+                counter = self._next_counter(row["node_id"])
+                topic, payload = self._sign(row["node_id"], cmd_id, counter, int(row["expires"]), row["op"],
+                                            json.loads(row["args"]), row["created"])
+                self.db.run("UPDATE commands SET counter = ?, payload = ? WHERE id = ?", counter, payload, cmd_id)
+        ok = await self.publish(topic, payload)
+        if ok:
+            self.db.run("UPDATE commands SET status = CASE WHEN status = ? THEN ? ELSE status END,"
+                        " attempts = attempts + 1, last_sent = ? WHERE id = ?", PENDING, SENT, self.clock.now(), cmd_id)
+        return ok
+
+    def on_ack(self, node_id, ack):
+        """An Ack from `node_id`; returns the updated command row or None if it is not ours."""
+        if ack.cmd_id is None:
+            return None
+        row = self.db.one("SELECT * FROM commands WHERE id = ? AND node_id = ?", ack.cmd_id, node_id)
+        if row is None:
+            self.log("ack for unknown command %s from %s" % (ack.cmd_id, node_id))
+            return None
+        if row["status"] == APPLIED:
+            return None  # a duplicate ack of a retry
+        status = APPLIED if ack.applied else "rejected"
+        with self.db.tx():
+            self.db.run("UPDATE commands SET status = ?, acked = ?, reason = ?, detail = ? WHERE id = ?",
+                        status, self.clock.now(), ack.reason, ack.detail, ack.cmd_id)
+        result = self.get(ack.cmd_id)
+        for fn in self.on_result:
+            fn(result)
+        return result
+
+    def due(self):
+        """Ids of commands to publish now: new ones, and unanswered ones whose retry time has come."""
+        now = self.clock.now()
+        rows = self.db.all(
+            "SELECT id FROM commands WHERE status IN (?, ?) AND expires > ? AND"
+            " (last_sent IS NULL OR last_sent <= ?) ORDER BY counter",
+            PENDING, SENT, now, now - self.cfg.command_retry_s)
+        return [r[0] for r in rows]
+
+    def expire(self):
+        """Mark commands past their expiry; returns their rows."""
+        now = self.clock.now()
+        rows = self.db.all("SELECT id FROM commands WHERE status IN (?, ?) AND expires <= ?", PENDING, SENT, now)
+        out = []
+        for (cmd_id,) in rows:
+            with self.db.tx():
+                self.db.run("UPDATE commands SET status = 'expired', reason = 'expired' WHERE id = ?", cmd_id)
+            result = self.get(cmd_id)
+            out.append(result)
+            for fn in self.on_result:
+                fn(result)
+        return out
+
+    def get(self, cmd_id):
+        row = self.db.one("SELECT * FROM commands WHERE id = ?", cmd_id)
+        if row is None:
+            raise GatewayError("command.unknown", "Không có lệnh %s" % cmd_id, "No command %s" % cmd_id, status=404)
+        return _row(row)
+
+    def list(self, node_id=None, batch=None, status=None, limit=200):
+        sql, args = "SELECT * FROM commands WHERE 1=1", []
+        for column, value in (("node_id", node_id), ("batch", batch), ("status", status)):
+            if value is not None:
+                sql += " AND %s = ?" % column
+                args.append(value)
+        sql += " ORDER BY created DESC LIMIT ?"
+        args.append(limit)
+        return [_row(r) for r in self.db.all(sql, *args)]
+
+    def batch_progress(self, batch):
+        rows = self.db.all("SELECT status, COUNT(*) FROM commands WHERE batch = ? GROUP BY status", batch)
+        counts = {r[0]: r[1] for r in rows}
+        return {"total": sum(counts.values()), "applied": counts.get(APPLIED, 0),
+                "rejected": counts.get("rejected", 0), "expired": counts.get("expired", 0),
+                "waiting": counts.get(PENDING, 0) + counts.get(SENT, 0)}
+
+
+def _row(row):
+    out = {k: row[k] for k in ("id", "node_id", "op", "counter", "created", "expires", "status", "attempts",
+                               "last_sent", "acked", "reason", "detail", "created_by", "batch")}
+    out["args"] = json.loads(row["args"])
+    return out
+
+
+def _jsonable(args):
+    return {k: (v.to_json() if hasattr(v, "to_json") else v) for k, v in args.items()}

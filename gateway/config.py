@@ -1,0 +1,125 @@
+"""The gateway's TOML configuration, with safe defaults for every key.
+
+    [site]
+    id = "xa-an-binh"            # the commune: lowercase letters, digits, '-'
+    name = "Xã An Bình"
+    lat = 21.0285
+    lon = 105.8542
+    utc_offset = 7               # hours; Vietnam has no daylight saving
+
+    [data]
+    dir = "./data"               # SQLite, broker files, secrets (0700)
+
+    [http]
+    bind = "127.0.0.1"
+    port = 8080
+
+    [broker]
+    mode = "auto"                # auto: Mosquitto when installed, else the embedded broker; or "external"
+    host = "127.0.0.1"           # where nodes and the gateway connect (external: the broker's address)
+    port = 1883
+    bind = "0.0.0.0"             # what a broker we run listens on (nodes are on the LAN)
+    username = ""                # external only
+    password = ""
+
+    [commands]
+    expiry_s = 600               # a command not acknowledged by then is shown as expired
+    retry_s = 10
+
+    [planner]
+    horizon_days = 3             # how far ahead each node's plan reaches
+
+    [bridge]                     # optional: forward the site's topics to a province broker
+    host = ""
+"""
+import os
+import tomllib
+
+from gateway.errors import GatewayError
+from protocol.topics import TopicError, check_id
+
+DEFAULTS = {
+    "site": {"id": "xa-demo", "name": "Xã Demo", "lat": 21.0285, "lon": 105.8542, "utc_offset": 7},
+    "data": {"dir": "./data"},
+    "http": {"bind": "127.0.0.1", "port": 8080},
+    "broker": {"mode": "auto", "host": "127.0.0.1", "port": 1883, "bind": "0.0.0.0", "username": "", "password": ""},
+    "commands": {"expiry_s": 600, "retry_s": 10},
+    "planner": {"horizon_days": 3},
+    "bridge": {"host": "", "port": 8883, "username": "", "password": "", "tls_ca": "", "remote_prefix": ""},
+}
+
+
+def _bad(key, vi, en):
+    return GatewayError("config." + key, vi, en, field=key)
+
+
+class GatewayConfig:
+    """Validated settings; `path` is None when running on defaults."""
+
+    def __init__(self, raw=None, path=None):
+        raw = raw or {}
+        self.path = path
+        merged = {}
+        for section, defaults in DEFAULTS.items():
+            given = raw.get(section, {})
+            if not isinstance(given, dict):
+                raise _bad(section, "Mục [%s] phải là một bảng" % section, "[%s] must be a table" % section)
+            unknown = set(given) - set(defaults)
+            if unknown:
+                key = "%s.%s" % (section, sorted(unknown)[0])
+                raise _bad(key, "Khóa cấu hình không xác định: %s" % key, "Unknown configuration key: %s" % key)
+            merged[section] = dict(defaults, **given)
+        unknown = set(raw) - set(DEFAULTS)
+        if unknown:
+            key = sorted(unknown)[0]
+            raise _bad(key, "Mục cấu hình không xác định: [%s]" % key, "Unknown configuration section: [%s]" % key)
+        s = merged["site"]
+        try:
+            self.site = check_id(s["id"], "site id")
+        except TopicError as exc:
+            raise _bad("site.id", "Mã xã không hợp lệ: %s" % exc, "Invalid site id: %s" % exc)
+        self.site_name = str(s["name"])
+        self.lat = self._number("site.lat", s["lat"], -90, 90)
+        self.lon = self._number("site.lon", s["lon"], -180, 180)
+        self.utc_offset = self._number("site.utc_offset", s["utc_offset"], -12, 14)
+        base = os.path.dirname(os.path.abspath(path)) if path else os.getcwd()
+        self.data_dir = os.path.normpath(os.path.join(base, os.path.expanduser(merged["data"]["dir"])))
+        self.http_bind = str(merged["http"]["bind"])
+        self.http_port = int(self._number("http.port", merged["http"]["port"], 0, 65535))
+        b = merged["broker"]
+        if b["mode"] not in ("auto", "mosquitto", "embedded", "external"):
+            raise _bad("broker.mode", "broker.mode phải là auto, mosquitto, embedded hoặc external",
+                       "broker.mode must be auto, mosquitto, embedded or external")
+        self.broker_mode = b["mode"]
+        self.broker_host = str(b["host"])
+        self.broker_port = int(self._number("broker.port", b["port"], 0, 65535))
+        self.broker_bind = str(b["bind"])
+        self.broker_username = str(b["username"])
+        self.broker_password = str(b["password"])
+        self.command_expiry_s = int(self._number("commands.expiry_s", merged["commands"]["expiry_s"], 10, 86400))
+        self.command_retry_s = self._number("commands.retry_s", merged["commands"]["retry_s"], 0.2, 3600)
+        self.horizon_days = int(self._number("planner.horizon_days", merged["planner"]["horizon_days"], 1, 14))
+        self.bridge = merged["bridge"] if merged["bridge"]["host"] else None
+
+    @staticmethod
+    def _number(key, value, lo, hi):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi:
+            raise _bad(key, "%s phải là số từ %s đến %s" % (key, lo, hi), "%s must be a number from %s to %s" % (key, lo, hi))
+        return value
+
+    @property
+    def tz_s(self):
+        return int(self.utc_offset * 3600)
+
+    @classmethod
+    def load(cls, path):
+        try:
+            with open(path, "rb") as f:
+                raw = tomllib.load(f)
+        except OSError as exc:
+            raise GatewayError("config.file", "Không đọc được tệp cấu hình %s: %s" % (path, exc.strerror),
+                               "Cannot read the configuration file %s: %s" % (path, exc.strerror))
+        except tomllib.TOMLDecodeError as exc:
+            raise GatewayError("config.syntax", "Tệp cấu hình %s sai cú pháp: %s" % (path, exc),
+                               "Configuration file %s is not valid TOML: %s" % (path, exc))
+        return cls(raw, path)

@@ -1,0 +1,192 @@
+"""What nodes say, turned into live state, stored events, alerts and report data.
+
+Every payload is decoded by protocol/ (which raises only ProtocolError);
+anything malformed, oversized, from an unknown node or another site is
+counted and dropped: it never stops the gateway.
+"""
+import json
+import time
+
+from protocol import messages, topics
+from protocol.errors import ProtocolError
+
+STALE_AFTER_S = 180  # no word from an online node for this long: treat it as offline
+SUSPICIOUS = ("bad_signature", "replay", "wrong_target")
+LAMP_FAULTS = ("lamp_fault", "day_burner")
+
+
+class Ingest:
+    def __init__(self, db, cfg, clock, registry, commands, alerts, metrics, log):
+        self.db = db
+        self.cfg = cfg
+        self.clock = clock
+        self.registry = registry
+        self.commands = commands
+        self.alerts = alerts
+        self.metrics = metrics
+        self.log = log
+        self.tele = {}  # node_id -> (received, Telemetry): the latest, kept in memory
+        self.on_birth = []  # callables(node_id, State)
+        self.on_time_request = []  # callables(node_id, t1, received_ms)
+        self._known = {}
+
+    def handle(self, topic, payload):
+        """One MQTT message. Never raises."""
+        try:
+            site, node_id, kind = topics.parse_topic(topic)
+        except ProtocolError:
+            self.metrics.bad("topic")
+            return
+        if site != self.cfg.site or node_id is None:
+            return  # our own gateway state, or a bridged neighbour
+        if not self.registry.known(node_id):
+            self.metrics.bad("unknown_node")
+            return
+        self.metrics.message(kind)
+        try:
+            if kind == topics.STATE:
+                self._state(node_id, messages.State.decode(payload))
+            elif kind == topics.TELE:
+                self._tele(node_id, messages.Telemetry.decode(payload))
+            elif kind == topics.EVT:
+                self._event(node_id, messages.Event.decode(payload))
+            elif kind == topics.ACK:
+                self.commands.on_ack(node_id, messages.Ack.decode(payload))
+        except ProtocolError as exc:
+            self.metrics.bad(kind)
+            self.log("dropped a malformed %s from %s: %s" % (kind, node_id, exc))
+        except Exception as exc:  # a bug here must not stop ingest of everything else
+            self.metrics.bad("internal")
+            self.log("error handling %s from %s: %r" % (kind, node_id, exc))
+
+    # ---- state -------------------------------------------------------------
+    def _state(self, node_id, state):
+        now = self.clock.now()
+        row = self.db.one("SELECT online, boot_id FROM node_state WHERE node_id = ?", node_id)
+        if not state.online:
+            if row and row["online"] and (state.boot_id is None or state.boot_id == row["boot_id"]):
+                with self.db.tx():
+                    self.db.run("UPDATE node_state SET online = 0, offline_since = ? WHERE node_id = ?", now, node_id)
+                    self.alerts.open("offline", node_id, at=now)
+            return
+        with self.db.tx():
+            self.db.run(
+                "UPDATE node_state SET online = 1, boot_id = ?, last_seen = ?, online_since = ?, firmware = ?,"
+                " caps = ?, clock = ?, lamp_version = ?, plan_version = ?, safe = ? WHERE node_id = ?",
+                state.boot_id, now, now, state.firmware, json.dumps(state.caps), state.clock,
+                state.lamp_version, state.plan_version, int(state.safe_mode), node_id)
+            self.alerts.close("offline", node_id)
+            self._clock_alert(node_id, state.clock)
+            if not state.safe_mode:
+                self.alerts.close("safe_mode", node_id)
+        for fn in self.on_birth:
+            fn(node_id, state)
+
+    def _clock_alert(self, node_id, clock):
+        if clock == messages.CLOCK_INVALID:
+            self.alerts.open("clock_invalid", node_id)
+        else:
+            self.alerts.close("clock_invalid", node_id)
+
+    # ---- telemetry ---------------------------------------------------------
+    def _tele(self, node_id, tele):
+        now = self.clock.now()
+        previous = self.tele.get(node_id)
+        self.tele[node_id] = (now, tele)
+        if previous is None or previous[1].clock != tele.clock:
+            self._clock_alert(node_id, tele.clock)
+        with self.db.tx():
+            self.db.run("UPDATE node_state SET last_seen = ?, tele = ? WHERE node_id = ?",
+                        now, json.dumps(tele.to_json()), node_id)
+            if tele.lamp is not None:
+                self._lamp_day(node_id, now, tele.lamp)
+
+    def _lamp_day(self, node_id, now, lamp):
+        day = time.strftime("%Y-%m-%d", time.gmtime(now + self.cfg.tz_s))
+        row = self.db.one("SELECT * FROM lamp_days WHERE node_id = ? AND day = ?", node_id, day)
+        on = 1 if lamp["lvl"] > 0 else 0
+        if row is None:
+            self.db.run("INSERT INTO lamp_days (node_id, day, wh_first, wh_last, on_s, last_ts, last_on)"
+                        " VALUES (?, ?, ?, ?, 0, ?, ?)", node_id, day, lamp["wh"], lamp["wh"], now, on)
+            return
+        gap = now - (row["last_ts"] or now)
+        on_s = row["on_s"] + (gap if row["last_on"] and 0 < gap < 2 * STALE_AFTER_S else 0)
+        self.db.run("UPDATE lamp_days SET wh_last = ?, on_s = ?, last_ts = ?, last_on = ? WHERE node_id = ? AND day = ?",
+                    lamp["wh"], on_s, now, on, node_id, day)
+
+    # ---- events ------------------------------------------------------------
+    def _event(self, node_id, evt):
+        now = self.clock.now()
+        with self.db.tx():
+            cur = self.db.run(
+                "INSERT OR IGNORE INTO events (node_id, boot_id, seq, kind, ts, received, data) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                node_id, evt.boot_id, evt.seq, evt.kind, evt.ts, now, json.dumps(evt.data))
+            if cur.rowcount == 0:
+                return  # a QoS 1 redelivery: already stored and handled
+            event_id = cur.lastrowid
+            self._track_seq(node_id, evt)
+            self.db.run("UPDATE node_state SET last_seen = ? WHERE node_id = ?", now, node_id)
+            self._apply_event(node_id, evt, event_id, now)
+
+    def _track_seq(self, node_id, evt):
+        row = self.db.one("SELECT next_seq, missing FROM seq_tracker WHERE node_id = ? AND boot_id = ?",
+                          node_id, evt.boot_id)
+        if row is None:
+            missing = evt.seq  # a boot we first hear of at seq n: 0..n-1 never arrived
+            self.db.run("INSERT INTO seq_tracker (node_id, boot_id, next_seq, missing) VALUES (?, ?, ?, ?)",
+                        node_id, evt.boot_id, evt.seq + 1, missing)
+        elif evt.seq >= row["next_seq"]:
+            missing = evt.seq - row["next_seq"]
+            self.db.run("UPDATE seq_tracker SET next_seq = ?, missing = missing + ? WHERE node_id = ? AND boot_id = ?",
+                        evt.seq + 1, missing, node_id, evt.boot_id)
+        else:
+            missing = 0  # a late one filling an earlier gap
+            self.db.run("UPDATE seq_tracker SET missing = MAX(missing - 1, 0) WHERE node_id = ? AND boot_id = ?",
+                        node_id, evt.boot_id)
+        if missing:
+            self.metrics.gap(missing)
+            self.alerts.open("event_gap", node_id, {"missing": missing, "boot": evt.boot_id})
+
+    def _apply_event(self, node_id, evt, event_id, now):
+        kind, data = evt.kind, evt.data
+        if kind in LAMP_FAULTS:
+            self.alerts.open(kind, node_id, data)
+        elif kind == "lamp_ok":
+            self.alerts.close(data.get("was", "lamp_fault"), node_id)
+        elif kind == "cmd_rejected" and data.get("reason") in SUSPICIOUS:
+            self.alerts.open("cmd_rejected", node_id, data)
+        elif kind in ("broadcast_ended", "broadcast_interrupted"):
+            started = data.get("start") or (evt.ts or now) - data.get("secs", 0)
+            self.db.run("INSERT OR IGNORE INTO airings (node_id, item_id, category, priority, source, started, secs,"
+                        " outcome, event_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        node_id, str(data.get("id")), str(data.get("cat", "other")), int(data.get("prio", 0)),
+                        data.get("src"), started, int(data.get("secs", 0)),
+                        "ended" if kind == "broadcast_ended" else "interrupted", event_id)
+        elif kind == "broadcast_failed":
+            self.alerts.open("broadcast_failed", node_id, {"item": data.get("id", "?")})
+        elif kind == "clock_invalid":
+            self.alerts.open("clock_invalid", node_id)
+        elif kind == "clock_set":
+            self.alerts.close("clock_invalid", node_id)
+        elif kind == "safe_mode":
+            self.alerts.open("safe_mode", node_id)
+        elif kind == "events_dropped":
+            self.alerts.open("events_dropped", node_id, data)
+        elif kind == "storage_error":
+            self.alerts.open("storage_error", node_id, data)
+        elif kind == "time_request" and isinstance(data.get("t1"), int):
+            for fn in self.on_time_request:
+                fn(node_id, data["t1"], int(now * 1000))
+
+    # ---- liveness ----------------------------------------------------------
+    def sweep(self):
+        """Mark online nodes that went silent (no will seen: e.g. the broker itself restarted)."""
+        now = self.clock.now()
+        rows = self.db.all("SELECT node_id, last_seen FROM node_state WHERE online = 1 AND last_seen < ?",
+                           now - STALE_AFTER_S)
+        for row in rows:
+            with self.db.tx():
+                self.db.run("UPDATE node_state SET online = 0, offline_since = ? WHERE node_id = ?",
+                            row["last_seen"], row["node_id"])
+                self.alerts.open("offline", row["node_id"], at=row["last_seen"])
+        return len(rows)

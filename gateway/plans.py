@@ -1,0 +1,194 @@
+"""Lamp programs and broadcast schedules → each node's program and plan, pushed when they change.
+
+Staff set lamp programs for the whole site (default), a zone or a node, and
+broadcast schedules (gateway/planner.py). For every node the gateway works
+out its lamp program and its plan over the rolling horizon; a content digest
+says whether anything changed, and only then is the version bumped and a
+signed set_program sent. A node whose birth reports other versions than the
+ones on record gets the current ones again.
+"""
+import hashlib
+import json
+
+from gateway import planner
+from gateway.errors import GatewayError, NotFound
+from protocol import commands as ops
+from protocol.errors import ProtocolError
+from protocol.program import LampProgram, default_program
+
+ROLL_EVERY_S = 600
+
+
+def _digest(obj):
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
+
+
+class PlanService:
+    def __init__(self, gw):
+        self.gw = gw
+        self.db = gw.db
+        self.cfg = gw.cfg
+        self.clock = gw.clock
+        self._last_roll = 0.0
+
+    # ---- lamp programs -----------------------------------------------------
+    def set_program(self, scope, target, body, user):
+        if scope == "zone":
+            self.gw.registry.zone(target)
+        elif scope == "node":
+            self.gw.registry.node(target)
+        elif target != "site":
+            raise GatewayError("program.target", "Chương trình mặc định có đích là 'site'",
+                               "The default program's target is 'site'", "target")
+        try:
+            program = LampProgram.from_json(dict(body, version=0) if isinstance(body, dict) else body)
+        except ProtocolError as exc:
+            raise GatewayError("program.invalid", "Chương trình đèn không hợp lệ: %s" % exc,
+                               "Invalid lamp program: %s" % exc)
+        with self.db.tx():
+            self.db.run("INSERT OR REPLACE INTO programs (scope, target, body, updated, updated_by) VALUES (?, ?, ?, ?, ?)",
+                        scope, target, json.dumps(program.to_json()), self.clock.now(), user)
+            pushed = self.refresh()
+        return {"scope": scope, "target": target, "program": program.to_json(), "pushed": pushed}
+
+    def delete_program(self, scope, target):
+        with self.db.tx():
+            if self.db.run("DELETE FROM programs WHERE scope = ? AND target = ?", scope, target).rowcount == 0:
+                raise NotFound("program.unknown", "Không có chương trình %s/%s" % (scope, target),
+                               "No program %s/%s" % (scope, target))
+            self.refresh()
+
+    def programs(self):
+        return [{"scope": r["scope"], "target": r["target"], "program": json.loads(r["body"]),
+                 "updated": r["updated"], "updated_by": r["updated_by"]}
+                for r in self.db.all("SELECT * FROM programs ORDER BY scope, target")]
+
+    def _program_tables(self):
+        by = {"default": {}, "zone": {}, "node": {}}
+        for r in self.db.all("SELECT scope, target, body FROM programs"):
+            by[r["scope"]][r["target"]] = LampProgram.from_json(json.loads(r["body"]))
+        return by
+
+    # ---- schedules ---------------------------------------------------------
+    def put_schedule(self, body, user, new):
+        schedule = planner.parse_schedule(body, self.gw.registry.zone_ids(), self.cfg.utc_offset)
+        with self.db.tx():
+            exists = self.db.one("SELECT 1 FROM schedules WHERE id = ?", schedule.id)
+            if new and exists:
+                raise GatewayError("schedule.exists", "Lịch %s đã có" % schedule.id,
+                                   "Schedule %s already exists" % schedule.id, "id", status=409)
+            if not new and not exists:
+                raise NotFound("schedule.unknown", "Không có lịch %s" % schedule.id, "No schedule %s" % schedule.id)
+            self.db.run("INSERT OR REPLACE INTO schedules (id, body, updated, updated_by) VALUES (?, ?, ?, ?)",
+                        schedule.id, json.dumps(schedule.to_json(), ensure_ascii=False), self.clock.now(), user)
+            pushed = self.refresh()
+        return dict(schedule.to_json(), pushed=pushed)
+
+    def delete_schedule(self, schedule_id):
+        with self.db.tx():
+            if self.db.run("DELETE FROM schedules WHERE id = ?", schedule_id).rowcount == 0:
+                raise NotFound("schedule.unknown", "Không có lịch %s" % schedule_id, "No schedule %s" % schedule_id)
+            self.refresh()
+
+    def schedules(self):
+        return [json.loads(r["body"]) for r in self.db.all("SELECT body FROM schedules ORDER BY id")]
+
+    def _schedules(self):
+        zones = self.gw.registry.zone_ids()
+        out = []
+        for r in self.db.all("SELECT body FROM schedules"):
+            try:
+                out.append(planner.parse_schedule(json.loads(r["body"]), zones, self.cfg.utc_offset))
+            except GatewayError as exc:  # e.g. a zone deleted since: the schedule waits for staff
+                self.gw.log("schedule skipped: %s" % exc.en)
+        return out
+
+    def upcoming(self, days):
+        now = int(self.clock.now())
+        occurrences = planner.expand(self._schedules(), now, now + max(1, min(days, 31)) * 86400, self.cfg.utc_offset)
+        return [o.to_json() for o in occurrences]
+
+    # ---- per-node program and plan -----------------------------------------
+    def refresh(self, node_ids=None):
+        """Recompute programs and plans; send set_program where content changed. Returns command ids."""
+        now = int(self.clock.now())
+        tables = self._program_tables()
+        default = tables["default"].get("site") or default_program()
+        occurrences = planner.expand(self._schedules(), now, now + self.cfg.horizon_days * 86400, self.cfg.utc_offset)
+        sent = []
+        for node in self.gw.registry.nodes():
+            if node_ids is not None and node["id"] not in node_ids:
+                continue
+            cmd = self._refresh_node(node, tables, default, occurrences, now)
+            if cmd:
+                sent.append(cmd)
+        return sent
+
+    def _refresh_node(self, node, tables, default, occurrences, now, force=False):
+        row = self.db.one("SELECT * FROM node_plans WHERE node_id = ?", node["id"])
+        if row is None:
+            self.db.run("INSERT INTO node_plans (node_id) VALUES (?)", node["id"])
+            row = self.db.one("SELECT * FROM node_plans WHERE node_id = ?", node["id"])
+        args = {}
+        lamp_version, plan_version = row["lamp_version"], row["plan_version"]
+        if self._pending_program(node["id"]):
+            force = True  # the new command carries everything, so the older ones can be dropped
+        if node["kind"] in ("lamp", "both"):
+            program = planner.lamp_program_for(node["id"], node["zones"], tables["node"], tables["zone"], default)
+            lamp_json = dict(program.to_json(), version=0)
+            digest = _digest(lamp_json)
+            if force or digest != row["lamp_digest"]:
+                if digest != row["lamp_digest"]:
+                    lamp_version += 1
+                args["lamp"] = dict(lamp_json, version=lamp_version)
+                self.db.run("UPDATE node_plans SET lamp_version = ?, lamp_digest = ? WHERE node_id = ?",
+                            lamp_version, digest, node["id"])
+        if node["kind"] in ("speaker", "both"):
+            result = planner.node_plan(occurrences, node["zones"], 0, now)
+            plan_json = result.plan.to_json()
+            digest = _digest(plan_json["items"])
+            if force or digest != row["plan_digest"]:
+                if digest != row["plan_digest"]:
+                    plan_version += 1
+                args["plan"] = dict(plan_json, version=plan_version)
+                self.db.run("UPDATE node_plans SET plan_version = ?, plan_digest = ?, dropped = ? WHERE node_id = ?",
+                            plan_version, digest, result.dropped, node["id"])
+                if result.dropped:
+                    self.gw.alerts.open("plan_truncated", node["id"], {"dropped": result.dropped})
+        if not args:
+            return None
+        self.db.run("UPDATE node_plans SET updated = ? WHERE node_id = ?", self.clock.now(), node["id"])
+        self.db.run("UPDATE commands SET status = 'superseded' WHERE node_id = ? AND op = ? AND status IN ('pending', 'sent')",
+                    node["id"], ops.SET_PROGRAM)  # an older program arriving late must not undo this one
+        return self.gw.command(node["id"], ops.SET_PROGRAM, args, user="planner")
+
+    def roll(self):
+        """Called by housekeeping: the horizon moves, new occurrences come into it."""
+        now = self.clock.now()
+        if now - self._last_roll >= ROLL_EVERY_S:
+            self._last_roll = now
+            with self.db.tx():
+                self.refresh()
+
+    def on_birth(self, node_id, state):
+        """A node that runs other versions than the ones on record gets the current ones again."""
+        row = self.db.one("SELECT lamp_version, plan_version FROM node_plans WHERE node_id = ?", node_id)
+        node = self.gw.registry.node(node_id)
+        wants_lamp = node["kind"] in ("lamp", "both")
+        wants_plan = node["kind"] in ("speaker", "both")
+        if row is None or (wants_lamp and state.lamp_version != row["lamp_version"]) or (
+                wants_plan and state.plan_version != row["plan_version"]):
+            now = int(self.clock.now())
+            tables = self._program_tables()
+            default = tables["default"].get("site") or default_program()
+            occurrences = planner.expand(self._schedules(), now, now + self.cfg.horizon_days * 86400,
+                                         self.cfg.utc_offset)
+            with self.db.tx():
+                self._refresh_node(node, tables, default, occurrences, now, force=True)
+
+    def _pending_program(self, node_id):
+        return self.db.one("SELECT 1 FROM commands WHERE node_id = ? AND op = ? AND status IN ('pending', 'sent')",
+                           node_id, ops.SET_PROGRAM) is not None
+
+    def applied(self, row):
+        pass  # the version on record is what was sent; the node's next birth confirms it

@@ -1,0 +1,162 @@
+"""Zones (thôn / xóm / khu) and nodes, with each node's credentials and key.
+
+A node's MQTT password and command key are made here at registration and
+handed out once, in the provisioning bundle; the database keeps the key
+(to sign commands) and only a hash of the password (for the broker).
+"""
+import json
+import secrets
+
+from gateway.errors import Conflict, GatewayError, NotFound
+from protocol.topics import TopicError, check_id
+
+ZONE_KINDS = ("thon", "xom", "khu", "ap", "other")
+NODE_KINDS = ("lamp", "speaker", "both")
+
+
+def _id(value, what_vi, what_en, field):
+    try:
+        return check_id(value, what_en)
+    except TopicError:
+        raise GatewayError(field + ".invalid",
+                           "%s chỉ gồm chữ thường không dấu, số và '-', tối đa 32 ký tự" % what_vi,
+                           "%s may contain only a-z, 0-9 and '-', at most 32 characters" % what_en, field)
+
+
+def _text(obj, key, max_len, default=None):
+    value = obj.get(key, default)
+    if not isinstance(value, str) or not value.strip() or len(value) > max_len:
+        raise GatewayError(key + ".invalid", "'%s' phải là chữ, từ 1 đến %d ký tự" % (key, max_len),
+                           "'%s' must be text of 1 to %d characters" % (key, max_len), key)
+    return value.strip()
+
+
+class Registry:
+    def __init__(self, db, clock, hash_password):
+        self.db = db
+        self.clock = clock
+        self.hash_password = hash_password
+
+    # ---- zones ---------------------------------------------------------------
+    def add_zone(self, obj):
+        zone_id = _id(obj.get("id"), "Mã cụm", "Zone id", "id")
+        name = _text(obj, "name", 80)
+        kind = obj.get("kind", "thon")
+        if kind not in ZONE_KINDS:
+            raise GatewayError("kind.invalid", "Loại cụm phải là một trong: %s" % ", ".join(ZONE_KINDS),
+                               "Zone kind must be one of: %s" % ", ".join(ZONE_KINDS), "kind")
+        with self.db.tx():
+            if self.db.one("SELECT 1 FROM zones WHERE id = ?", zone_id):
+                raise Conflict("zone.exists", "Cụm %s đã có" % zone_id, "Zone %s already exists" % zone_id, "id")
+            self.db.run("INSERT INTO zones (id, name, kind, created) VALUES (?, ?, ?, ?)",
+                        zone_id, name, kind, self.clock.now())
+        return self.zone(zone_id)
+
+    def zone(self, zone_id):
+        row = self.db.one("SELECT id, name, kind FROM zones WHERE id = ?", zone_id)
+        if row is None:
+            raise NotFound("zone.unknown", "Không có cụm %s" % zone_id, "No zone %s" % zone_id, "zone")
+        return dict(row)
+
+    def zones(self):
+        return [dict(r) for r in self.db.all("SELECT id, name, kind FROM zones ORDER BY id")]
+
+    def zone_ids(self):
+        return {r[0] for r in self.db.all("SELECT id FROM zones")}
+
+    # ---- nodes ---------------------------------------------------------------
+    def add_node(self, obj, site, broker_host, broker_port, location):
+        """Register a node; returns (node, provisioning bundle with its secrets, shown once)."""
+        node_id = _id(obj.get("id"), "Mã thiết bị", "Node id", "id")
+        name = _text(obj, "name", 80, node_id)
+        zones = obj.get("zones", [])
+        known = self.zone_ids()
+        if not isinstance(zones, list) or not zones or len(zones) > 8:
+            raise GatewayError("zones.invalid", "Thiết bị phải thuộc từ 1 đến 8 cụm", "A node belongs to 1 to 8 zones", "zones")
+        for zone in zones:
+            if zone not in known:
+                raise GatewayError("zones.unknown", "Không có cụm %s" % zone, "No zone %s" % zone, "zones")
+        relays = obj.get("relays") or {zone: i + 1 for i, zone in enumerate(zones)}
+        if (not isinstance(relays, dict) or set(relays) - set(zones)
+                or any(not isinstance(r, int) or isinstance(r, bool) or not 1 <= r <= 16 for r in relays.values())):
+            raise GatewayError("relays.invalid", "Rơ-le cụm: mỗi cụm của thiết bị một số từ 1 đến 16",
+                               "Zone relays: a number 1-16 for zones of this node", "relays")
+        kind = obj.get("kind", "both")
+        if kind not in NODE_KINDS:
+            raise GatewayError("kind.invalid", "Loại thiết bị phải là lamp, speaker hoặc both",
+                               "Node kind must be lamp, speaker or both", "kind")
+        lat, lon = obj.get("lat"), obj.get("lon")
+        for key, value, lo, hi in (("lat", lat, -90, 90), ("lon", lon, -180, 180)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi):
+                raise GatewayError(key + ".invalid", "Tọa độ %s không hợp lệ" % key, "Invalid %s" % key, key)
+        board = obj.get("board", "denloa-v1")
+        password = secrets.token_urlsafe(18)
+        key = secrets.token_bytes(32)
+        with self.db.tx():
+            if self.db.one("SELECT 1 FROM nodes WHERE id = ?", node_id):
+                raise Conflict("node.exists", "Thiết bị %s đã có" % node_id, "Node %s already exists" % node_id, "id")
+            self.db.run(
+                "INSERT INTO nodes (id, name, zones, relays, lat, lon, board, kind, mqtt_hash, hmac_key, created)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                node_id, name, json.dumps(zones), json.dumps(relays), lat, lon, board, kind,
+                self.hash_password(password), key, self.clock.now())
+            self.db.run("INSERT INTO node_state (node_id) VALUES (?)", node_id)
+        bundle = {
+            "site": site, "node": node_id, "key": key.hex(),
+            "broker": {"host": broker_host, "port": broker_port, "user": node_id, "password": password},
+            "zones": relays, "location": location, "board": board,
+        }
+        if kind == "speaker":
+            bundle["lamp"] = {"fitted": False}
+        return self.node(node_id), bundle
+
+    def reprovision(self, node_id, site, broker_host, broker_port, location):
+        """New password and key for a node (a lost or replaced board); the old ones stop working."""
+        node = self.node(node_id)
+        password = secrets.token_urlsafe(18)
+        key = secrets.token_bytes(32)
+        with self.db.tx():
+            self.db.run("UPDATE nodes SET mqtt_hash = ?, hmac_key = ?, counter = 0, revoked = 0 WHERE id = ?",
+                        self.hash_password(password), key, node_id)
+        bundle = {"site": site, "node": node_id, "key": key.hex(),
+                  "broker": {"host": broker_host, "port": broker_port, "user": node_id, "password": password},
+                  "zones": node["relays"], "location": location, "board": node["board"]}
+        return bundle
+
+    def revoke(self, node_id):
+        self.node(node_id)
+        with self.db.tx():
+            self.db.run("UPDATE nodes SET revoked = 1 WHERE id = ?", node_id)
+
+    def node(self, node_id):
+        row = self.db.one("SELECT * FROM nodes WHERE id = ?", node_id)
+        if row is None:
+            raise NotFound("node.unknown", "Không có thiết bị %s" % node_id, "No node %s" % node_id, "node")
+        return self._node(row)
+
+    def nodes(self, include_revoked=False):
+        sql = "SELECT * FROM nodes" + ("" if include_revoked else " WHERE revoked = 0") + " ORDER BY id"
+        return [self._node(r) for r in self.db.all(sql)]
+
+    def key(self, node_id):
+        row = self.db.one("SELECT hmac_key FROM nodes WHERE id = ? AND revoked = 0", node_id)
+        return bytes(row[0]) if row else None
+
+    def known(self, node_id):
+        return self.db.one("SELECT 1 FROM nodes WHERE id = ? AND revoked = 0", node_id) is not None
+
+    def nodes_in_zones(self, zones):
+        wanted = set(zones)
+        return [n for n in self.nodes() if wanted & set(n["zones"])]
+
+    @staticmethod
+    def _node(row):
+        return {
+            "id": row["id"], "name": row["name"], "zones": json.loads(row["zones"]),
+            "relays": json.loads(row["relays"]), "lat": row["lat"], "lon": row["lon"], "board": row["board"],
+            "kind": row["kind"], "revoked": bool(row["revoked"]),
+        }
+
+    def broker_users(self):
+        """(username, password hash, node id) of every node that may connect."""
+        return [(r[0], r[1], r[0]) for r in self.db.all("SELECT id, mqtt_hash FROM nodes WHERE revoked = 0")]

@@ -1,0 +1,112 @@
+"""Monthly reports from what actually happened: airings the nodes reported, lamp telemetry, alerts.
+
+"How many broadcasts, of what, where" counts distinct broadcast items per
+zone as reported played by the loudspeakers of that zone, and the minutes
+they aired; lamp on-hours and energy come from the nodes' own counters.
+"""
+import calendar
+import csv
+import io
+import json
+
+from gateway.errors import GatewayError
+from protocol.plan import PRIORITY_NAMES
+
+
+def month_bounds(month, tz_s):
+    """('YYYY-MM') -> (start, end) Unix seconds of that local month."""
+    try:
+        year, mon = (int(p) for p in month.split("-"))
+        if not 1 <= mon <= 12 or not 2000 <= year <= 2099:
+            raise ValueError
+    except (ValueError, AttributeError):
+        raise GatewayError("month.invalid", "Tháng phải có dạng YYYY-MM", "Month must look like YYYY-MM", "month")
+    start = calendar.timegm((year, mon, 1, 0, 0, 0)) - tz_s
+    end = calendar.timegm((year + mon // 12, mon % 12 + 1, 1, 0, 0, 0)) - tz_s
+    return start, end
+
+
+def monthly(db, month, tz_s):
+    start, end = month_bounds(month, tz_s)
+    nodes = {r["id"]: {"name": r["name"], "zones": json.loads(r["zones"])}
+             for r in db.all("SELECT id, name, zones FROM nodes")}
+    airings = db.all("SELECT * FROM airings WHERE started >= ? AND started < ?", start, end)
+    by_zone, by_category, by_priority = {}, {}, {}
+    items = set()
+    minutes = 0.0
+    for a in airings:
+        mins = a["secs"] / 60.0
+        minutes += mins
+        items.add(a["item_id"])
+        cat = by_category.setdefault(a["category"], {"broadcasts": set(), "minutes": 0.0})
+        cat["broadcasts"].add(a["item_id"])
+        cat["minutes"] += mins
+        prio = by_priority.setdefault(PRIORITY_NAMES[a["priority"]] if 0 <= a["priority"] <= 2 else "?",
+                                      {"broadcasts": set(), "minutes": 0.0})
+        prio["broadcasts"].add(a["item_id"])
+        prio["minutes"] += mins
+        for zone in nodes.get(a["node_id"], {}).get("zones", []):
+            z = by_zone.setdefault(zone, {"broadcasts": set(), "speaker_minutes": 0.0})
+            z["broadcasts"].add(a["item_id"])
+            z["speaker_minutes"] += mins
+    lamps = []
+    day_lo = _day(start, tz_s)
+    day_hi = _day(end - 1, tz_s)
+    for r in db.all("SELECT node_id, SUM(on_s) AS on_s, SUM(wh_last - wh_first) AS wh FROM lamp_days"
+                    " WHERE day >= ? AND day <= ? GROUP BY node_id ORDER BY node_id", day_lo, day_hi):
+        lamps.append({"node": r["node_id"], "name": nodes.get(r["node_id"], {}).get("name", r["node_id"]),
+                      "on_hours": round((r["on_s"] or 0) / 3600.0, 1), "energy_kwh": round((r["wh"] or 0) / 1000.0, 2)})
+    faults = {}
+    for r in db.all("SELECT kind, COUNT(*) FROM alerts WHERE opened >= ? AND opened < ? GROUP BY kind", start, end):
+        faults[r[0]] = r[1]
+
+    def counted(d, key="minutes"):
+        return {k: {"broadcasts": len(v["broadcasts"]), key: round(v[key], 1)} for k, v in sorted(d.items())}
+
+    return {
+        "month": month,
+        "broadcasts": len(items),
+        "speaker_minutes": round(minutes, 1),
+        "by_zone": counted(by_zone, "speaker_minutes"),
+        "by_category": counted(by_category),
+        "by_priority": counted(by_priority),
+        "lamps": lamps,
+        "faults": faults,
+    }
+
+
+def monthly_csv(report):
+    """One CSV (UTF-8 with BOM so spreadsheet programs show Vietnamese right) of the report's tables."""
+    out = io.StringIO()
+    out.write("\ufeff")
+    w = csv.writer(out)
+    w.writerow(["Báo cáo tháng / Monthly report", report["month"]])
+    w.writerow(["Số bản tin / Broadcasts", report["broadcasts"]])
+    w.writerow(["Phút phát (tổng loa) / Speaker minutes", report["speaker_minutes"]])
+    w.writerow([])
+    w.writerow(["Cụm / Zone", "Số bản tin / Broadcasts", "Phút phát / Speaker minutes"])
+    for zone, v in report["by_zone"].items():
+        w.writerow([zone, v["broadcasts"], v["speaker_minutes"]])
+    w.writerow([])
+    w.writerow(["Loại / Category", "Số bản tin / Broadcasts", "Phút / Minutes"])
+    for cat, v in report["by_category"].items():
+        w.writerow([cat, v["broadcasts"], v["minutes"]])
+    w.writerow([])
+    w.writerow(["Mức ưu tiên / Priority", "Số bản tin / Broadcasts", "Phút / Minutes"])
+    for prio, v in report["by_priority"].items():
+        w.writerow([prio, v["broadcasts"], v["minutes"]])
+    w.writerow([])
+    w.writerow(["Đèn / Lamp", "Tên / Name", "Giờ sáng / On hours", "Điện năng kWh / Energy kWh"])
+    for lamp in report["lamps"]:
+        w.writerow([lamp["node"], lamp["name"], lamp["on_hours"], lamp["energy_kwh"]])
+    w.writerow([])
+    w.writerow(["Sự cố / Fault", "Số lần / Count"])
+    for kind, n in report["faults"].items():
+        w.writerow([kind, n])
+    return out.getvalue()
+
+
+def _day(t, tz_s):
+    import time
+
+    return time.strftime("%Y-%m-%d", time.gmtime(t + tz_s))

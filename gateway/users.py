@@ -1,0 +1,110 @@
+"""Staff accounts, sessions and the audit log.
+
+Passwords are Argon2id hashes (argon2-cffi). Roles: viewer (sees), operator
+(schedules, airs, sets programs), admin (also nodes, zones, users).
+A session is a random token in an HttpOnly cookie plus a CSRF token that
+every state-changing request must echo in the X-CSRF-Token header.
+"""
+import json
+import secrets
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+from gateway.errors import Conflict, Forbidden, GatewayError, NotFound
+
+ROLES = ("viewer", "operator", "admin")
+SESSION_S = 12 * 3600
+
+
+class Users:
+    def __init__(self, db, clock):
+        self.db = db
+        self.clock = clock
+        self.hasher = PasswordHasher()
+
+    def add(self, username, name, role, password):
+        if not isinstance(username, str) or not 2 <= len(username) <= 32 or not username.replace("-", "").replace(
+                "_", "").replace(".", "").isalnum() or not username.isascii():
+            raise GatewayError("username.invalid", "Tên đăng nhập: 2-32 ký tự chữ không dấu, số, - _ .",
+                               "Username: 2-32 characters of a-z, 0-9, - _ .", "username")
+        if role not in ROLES:
+            raise GatewayError("role.invalid", "Vai trò phải là viewer, operator hoặc admin",
+                               "Role must be viewer, operator or admin", "role")
+        if not isinstance(password, str) or len(password) < 10:
+            raise GatewayError("password.weak", "Mật khẩu phải có ít nhất 10 ký tự",
+                               "The password must have at least 10 characters", "password")
+        with self.db.tx():
+            if self.db.one("SELECT 1 FROM users WHERE username = ?", username):
+                raise Conflict("user.exists", "Người dùng %s đã có" % username, "User %s already exists" % username,
+                               "username")
+            self.db.run("INSERT INTO users (username, name, role, password_hash, created) VALUES (?, ?, ?, ?, ?)",
+                        username, name or username, role, self.hasher.hash(password), self.clock.now())
+        return self.get(username)
+
+    def get(self, username):
+        row = self.db.one("SELECT id, username, name, role, disabled FROM users WHERE username = ?", username)
+        if row is None:
+            raise NotFound("user.unknown", "Không có người dùng %s" % username, "No user %s" % username)
+        return dict(row)
+
+    def list(self):
+        return [dict(r) for r in self.db.all("SELECT id, username, name, role, disabled FROM users ORDER BY username")]
+
+    def count(self):
+        return self.db.one("SELECT COUNT(*) FROM users")[0]
+
+    def login(self, username, password):
+        """(session token, csrf token, user) or a GatewayError that does not say which part was wrong."""
+        row = self.db.one("SELECT * FROM users WHERE username = ?", username or "")
+        ok = False
+        if row is not None and not row["disabled"]:
+            try:
+                ok = self.hasher.verify(row["password_hash"], password or "")
+            except (VerificationError, InvalidHashError):
+                ok = False
+        else:
+            try:  # same work whether or not the user exists
+                self.hasher.verify(self.hasher.hash("x"), "y")
+            except VerificationError:
+                pass
+        if not ok:
+            self.audit(username, "login_failed", None, {})
+            raise GatewayError("login.failed", "Sai tên đăng nhập hoặc mật khẩu", "Wrong username or password",
+                               status=401)
+        token, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(24)
+        now = self.clock.now()
+        with self.db.tx():
+            self.db.run("DELETE FROM sessions WHERE expires < ?", now)
+            self.db.run("INSERT INTO sessions (token, user_id, csrf, created, expires) VALUES (?, ?, ?, ?, ?)",
+                        token, row["id"], csrf, now, now + SESSION_S)
+        self.audit(username, "login", None, {})
+        return token, csrf, self.get(username)
+
+    def session(self, token):
+        """(user dict, csrf) of a live session, or None."""
+        if not token:
+            return None
+        row = self.db.one(
+            "SELECT u.username, u.name, u.role, u.disabled, s.csrf, s.expires FROM sessions s"
+            " JOIN users u ON u.id = s.user_id WHERE s.token = ?", token)
+        if row is None or row["expires"] < self.clock.now() or row["disabled"]:
+            return None
+        return {"username": row["username"], "name": row["name"], "role": row["role"]}, row["csrf"]
+
+    def logout(self, token):
+        self.db.run("DELETE FROM sessions WHERE token = ?", token)
+
+    @staticmethod
+    def require(user, role):
+        if ROLES.index(user["role"]) < ROLES.index(role):
+            raise Forbidden("role.forbidden", "Tài khoản của bạn không có quyền này (cần %s)" % role,
+                            "Your account may not do this (needs %s)" % role)
+
+    def audit(self, username, action, target, detail):
+        self.db.run("INSERT INTO audit (at, username, action, target, detail) VALUES (?, ?, ?, ?, ?)",
+                    self.clock.now(), username, action, target, json.dumps(detail, ensure_ascii=False))
+
+    def audit_log(self, limit=200):
+        rows = self.db.all("SELECT * FROM audit ORDER BY id DESC LIMIT ?", limit)
+        return [dict(r) | {"detail": json.loads(r["detail"])} for r in rows]
