@@ -10,7 +10,7 @@ MPY_HEAP ?= 128K
 NODE_HEAP ?= 64K
 APT_PACKAGES := mosquitto mosquitto-clients
 
-.PHONY: setup apt test test-py test-mpy mpy-build bench demo clean
+.PHONY: setup apt test test-py test-mpy mpy-build bench gateway demo clean
 
 setup: $(STAMP) apt
 
@@ -60,6 +60,10 @@ test-mpy: mpy-build
 bench: mpy-build
 	@rm -f build/bench/report.json
 	set -o pipefail; (cd $(MPY_BUILD) && ../../$(MPY) -X heapsize=2M -m tests.bench.node_bench) | $(PY) tests/bench/report.py node
+
+# The gateway alone, on the embedded broker (no root needed), data in ./data.
+gateway: setup
+	$(PY) -m gateway --broker embedded --data-dir data
 
 demo: setup
 	@echo "make demo arrives with the gateway and simulator (issues 4 and 5)"; exit 1
