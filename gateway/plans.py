@@ -23,6 +23,18 @@ def _digest(obj):
     return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
 
 
+def _plan_changed(previous_json, current, now):
+    """Does the node need a new plan? Not when items merely ended (the node drops those itself):
+    only when an item is new or different, or one it holds was cancelled before its end."""
+    if previous_json is None:
+        return True
+    previous = json.loads(previous_json)
+    for item_id, (digest, _end) in current.items():
+        if previous.get(item_id, [None])[0] != digest:
+            return True
+    return any(end > now and item_id not in current for item_id, (_d, end) in previous.items())
+
+
 class PlanService:
     def __init__(self, gw):
         self.gw = gw
@@ -106,7 +118,9 @@ class PlanService:
     def upcoming(self, days):
         now = int(self.clock.now())
         occurrences = planner.expand(self._schedules(), now, now + max(1, min(days, 31)) * 86400, self.cfg.utc_offset)
-        return [o.to_json() for o in occurrences]
+        return [{"schedule": o.schedule_id, "id": o.item_id, "start": o.start_utc, "end": o.end_utc,
+                 "priority": o.priority, "zones": list(o.zones), "source": o.source, "ref": o.ref,
+                 "volume": o.volume, "category": o.category} for o in occurrences]
 
     # ---- per-node program and plan -----------------------------------------
     def refresh(self, node_ids=None):
@@ -125,36 +139,40 @@ class PlanService:
         return sent
 
     def _refresh_node(self, node, tables, default, occurrences, now, force=False):
+        """Send set_program if the node's program or plan changed (or `force`); returns the command id."""
         row = self.db.one("SELECT * FROM node_plans WHERE node_id = ?", node["id"])
         if row is None:
             self.db.run("INSERT INTO node_plans (node_id) VALUES (?)", node["id"])
             row = self.db.one("SELECT * FROM node_plans WHERE node_id = ?", node["id"])
-        args = {}
-        lamp_version, plan_version = row["lamp_version"], row["plan_version"]
-        if self._pending_program(node["id"]):
-            force = True  # the new command carries everything, so the older ones can be dropped
+        lamp = plan = None
+        lamp_changed = plan_changed = False
         if node["kind"] in ("lamp", "both"):
             program = planner.lamp_program_for(node["id"], node["zones"], tables["node"], tables["zone"], default)
-            lamp_json = dict(program.to_json(), version=0)
-            digest = _digest(lamp_json)
-            if force or digest != row["lamp_digest"]:
-                if digest != row["lamp_digest"]:
-                    lamp_version += 1
-                args["lamp"] = dict(lamp_json, version=lamp_version)
-                self.db.run("UPDATE node_plans SET lamp_version = ?, lamp_digest = ? WHERE node_id = ?",
-                            lamp_version, digest, node["id"])
+            lamp = dict(program.to_json(), version=0)
+            lamp_digest = _digest(lamp)
+            lamp_changed = lamp_digest != row["lamp_digest"]
         if node["kind"] in ("speaker", "both"):
             result = planner.node_plan(occurrences, node["zones"], 0, now)
-            plan_json = result.plan.to_json()
-            digest = _digest(plan_json["items"])
-            if force or digest != row["plan_digest"]:
-                if digest != row["plan_digest"]:
-                    plan_version += 1
-                args["plan"] = dict(plan_json, version=plan_version)
-                self.db.run("UPDATE node_plans SET plan_version = ?, plan_digest = ?, dropped = ? WHERE node_id = ?",
-                            plan_version, digest, result.dropped, node["id"])
-                if result.dropped:
-                    self.gw.alerts.open("plan_truncated", node["id"], {"dropped": result.dropped})
+            plan = result.plan.to_json()
+            sent = {i[0]: [_digest(i), i[1] + i[2]] for i in plan["items"]}  # id -> [digest, end]
+            plan_changed = _plan_changed(row["plan_digest"], sent, now)
+        if not (force or lamp_changed or plan_changed):
+            return None
+        if self._pending_program(node["id"]):
+            force = True  # the new command carries everything, so the older ones can be dropped
+        args = {}
+        if lamp is not None and (force or lamp_changed):
+            version = row["lamp_version"] + (1 if lamp_changed else 0)
+            args["lamp"] = dict(lamp, version=version)
+            self.db.run("UPDATE node_plans SET lamp_version = ?, lamp_digest = ? WHERE node_id = ?",
+                        version, lamp_digest, node["id"])
+        if plan is not None and (force or plan_changed):
+            version = row["plan_version"] + (1 if plan_changed else 0)
+            args["plan"] = dict(plan, version=version)
+            self.db.run("UPDATE node_plans SET plan_version = ?, plan_digest = ?, dropped = ? WHERE node_id = ?",
+                        version, json.dumps(sent), result.dropped, node["id"])
+            if result.dropped:
+                self.gw.alerts.open("plan_truncated", node["id"], {"dropped": result.dropped})
         if not args:
             return None
         self.db.run("UPDATE node_plans SET updated = ? WHERE node_id = ?", self.clock.now(), node["id"])

@@ -41,6 +41,7 @@ class GatewayRig:
         self.http = None
         self.hosts = []
         self.logs = []
+        self.clock = None  # the gateway's clock (None: the system clock)
 
     @property
     def cfg(self):
@@ -48,7 +49,7 @@ class GatewayRig:
 
     async def start(self):
         cfg = GatewayConfig(self.raw)
-        self.gw = make_gateway(cfg, log=self.logs.append)
+        self.gw = make_gateway(cfg, self.clock, log=self.logs.append)
         app = create_app(self.gw)
         if not self.gw.users.count():
             self.gw.users.add("admin", "Quản trị", "admin", ADMIN_PASSWORD)

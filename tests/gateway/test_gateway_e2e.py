@@ -188,3 +188,30 @@ def test_restart_resumes_unanswered_commands_without_a_second_effect(tmp_path):
         finally:
             await rig2.stop()
     run(scenario())
+
+
+def test_plans_are_pushed_when_content_changes_not_when_items_merely_end(tmp_path):
+    from gateway.clock import ManualClock
+
+    async def scenario():
+        rig = GatewayRig(tmp_path)
+        rig.clock = ManualClock(1795366800)  # Monday 2026-11-23 00:00 +07
+        await rig.start()
+        try:
+            await _site(rig)
+            plans = rig.gw.plans
+            for sid, day in (("tin-t2", "23"), ("tin-t3", "24")):  # one-offs, Monday and Tuesday 05:30
+                body = {"id": sid, "title": "Bản tin", "category": "news", "zones": ["thon-1"], "source": "line",
+                        "volume": 80, "start": "2026-11-%sT05:30" % day, "duration_s": 900}
+                await rig.api("POST", "/api/schedules", json=body, expect=201)
+            version = lambda: rig.gw.db.one("SELECT plan_version FROM node_plans WHERE node_id = 'loa-01'")[0]
+            v1 = version()
+            rig.gw.clock.advance(6 * 3600)  # 06:00: Monday's news has aired and ended; nothing new
+            assert plans.refresh() == [] and version() == v1
+            await rig.api("DELETE", "/api/schedules/tin-t3", expect=200)  # cancelled before it airs
+            assert version() == v1 + 1
+            latest = rig.gw.commands.list(node_id="loa-01", limit=1)[0]
+            assert latest["op"] == "set_program" and latest["args"]["plan"]["items"] == []
+        finally:
+            await rig.stop()
+    run(scenario())
