@@ -188,6 +188,29 @@ class PlanService:
             with self.db.tx():
                 self.refresh()
 
+    def check_missed(self, grace_s=120, lookback_s=3600):
+        """Alert for scheduled items a loudspeaker did not start (its own events say what aired)."""
+        now = int(self.clock.now())
+        occurrences = planner.expand(self._schedules(), now - lookback_s, now - grace_s, self.cfg.utc_offset)
+        speakers = [n for n in self.gw.registry.nodes() if n["kind"] in ("speaker", "both")]
+        opened = 0
+        for occ in occurrences:
+            if occ.start_utc > now - grace_s:
+                continue
+            for node in speakers:
+                if not set(node["zones"]) & set(occ.zones):
+                    continue
+                started = self.db.one(
+                    "SELECT 1 FROM events WHERE node_id = ? AND kind = 'broadcast_started'"
+                    " AND json_extract(data, '$.id') = ?", node["id"], occ.item_id)
+                noted = self.db.one(
+                    "SELECT 1 FROM alerts WHERE node_id = ? AND kind = 'broadcast_missed'"
+                    " AND json_extract(data, '$.item') = ?", node["id"], occ.item_id)
+                if not started and not noted:
+                    self.gw.alerts.open("broadcast_missed", node["id"], {"item": occ.item_id}, at=occ.start_utc)
+                    opened += 1
+        return opened
+
     def on_birth(self, node_id, state):
         """A node that runs other versions than the ones on record gets the current ones again."""
         row = self.db.one("SELECT lamp_version, plan_version FROM node_plans WHERE node_id = ?", node_id)

@@ -224,6 +224,7 @@ class Gateway:
                     self.ingest.sweep()
                     if self.plans is not None:
                         self.plans.roll()
+                        self.plans.check_missed()
                     self._gauges()
             except Exception as exc:  # housekeeping must go on
                 self.log("housekeeping error: %r" % exc)

@@ -55,10 +55,13 @@ class GatewayRig:
             self.gw.users.add("admin", "Quản trị", "admin", ADMIN_PASSWORD)
         await self.gw.start()
         self.http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway")
+        await self.login()
+        return self
+
+    async def login(self):
         r = await self.http.post("/api/login", json={"username": "admin", "password": ADMIN_PASSWORD})
         assert r.status_code == 200, r.text
         self.http.headers["X-CSRF-Token"] = r.json()["csrf"]
-        return self
 
     async def stop(self):
         for host in self.hosts:
