@@ -60,6 +60,7 @@ test-mpy: mpy-build
 bench: mpy-build
 	@rm -f build/bench/report.json
 	set -o pipefail; (cd $(MPY_BUILD) && ../../$(MPY) -X heapsize=2M -m tests.bench.node_bench) | $(PY) tests/bench/report.py node
+	set -o pipefail; $(PY) tests/bench/gateway_bench.py 2>&1 | $(PY) tests/bench/report.py gateway
 
 # The gateway alone, on the embedded broker (no root needed), data in ./data.
 gateway: setup

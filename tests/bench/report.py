@@ -14,7 +14,7 @@ def main(argv):
         line = line.strip()
         if line.startswith("{"):
             figures.update(json.loads(line))
-        elif line:
+        elif line and "pending publish calls" not in line:
             print(line)
     if not figures:
         print("bench %s: no figures produced" % section, file=sys.stderr)
