@@ -118,6 +118,17 @@ def create_app(gw):
     def me(request: Request, user=Depends(current)):
         return {"user": user, "csrf": users.session(request.cookies.get(COOKIE))[1]}
 
+    @app.get("/", include_in_schema=False)
+    def home():
+        from fastapi.responses import HTMLResponse
+
+        return HTMLResponse(
+            "<!doctype html><html lang=vi><meta charset=utf-8><title>denloa</title>"
+            "<h1>Đèn an ninh và loa truyền thanh — %s</h1>"
+            "<p>Giao diện web cho cán bộ xã đang được xây dựng; API: <a href=/docs>/docs</a>.</p>"
+            "<p lang=en>The staff web UI is on its way; the API is documented at <a href=/docs>/docs</a>.</p>"
+            % gw.cfg.site_name)
+
     @app.get("/api/health")
     def health():
         return {"ok": True, "mqtt": gw.client is not None, "site": gw.cfg.site}
