@@ -66,8 +66,9 @@ bench: mpy-build
 gateway: setup
 	$(PY) -m gateway --broker embedded --data-dir data
 
+# The product: the gateway (embedded broker) and a simulated commune of 40 nodes, until Ctrl-C.
 demo: setup
-	@echo "make demo arrives with the gateway and simulator (issues 4 and 5)"; exit 1
+	$(PY) -m simulator.demo
 
 clean:
 	rm -rf $(VENV) build .pytest_cache .hypothesis

@@ -78,7 +78,9 @@ async def serve(cfg, clock=None, ready=None):
     server.install_signal_handlers = lambda: None
     task = asyncio.create_task(server.serve())
     if ready is not None:
-        ready(gw, url)
+        result = ready(gw, url)
+        if asyncio.iscoroutine(result):
+            await result
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -733,7 +733,19 @@ if _AmqttBroker is not None:
                 return False
             return self.config.logins.may(session.username, topic, str(action.value))
 
+    class _Snapshot(dict):
+        """amqtt 0.12.1 iterates its subscriptions while awaiting inside the loop; another client
+        subscribing meanwhile raised 'dictionary changed size during iteration' and the message
+        was lost for the remaining subscribers. Iterate over a copy instead."""
+
+        def items(self):
+            return [(k, list(v)) for k, v in super().items()]
+
     class _SiteBroker(_AmqttBroker):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self._subscriptions = _Snapshot(self._subscriptions)
+
         async def _publish_retained_messages_for_subscription(self, subscription, session):
             # amqtt 0.12.1 calls this on every connect with *every* client's filters, and
             # sends what matches unchecked: keep the session's own filters and what it may read.

@@ -148,6 +148,7 @@ class Gateway:
                 async with aiomqtt.Client(host, port, identifier="denloa-gw-" + self.cfg.site, username=user,
                                           password=password, will=will, clean_session=False, keepalive=30,
                                           max_inflight_messages=500, timeout=10) as client:
+                    client.pending_calls_threshold = 10000  # an emergency fan-out has hundreds in flight
                     await client.publish(state_topic, b'{"v":1,"online":true}', qos=1, retain=True)
                     for kind in (topics.STATE, topics.EVT, topics.ACK):
                         await client.subscribe(topics.nodes_filter(self.cfg.site, kind), qos=1)
