@@ -34,6 +34,7 @@ class NodeConfig:
         self.broker_user = b.text("user", 64, None)
         self.broker_password = b.text("password", 128, None)
         self.keepalive = b.int("keepalive", 10, 600, 60)
+        self.backoff_max_ms = b.int("backoff_max_ms", 100, 600000, 60000)  # the simulator shortens it with its speed
         b.done()
         zones = f.object("zones", {})  # zone id -> zone relay number (1-based)
         self.zones = {}

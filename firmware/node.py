@@ -339,6 +339,7 @@ class Node:
             cfg.broker_host, cfg.broker_port, cfg.site + "." + cfg.node,
             user=cfg.broker_user, password=cfg.broker_password, keepalive=cfg.keepalive,
             will=(self.topic[topics.STATE], self.will(), 1, True), clean=False,
+            backoff_min_ms=min(500, cfg.backoff_max_ms), backoff_max_ms=cfg.backoff_max_ms,
             rand=self.hal.random_bytes, log=self.hal.log,
         )
 

@@ -18,13 +18,13 @@ class SystemClock:
 class ScaledClock:
     """Starts at `start` and runs `speed` times faster than real time (the simulator's)."""
 
-    def __init__(self, start, speed=1.0):
+    def __init__(self, start, speed=1.0, epoch=None):
         self.start = float(start)
         self.speed = float(speed)
-        self._t0 = time.monotonic()
+        self.epoch = time.time() if epoch is None else epoch  # wall time at `start`: shared with node hosts
 
     def now(self):
-        return self.start + (time.monotonic() - self._t0) * self.speed
+        return self.start + (time.time() - self.epoch) * self.speed
 
     async def sleep(self, seconds):
         await asyncio.sleep(seconds / self.speed)

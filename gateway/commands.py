@@ -97,12 +97,13 @@ class CommandService:
         return result
 
     def due(self):
-        """Ids of commands to publish now: new ones, and unanswered ones whose retry time has come."""
+        """Ids of commands to publish now: new ones, and unanswered ones to online nodes whose retry
+        time has come (an offline node's persistent session already holds the first copy)."""
         now = self.clock.now()
         rows = self.db.all(
-            "SELECT id FROM commands WHERE status IN (?, ?) AND expires > ? AND"
-            " (last_sent IS NULL OR last_sent <= ?) ORDER BY counter",
-            PENDING, SENT, now, now - self.cfg.command_retry_s)
+            "SELECT c.id FROM commands c LEFT JOIN node_state s ON s.node_id = c.node_id"
+            " WHERE c.expires > ? AND (c.status = ? OR (c.status = ? AND c.last_sent <= ? AND s.online = 1))"
+            " ORDER BY c.counter", now, PENDING, SENT, now - self.cfg.command_retry_s)
         return [r[0] for r in rows]
 
     def expire(self):

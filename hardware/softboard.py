@@ -47,16 +47,19 @@ class RealClock:
     of real time, so a node's 1 s tick at speed 600 takes 1.7 ms.
     """
 
-    def __init__(self, start_unix=None, speed=1.0):
+    def __init__(self, start_unix=None, speed=1.0, epoch=None):
         import time
 
         self._time = time
         self.speed = float(speed)
+        self._epoch = epoch  # the host's wall time at start_unix: processes that share it share one clock
         self._t0 = time.ticks_ms() if hasattr(time, "ticks_ms") else int(time.monotonic() * 1000)
         self._start = float(start_unix) if start_unix is not None else time.time()
 
     def _real_ms(self):
         t = self._time
+        if self._epoch is not None:
+            return int((t.time() - self._epoch) * 1000)
         if hasattr(t, "ticks_ms"):
             return t.ticks_diff(t.ticks_ms(), self._t0)
         return int(t.monotonic() * 1000) - self._t0
@@ -72,7 +75,7 @@ class RealClock:
 
         real = ms / self.speed
         if hasattr(asyncio, "sleep_ms"):
-            return asyncio.sleep_ms(int(real))
+            return asyncio.sleep_ms(max(1, int(real)) if ms else 0)
         return asyncio.sleep(real / 1000.0)
 
 

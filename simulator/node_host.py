@@ -2,7 +2,8 @@
 
     micropython simulator/node_host.py SPEC.json
 
-SPEC: {"speed": 1, "start": null (host clock) or Unix seconds,
+SPEC: {"speed": 1, "start": null (host clock) or Unix seconds, "epoch": the host wall
+       time at which the simulated clock reads `start` (shared by every process of a run),
        "nodes": [{"dir": storage dir, "config": NodeConfig dict,
                   "board": SoftBoard options (zones, rtc, rated_w, seed, ...)}]}
 
@@ -12,7 +13,8 @@ goes to stdout as `truth NODE T WHAT VALUE` lines; sensors and faults come
 in on stdin, one command a line:
 
     NODE burnt 1|0        NODE stuck open|closed|none    NODE dark 1|0
-    NODE motion           NODE power off|on              quit
+    NODE motion           NODE power off|on              NODE pir_dead 1|0
+    NODE rtc_dead 1|0     NODE link 1|0                  quit
 
 End of stdin quits, so a host never outlives the process that started it.
 """
@@ -69,6 +71,12 @@ class HostedNode:
             b.trigger_motion()
         elif what == "power":
             self.power_on() if arg == "on" else self.power_off()
+        elif what == "pir_dead":
+            b.pir_dead = arg == "1"
+        elif what == "rtc_dead":
+            b.rtc_battery_dead = arg == "1"
+        elif what == "link":
+            b.link = arg == "1"
         else:
             print("error unknown command", what)
 
@@ -76,7 +84,12 @@ class HostedNode:
 async def main(path):
     with open(path) as f:
         spec = json.load(f)
-    clock = RealClock(spec.get("start"), spec.get("speed", 1))
+    clock = RealClock(spec.get("start"), spec.get("speed", 1), spec.get("epoch"))
+    if spec.get("epoch"):
+        import time
+
+        while time.time() < spec["epoch"]:  # every node of a run powers on at the same simulated instant
+            await asyncio.sleep_ms(2)
     nodes = {}
     for node_spec in spec["nodes"]:
         hosted = HostedNode(node_spec, clock)

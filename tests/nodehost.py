@@ -15,10 +15,10 @@ MICROPYTHON = os.path.join(ROOT, ".venv", "bin", "micropython")
 class NodeHost:
     """One node host process; stdout lines are collected, stdin takes commands."""
 
-    def __init__(self, tmp, nodes, speed=1, start=None, heap="2M"):
+    def __init__(self, tmp, nodes, speed=1, start=None, heap="2M", epoch=None):
         self.spec_path = os.path.join(str(tmp), "host-%d.json" % id(self))
         with open(self.spec_path, "w") as f:
-            json.dump({"speed": speed, "start": start, "nodes": nodes}, f)
+            json.dump({"speed": speed, "start": start, "epoch": epoch, "nodes": nodes}, f)
         self.heap = heap
         self.lines = []
         self.proc = None
@@ -67,6 +67,15 @@ class NodeHost:
             parts = line.split(" ", 4)
             if len(parts) == 5 and parts[0] == "truth" and parts[1] == node and parts[3] == what:
                 out.append((float(parts[2]), json.loads(parts[4])))
+        return out
+
+    def all_truth(self, node):
+        """Every ground-truth row (t, what, value) of a node, in order."""
+        out = []
+        for line in list(self.lines):
+            parts = line.split(" ", 4)
+            if len(parts) == 5 and parts[0] == "truth" and parts[1] == node:
+                out.append((float(parts[2]), parts[3], json.loads(parts[4])))
         return out
 
     def errors(self):

@@ -1,0 +1,49 @@
+"""python -m simulator run SCENARIO.toml [--speed X] [--seed N] [--report DIR]
+
+Runs the scenario on the real gateway, broker and firmware, writes
+summary.json, junit.xml and index.html into the report directory, prints
+the assertions, and exits 0 only if every assertion held.
+"""
+import argparse
+import asyncio
+import os
+import sys
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m simulator", description=__doc__.split("\n\n")[1])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run", help="run a scenario")
+    r.add_argument("scenario", help="a scenario TOML file (see simulator/scenario.py)")
+    r.add_argument("--speed", type=float, help="simulated seconds per real second (default: the scenario's)")
+    r.add_argument("--seed", type=int, help="seed for every random choice (default: the scenario's)")
+    r.add_argument("--report", default=None, help="report directory (default build/sim/<scenario>)")
+    args = p.parse_args(argv)
+
+    from simulator.report import write_report
+    from simulator.runner import Run
+    from simulator.scenario import Scenario, ScenarioError
+
+    try:
+        scenario = Scenario.load(args.scenario)
+    except ScenarioError as exc:
+        print("simulator: %s" % exc, file=sys.stderr)
+        return 2
+    out = args.report or os.path.join("build", "sim", scenario.name)
+    print("scenario %s: %s — %d nodes, %.0f s simulated at %gx" % (
+        scenario.name, scenario.title, len(scenario.nodes), scenario.duration, args.speed or scenario.speed), flush=True)
+    run = Run(scenario, out, speed=args.speed, seed=args.seed, log=lambda t: print(t, flush=True))
+    try:
+        record = asyncio.run(run.run())
+    except KeyboardInterrupt:
+        return 130
+    paths = write_report(record, out)
+    failed = [a for a in record["assertions"] if not a["ok"]]
+    for a in record["assertions"]:
+        print("  %s %s: %s" % ("PASS" if a["ok"] else "FAIL", a["name"], a["detail"]))
+    print("report: %s (%.0f s wall)" % (paths.get("html", out), record["wall_seconds"]))
+    return 1 if failed or not record["assertions"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

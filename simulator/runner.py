@@ -1,0 +1,285 @@
+"""Run a scenario: the real gateway, the real broker, real firmware nodes, faults, staff actions.
+
+One simulated clock serves everything: the gateway's (in this process) and
+every node host's (MicroPython processes) read `start + (wall - epoch) *
+speed`, with the same epoch. Nodes reach the broker through one TCP proxy
+per zone (simulator/netfaults.py), so a zone can be partitioned. What each
+lamp and amplifier physically did comes from the boards (ground truth), not
+from what nodes report; assertions read it.
+"""
+import asyncio
+import json
+import os
+import random
+import shutil
+import time
+
+import httpx
+
+from gateway.api import create_app
+from gateway.app import make_gateway
+from gateway.clock import ScaledClock
+from gateway.config import GatewayConfig
+from simulator import assertions
+from simulator.netfaults import LinkProxy
+from tests.mosquitto import free_port
+from tests.nodehost import NodeHost
+
+ADMIN = ("sim", "mo-phong-%d")
+
+
+class SimClock(ScaledClock):
+    """The run's clock; stands still at `start` until go(epoch)."""
+
+    def __init__(self, start, speed):
+        super().__init__(start, speed, epoch=float("inf"))
+
+    def go(self, epoch):
+        self.epoch = epoch
+
+    def now(self):
+        if self.epoch == float("inf"):
+            return self.start
+        return super().now()
+
+
+class Run:
+    def __init__(self, scenario, out_dir, speed=None, seed=None, log=print):
+        self.sc = scenario
+        self.out = os.path.abspath(out_dir)
+        self.speed = float(speed or scenario.speed)
+        self.seed = scenario.seed if seed is None else seed
+        self.rng = random.Random(self.seed)
+        self.log = log
+        self.work = os.path.join(self.out, "run")
+        self.clock = SimClock(scenario.start, self.speed)
+        self.gw = None
+        self.http = None
+        self.proxies = {}
+        self.hosts = {}  # node id -> NodeHost
+        self.bundles = {}
+        self.faults = []
+        self.actions = []
+        self.alerts_seen = []
+        self.batches = []
+        self.gw_logs = []
+        self.password = ADMIN[1] % self.seed
+
+    # ---- set-up --------------------------------------------------------------
+    def _config(self, broker_port):
+        sc = self.sc
+        return GatewayConfig({
+            "site": sc.site, "data": {"dir": os.path.join(self.work, "gateway")},
+            "http": {"bind": "127.0.0.1", "port": free_port()},
+            "broker": {"mode": sc.broker, "host": "127.0.0.1", "bind": "127.0.0.1", "port": broker_port},
+            "commands": {"retry_s": max(30, int(self.speed)), "expiry_s": 6 * 3600},
+        })
+
+    async def _start_gateway(self, cfg):
+        self.gw = make_gateway(cfg, self.clock, log=self.gw_logs.append)
+        app = create_app(self.gw)
+        if not self.gw.users.count():
+            self.gw.users.add(ADMIN[0], "Mô phỏng", "admin", self.password)
+        await self.gw.start()
+        self.http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway", timeout=30)
+        r = await self.http.post("/api/login", json={"username": ADMIN[0], "password": self.password})
+        r.raise_for_status()
+        self.http.headers["X-CSRF-Token"] = r.json()["csrf"]
+
+    async def api(self, method, path, **kw):
+        r = await self.http.request(method, path, **kw)
+        if r.status_code == 401:  # a long simulated run outlives a session
+            r2 = await self.http.post("/api/login", json={"username": ADMIN[0], "password": self.password})
+            self.http.headers["X-CSRF-Token"] = r2.json()["csrf"]
+            r = await self.http.request(method, path, **kw)
+        return r
+
+    async def setup(self):
+        sc = self.sc
+        shutil.rmtree(self.work, ignore_errors=True)
+        os.makedirs(self.work)
+        cfg = self._config(free_port())
+        await self._start_gateway(cfg)
+        for zone in sc.zones:
+            proxy = LinkProxy("127.0.0.1", cfg.broker_port, name=zone["id"], rng=random.Random(self.rng.random()))
+            await proxy.start()
+            self.proxies[zone["id"]] = proxy
+            (await self.api("POST", "/api/zones", json={"id": zone["id"], "name": zone.get("name", zone["id"])})
+             ).raise_for_status()
+        if sc.program:
+            (await self.api("PUT", "/api/programs/default/site", json=sc.program)).raise_for_status()
+        for i, node in enumerate(sc.nodes):
+            zone = next(z for z in sc.zones if z["id"] == node["zone"])
+            lat = zone.get("lat", sc.site["lat"]) + 0.0004 * (i % 12) * (1 if i % 2 else -1)
+            lon = zone.get("lon", sc.site["lon"]) + 0.0004 * (i % 7)
+            node["lat"], node["lon"] = lat, lon
+            r = await self.api("POST", "/api/nodes", json={"id": node["id"], "name": node["id"],
+                                                           "zones": [node["zone"]], "kind": node["kind"],
+                                                           "lat": lat, "lon": lon})
+            r.raise_for_status()
+            bundle = r.json()["provisioning"]
+            bundle["broker"]["port"] = self.proxies[node["zone"]].port
+            self.bundles[node["id"]] = bundle
+
+    def _host_specs(self):
+        out = []
+        for node in self.sc.nodes:
+            cfg = dict(self.bundles[node["id"]], tele_s=60)
+            # network timing is real time: at high speed a 60 s reconnect backoff would be hours simulated
+            cfg["broker"] = dict(cfg["broker"], keepalive=30, backoff_max_ms=max(200, int(60000 / self.speed)))
+            board = dict({"zones": 2, "seed": self.rng.randrange(1, 2**31)}, **node["board"])
+            out.append({"dir": os.path.join(self.work, "flash", node["id"]), "config": cfg, "board": board})
+        return out
+
+    def _start_hosts(self, epoch):
+        specs = self._host_specs()
+        per = max(1, self.sc.nodes_per_host)
+        for k in range(0, len(specs), per):
+            group = specs[k:k + per]
+            host = NodeHost(self.work, group, speed=self.speed, start=self.sc.start, epoch=epoch,
+                            heap="%dM" % max(2, len(group) // 6 + 2))
+            host.start(timeout=60)
+            for spec in group:
+                self.hosts[spec["config"]["node"]] = host
+        for node in self.sc.nodes:  # board faults present from the start
+            for fault, value in node["faults"].items():
+                self._board(node["id"], fault, value)
+
+    def _board(self, node_id, fault, value=True):
+        words = {"burnt": "burnt %d" % bool(value), "stuck": "stuck %s" % (value or "none"),
+                 "dark": "dark %d" % bool(value), "motion": "motion", "rtc_dead": "rtc_dead %d" % bool(value),
+                 "pir_dead": "pir_dead %d" % bool(value)}[fault]
+        self.hosts[node_id].send("%s %s" % (node_id, words))
+
+    # ---- the run -----------------------------------------------------------
+    async def run(self):
+        t_wall = time.time()
+        await self.setup()
+        epoch = time.time() + 1.0  # the hosts are up by then; every clock reads `start` at this instant
+        self._start_hosts(epoch)
+        self.clock.go(epoch)
+        for entry in self.sc.timeline:
+            await self._until(entry["at"])
+            await (self._fault(entry) if entry["type"] == "fault" else self._action(entry))
+        await self._until(self.sc.duration)
+        record = await self._finish(time.time() - t_wall)
+        return record
+
+    def sim_elapsed(self):
+        return self.clock.now() - self.sc.start
+
+    async def _until(self, at):
+        while True:
+            left = at - self.sim_elapsed()
+            if left <= 0:
+                return
+            await asyncio.sleep(min(left / self.speed, 0.5))
+
+    async def _fault(self, entry):
+        kind, targets = entry["do"], self.sc.targets(entry)
+        now = self.clock.now()
+        detail = ""
+        if kind == "partition":
+            for zone in ([entry["zone"]] if "zone" in entry else list(self.proxies)):
+                (self.proxies[zone].blackhole if entry.get("mode") == "blackhole" else self.proxies[zone].cut)()
+            detail = "zone %s" % entry.get("zone", "all")
+        elif kind == "heal":
+            for zone in ([entry["zone"]] if "zone" in entry else list(self.proxies)):
+                self.proxies[zone].heal()
+        elif kind in ("power_cut", "power_on"):
+            for node_id in targets:
+                self.hosts[node_id].send("%s power %s" % (node_id, "off" if kind == "power_cut" else "on"))
+        elif kind == "broker_restart":
+            broker = self.gw.broker
+            await broker.stop()
+            await asyncio.sleep(entry.get("down_s", 1.0))
+            await broker.start(self.gw.broker_users())
+        elif kind == "gateway_restart":
+            cfg = self.gw.cfg
+            await self.http.aclose()
+            await self.gw.stop()
+            await asyncio.sleep(entry.get("down_s", 1.0))
+            await self._start_gateway(cfg)
+        else:
+            for node_id in targets:
+                self._board(node_id, kind, entry.get("value", True))
+        self.faults.append({"t": now, "kind": kind, "targets": targets if kind not in (
+            "broker_restart", "gateway_restart") else [], "detail": detail or str(entry.get("value", ""))})
+        self.log("  %s  fault %s %s" % (self._hhmm(now), kind, detail or ",".join(targets[:4])))
+
+    async def _action(self, entry):
+        kind, body = entry["do"], dict(entry.get("body", {}))
+        now = self.clock.now()
+        t_real = time.time()
+        if kind == "schedule":
+            r = await self.api("POST", "/api/schedules", json=body)
+        elif kind == "emergency":
+            r = await self.api("POST", "/api/emergency", json=body)
+            if r.status_code == 202:
+                self.batches.append({"batch": r.json()["batch"], "t": now, "t_real": t_real, "index": entry["index"],
+                                     "zones": body.get("zones", "all")})
+        elif kind == "stop_emergency":
+            r = await self.api("POST", "/api/emergency/%s/stop" % self.batches[-1]["batch"])
+        elif kind == "program":
+            r = await self.api("PUT", "/api/programs/default/site", json=body)
+        else:  # override
+            for node_id in self.sc.targets(entry):
+                r = await self.api("POST", "/api/nodes/%s/commands" % node_id,
+                                   json={"op": "lamp_override", "args": body})
+        self.actions.append({"t": now, "t_real": t_real, "action": kind, "index": entry["index"],
+                             "detail": json.dumps(body, ensure_ascii=False)[:200],
+                             "result": "%d %s" % (r.status_code, r.text[:120])})
+        self.log("  %s  action %s -> %d" % (self._hhmm(now), kind, r.status_code))
+
+    def _hhmm(self, t):
+        return time.strftime("%d/%m %H:%M", time.gmtime(t + self.sc.site["utc_offset"] * 3600))
+
+    async def _finish(self, wall):
+        end = self.clock.now()
+        truth = {}
+        for node in self.sc.nodes:
+            host = self.hosts[node["id"]]
+            truth[node["id"]] = [[t, what, value] for t, what, value in _truth(host, node["id"])]
+        gw = self.gw
+        db_state = {
+            "commands": [dict(r) for r in gw.db.all("SELECT id, node_id, op, status, created, acked FROM commands")],
+            "gaps": [dict(r) for r in gw.db.all("SELECT * FROM seq_tracker WHERE missing > 0")],
+            "alerts": [dict(r) for r in gw.db.all("SELECT node_id, kind, message_vi, opened, closed FROM alerts")],
+            "online": {r[0]: bool(r[1]) for r in gw.db.all("SELECT node_id, online FROM node_state")},
+            "events": [dict(r) for r in gw.db.all("SELECT node_id, kind, received, data FROM events")],
+        }
+        record = {
+            "scenario": self.sc.name, "title": self.sc.title, "seed": self.seed, "speed": self.speed,
+            "site": self.sc.site, "start": self.sc.start, "end": end, "wall_seconds": round(wall, 1),
+            "nodes": [{"id": n["id"], "name": n["id"], "zones": [n["zone"]], "kind": n["kind"], "lat": n["lat"],
+                       "lon": n["lon"]} for n in self.sc.nodes],
+            "truth": truth, "faults": self.faults, "actions": self.actions,
+            "alerts": [{"t": a["opened"], "node": a["node_id"], "kind": a["kind"], "message": a["message_vi"]}
+                       for a in db_state["alerts"]],
+            "snapshots": sorted({self.sc.start + self.sc.duration / 2} | {b["t"] + 5 for b in self.batches}),
+        }
+        record["assertions"] = assertions.evaluate(self.sc, record, db_state, self)
+        record["metrics"] = {
+            "commands": len(db_state["commands"]),
+            "applied": sum(1 for c in db_state["commands"] if c["status"] == "applied"),
+            "events": len(db_state["events"]),
+            "alerts": len(db_state["alerts"]),
+            "nodes_online_at_end": sum(db_state["online"].values()),
+        }
+        await self.close()
+        return record
+
+    async def close(self):
+        for host in set(self.hosts.values()):
+            host.stop()
+        if self.http is not None:
+            await self.http.aclose()
+        if self.gw is not None:
+            await self.gw.stop()
+            self.gw = None
+        for proxy in self.proxies.values():
+            await proxy.stop()
+
+
+def _truth(host, node_id):
+    return host.all_truth(node_id)

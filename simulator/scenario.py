@@ -1,0 +1,125 @@
+"""Scenario files (TOML): the commune, its nodes, staff actions, faults and assertions.
+
+    name = "smoke"
+    title = "Một đêm, 5 đèn"
+    seed = 1
+    speed = 600                   # 1 = real time
+    start = "2026-11-23T16:00"    # site local time
+    duration = "16h"              # "90s", "30m", "16h", or seconds
+    broker = "mosquitto"          # or "embedded"
+    nodes_per_host = 50           # nodes per MicroPython host process
+
+    [site]  id, name, lat, lon, utc_offset
+    [program]                     # the site's lamp program (protocol/program.py JSON as TOML)
+    [[zones]]   id, name, lat, lon
+    [[nodes]]   count | ids, prefix, zone, kind, board = {...}, faults = {burnt = true, ...}
+    [[actions]] at = "+30m", do = "schedule" | "emergency" | "stop_emergency" | "program" | "override", body = {...}
+    [[faults]]  at = "+2h", do = "partition" | "heal" | "power_cut" | "power_on" | "broker_restart"
+                | "gateway_restart" | "burnt" | "stuck" | "dark" | "motion" | "rtc_dead", zone | nodes, value
+    [[assert]]  kind = ..., see simulator/assertions.py
+"""
+import calendar
+import tomllib
+
+ACTIONS = ("schedule", "emergency", "stop_emergency", "program", "override")
+FAULTS = ("partition", "heal", "power_cut", "power_on", "broker_restart", "gateway_restart", "burnt", "stuck",
+          "dark", "motion", "rtc_dead", "pir_dead")
+
+
+class ScenarioError(ValueError):
+    """The scenario file is wrong; the message says where."""
+
+
+def seconds(text, where):
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        return float(text)
+    if isinstance(text, str):
+        body = text.lstrip("+")
+        units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+        try:
+            if body and body[-1] in units:
+                return float(body[:-1]) * units[body[-1]]
+            return float(body)
+        except ValueError:
+            pass
+    raise ScenarioError("%s: %r is not a duration (use 90s, 30m, 16h or seconds)" % (where, text))
+
+
+def local_time(text, utc_offset, where):
+    try:
+        date, hm = text.split("T")
+        y, mo, d = (int(p) for p in date.split("-"))
+        hh, mm = (int(p) for p in hm.split(":")[:2])
+        return calendar.timegm((y, mo, d, hh, mm, 0)) - int(utc_offset * 3600)
+    except (ValueError, AttributeError):
+        raise ScenarioError("%s: %r is not a local time YYYY-MM-DDTHH:MM" % (where, text))
+
+
+class Scenario:
+    def __init__(self, raw, path="scenario"):
+        self.path = path
+        self.raw = raw
+        self.name = str(raw.get("name") or path)
+        self.title = str(raw.get("title", self.name))
+        self.seed = int(raw.get("seed", 1))
+        self.speed = float(raw.get("speed", 1))
+        if not 0.1 <= self.speed <= 3600:
+            raise ScenarioError("%s: speed must be from 0.1 to 3600" % path)
+        site = raw.get("site", {})
+        self.site = {"id": site.get("id", "xa-mo-phong"), "name": site.get("name", "Xã mô phỏng"),
+                     "lat": float(site.get("lat", 21.0285)), "lon": float(site.get("lon", 105.8542)),
+                     "utc_offset": float(site.get("utc_offset", 7))}
+        self.start = local_time(raw.get("start", "2026-11-23T16:00"), self.site["utc_offset"], path + ": start")
+        self.duration = seconds(raw.get("duration", "1h"), path + ": duration")
+        self.broker = raw.get("broker", "mosquitto")
+        if self.broker not in ("mosquitto", "embedded"):
+            raise ScenarioError("%s: broker must be mosquitto or embedded" % path)
+        self.nodes_per_host = int(raw.get("nodes_per_host", 50))
+        self.program = raw.get("program")
+        self.zones = list(raw.get("zones", []))
+        if not self.zones:
+            raise ScenarioError("%s: at least one [[zones]] is needed" % path)
+        zone_ids = {z["id"] for z in self.zones}
+        self.nodes = []
+        for i, group in enumerate(raw.get("nodes", [])):
+            where = "%s: nodes[%d]" % (path, i)
+            zone = group.get("zone")
+            if zone not in zone_ids:
+                raise ScenarioError("%s: zone %r is not in [[zones]]" % (where, zone))
+            ids = group.get("ids") or ["%s-%02d" % (group.get("prefix", zone), k + 1)
+                                       for k in range(int(group.get("count", 1)))]
+            for node_id in ids:
+                self.nodes.append({"id": node_id, "zone": zone, "kind": group.get("kind", "lamp"),
+                                   "board": dict(group.get("board", {})), "faults": dict(group.get("faults", {}))})
+        if not self.nodes:
+            raise ScenarioError("%s: no [[nodes]]" % path)
+        self.timeline = []
+        for key, allowed in (("actions", ACTIONS), ("faults", FAULTS)):
+            for i, entry in enumerate(raw.get(key, [])):
+                where = "%s: %s[%d]" % (path, key, i)
+                if entry.get("do") not in allowed:
+                    raise ScenarioError("%s: do must be one of %s" % (where, ", ".join(allowed)))
+                at = seconds(entry.get("at", 0), where + ".at")
+                if not 0 <= at <= self.duration:
+                    raise ScenarioError("%s: at is outside the run" % where)
+                self.timeline.append(dict(entry, at=at, type=key[:-1], index=i))
+        self.timeline.sort(key=lambda e: (e["at"], e["type"] != "fault", e["index"]))
+        self.assertions = list(raw.get("assert", []))
+
+    def targets(self, entry):
+        """Node ids an action or fault names: nodes = [...], zone = "...", or all."""
+        if "nodes" in entry:
+            return list(entry["nodes"])
+        if "zone" in entry:
+            return [n["id"] for n in self.nodes if n["zone"] == entry["zone"]]
+        return [n["id"] for n in self.nodes]
+
+    @classmethod
+    def load(cls, path):
+        try:
+            with open(path, "rb") as f:
+                return cls(tomllib.load(f), str(path))
+        except OSError as exc:
+            raise ScenarioError("%s: %s" % (path, exc.strerror))
+        except tomllib.TOMLDecodeError as exc:
+            raise ScenarioError("%s: not valid TOML: %s" % (path, exc))
