@@ -10,7 +10,7 @@ MPY_HEAP ?= 128K
 NODE_HEAP ?= 64K
 APT_PACKAGES := mosquitto mosquitto-clients
 
-.PHONY: setup apt test test-py test-mpy mpy-build bench gateway demo clean
+.PHONY: setup apt test test-py test-mpy mpy-build bench gateway sim demo clean
 
 setup: $(STAMP) apt
 
@@ -65,6 +65,10 @@ bench: mpy-build
 # The gateway alone, on the embedded broker (no root needed), data in ./data.
 gateway: setup
 	$(PY) -m gateway --broker embedded --data-dir data
+
+# One scenario: make sim SCENARIO=tests/scenarios/smoke.toml [SPEED=600] [SEED=1]
+sim: setup
+	$(PY) -m simulator run $(SCENARIO) $(if $(SPEED),--speed $(SPEED)) $(if $(SEED),--seed $(SEED))
 
 # The product: the gateway (embedded broker) and a simulated commune of 40 nodes, until Ctrl-C.
 demo: setup

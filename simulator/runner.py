@@ -63,6 +63,7 @@ class Run:
         self.alerts_seen = []
         self.batches = []
         self.gw_logs = []
+        self.online_log = []  # [t, node, online]: the gateway's view, polled during the run
         self.password = ADMIN[1] % self.seed
 
     # ---- set-up --------------------------------------------------------------
@@ -158,12 +159,33 @@ class Run:
         epoch = time.time() + 1.0  # the hosts are up by then; every clock reads `start` at this instant
         self._start_hosts(epoch)
         self.clock.go(epoch)
-        for entry in self.sc.timeline:
-            await self._until(entry["at"])
-            await (self._fault(entry) if entry["type"] == "fault" else self._action(entry))
-        await self._until(self.sc.duration)
+        watcher = asyncio.create_task(self._watch_online())
+        try:
+            for entry in self.sc.timeline:
+                await self._until(entry["at"])
+                await (self._fault(entry) if entry["type"] == "fault" else self._action(entry))
+            await self._until(self.sc.duration)
+        finally:
+            watcher.cancel()
         record = await self._finish(time.time() - t_wall)
         return record
+
+    async def _watch_online(self):
+        """Record when the gateway sees each node go offline and come back."""
+        last = {}
+        while True:
+            gw = self.gw
+            if gw is not None and gw.running:
+                try:
+                    rows = gw.db.all("SELECT node_id, online FROM node_state")
+                except Exception:  # the gateway is being restarted
+                    rows = []
+                now = self.clock.now()
+                for node_id, online in rows:
+                    if last.get(node_id) != bool(online):
+                        last[node_id] = bool(online)
+                        self.online_log.append([now, node_id, bool(online)])
+            await asyncio.sleep(0.2)
 
     def sim_elapsed(self):
         return self.clock.now() - self.sc.start

@@ -34,12 +34,20 @@ def seconds(text, where):
     if isinstance(text, (int, float)) and not isinstance(text, bool):
         return float(text)
     if isinstance(text, str):
-        body = text.lstrip("+")
+        body = text.strip().lstrip("+")
         units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
         try:
-            if body and body[-1] in units:
-                return float(body[:-1]) * units[body[-1]]
-            return float(body)
+            if body and body[-1] not in units:
+                return float(body)
+            total, number = 0.0, ""
+            for ch in body:  # "2h30m", "1h1m", "90s"
+                if ch in units:
+                    total += float(number) * units[ch]
+                    number = ""
+                else:
+                    number += ch
+            if body and not number:
+                return total
         except ValueError:
             pass
     raise ScenarioError("%s: %r is not a duration (use 90s, 30m, 16h or seconds)" % (where, text))
