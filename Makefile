@@ -10,7 +10,7 @@ MPY_HEAP ?= 128K
 NODE_HEAP ?= 64K
 APT_PACKAGES := mosquitto mosquitto-clients
 
-.PHONY: setup apt test test-py test-mpy mpy-build bench gateway sim demo clean
+.PHONY: setup apt test test-py test-mpy mpy-build bench bench-day gateway sim demo clean
 
 setup: $(STAMP) apt
 
@@ -61,6 +61,11 @@ bench: mpy-build
 	@rm -f build/bench/report.json
 	set -o pipefail; (cd $(MPY_BUILD) && ../../$(MPY) -X heapsize=2M -m tests.bench.node_bench) | $(PY) tests/bench/report.py node
 	set -o pipefail; $(PY) tests/bench/gateway_bench.py 2>&1 | $(PY) tests/bench/report.py gateway
+	set -o pipefail; $(PY) tests/bench/sim_bench.py 2>&1 | $(PY) tests/bench/report.py simulator
+
+# The long one (about 15 min): 24 h of a 200-node commune at 100x, its wall time into the report.
+bench-day: setup
+	set -o pipefail; $(PY) tests/bench/sim_day.py 2>&1 | $(PY) tests/bench/report.py simulator_day
 
 # The gateway alone, on the embedded broker (no root needed), data in ./data.
 gateway: setup

@@ -14,7 +14,11 @@ in on stdin, one command a line:
 
     NODE burnt 1|0        NODE stuck open|closed|none    NODE dark 1|0
     NODE motion           NODE power off|on              NODE pir_dead 1|0
-    NODE rtc_dead 1|0     NODE link 1|0                  quit
+    NODE rtc_dead 1|0     NODE link 1|0                  stats    quit
+
+`stats` prints `stats {"nodes", "p50_ms", "p99_ms", "max_ms", "heap_used"}`: how late
+this host's event loop wakes (every node's tick waits on it) over the last
+samples, and its heap in use.
 
 End of stdin quits, so a host never outlives the process that started it.
 """
@@ -81,6 +85,33 @@ class HostedNode:
             print("error unknown command", what)
 
 
+class Lateness:
+    """How late a 100 ms sleep wakes up: what every node's tick on this host suffers."""
+
+    def __init__(self):
+        self.samples = []
+
+    async def run(self):
+        import time
+
+        while True:
+            t0 = time.ticks_ms()
+            await asyncio.sleep_ms(100)
+            late = time.ticks_diff(time.ticks_ms(), t0) - 100
+            self.samples.append(late)
+            if len(self.samples) > 600:
+                self.samples.pop(0)
+
+    def report(self, nodes):
+        import gc
+
+        s = sorted(self.samples) or [0]
+        pick = lambda q: s[min(len(s) - 1, int(len(s) * q))]
+        gc.collect()
+        return json.dumps({"nodes": nodes, "p50_ms": pick(0.5), "p99_ms": pick(0.99), "max_ms": s[-1],
+                           "heap_used": gc.mem_alloc(), "samples": len(self.samples)})
+
+
 async def main(path):
     with open(path) as f:
         spec = json.load(f)
@@ -96,11 +127,16 @@ async def main(path):
         nodes[hosted.name] = hosted
         hosted.power_on()
     print("ready", len(nodes))
+    lateness = Lateness()
+    asyncio.create_task(lateness.run())
     stdin = asyncio.StreamReader(sys.stdin)
     while True:
         line = (await stdin.readline()).decode().strip()
         if not line or line == "quit":
             break
+        if line == "stats":
+            print("stats", lateness.report(len(nodes)))
+            continue
         words = line.split()
         hosted = nodes.get(words[0])
         if hosted is None:

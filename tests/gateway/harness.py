@@ -85,7 +85,7 @@ class GatewayRig:
             bundles.append(r.json()["provisioning"])
         return bundles
 
-    def start_host(self, bundles, speed=1, start=None, board=None):
+    def start_host(self, bundles, speed=1, start=None, board=None, heap=None):
         nodes = []
         for bundle in bundles:
             cfg = dict(bundle)
@@ -93,7 +93,8 @@ class GatewayRig:
             cfg["tele_s"] = 5
             nodes.append({"dir": str(self.tmp / ("flash-" + bundle["node"])), "config": cfg,
                           "board": dict(board or {"zones": 2}, seed=len(nodes) + 1)})
-        host = NodeHost(self.tmp, nodes, speed=speed, start=start).start()
+        host = NodeHost(self.tmp, nodes, speed=speed, start=start,
+                        heap=heap or "%dM" % max(2, len(nodes) // 6 + 2)).start(timeout=60)
         self.hosts.append(host)
         return host
 
