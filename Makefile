@@ -62,6 +62,7 @@ bench: mpy-build
 	set -o pipefail; (cd $(MPY_BUILD) && ../../$(MPY) -X heapsize=2M -m tests.bench.node_bench) | $(PY) tests/bench/report.py node
 	set -o pipefail; $(PY) tests/bench/gateway_bench.py 2>&1 | $(PY) tests/bench/report.py gateway
 	set -o pipefail; $(PY) tests/bench/sim_bench.py 2>&1 | $(PY) tests/bench/report.py simulator
+	$(MAKE) --no-print-directory bench-day
 
 # The long one (about 15 min): 24 h of a 200-node commune at 100x, its wall time into the report.
 bench-day: setup

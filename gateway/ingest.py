@@ -12,6 +12,8 @@ from protocol.errors import ProtocolError
 
 STALE_AFTER_S = 180  # no word from an online node for this long: treat it as offline
 SUSPICIOUS = ("bad_signature", "replay", "wrong_target")
+SKEW_S = 30  # a node's telemetry time further off than this gets a fresh time sync
+SKEW_EVERY_S = 600
 LAMP_FAULTS = ("lamp_fault", "day_burner")
 
 
@@ -28,6 +30,8 @@ class Ingest:
         self.tele = {}  # node_id -> (received, Telemetry): the latest, kept in memory
         self.on_birth = []  # callables(node_id, State)
         self.on_time_request = []  # callables(node_id, t1, received_ms)
+        self.on_clock_skew = []  # callables(node_id, skew_s): the node's clock disagrees with ours
+        self._skew_sent = {}
         self._known = {}
 
     def handle(self, topic, payload):
@@ -95,6 +99,10 @@ class Ingest:
         self.tele[node_id] = (now, tele)
         if previous is None or previous[1].clock != tele.clock:
             self._clock_alert(node_id, tele.clock)
+        if tele.ts is not None and abs(tele.ts - now) > SKEW_S and now - self._skew_sent.get(node_id, 0) > SKEW_EVERY_S:
+            self._skew_sent[node_id] = now  # a jumped or drifting RTC: send the time again, once in a while
+            for fn in self.on_clock_skew:
+                fn(node_id, tele.ts - now)
         with self.db.tx():
             self.db.run("UPDATE node_state SET last_seen = ?, tele = ? WHERE node_id = ?",
                         now, json.dumps(tele.to_json()), node_id)

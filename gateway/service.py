@@ -42,6 +42,7 @@ class Gateway:
         self.commands.on_result.append(self._command_result)
         self.ingest.on_time_request.append(self._time_request)
         self.ingest.on_birth.append(self._birth)
+        self.ingest.on_clock_skew.append(self._clock_skew)
         self.plans = None  # gateway.plans.PlanService, attached by make_gateway()
         self.secrets = self._secrets()
         self.broker = None
@@ -202,6 +203,11 @@ class Gateway:
         now_ms = int(self.clock.now() * 1000)
         self.command(node_id, ops.TIME_SYNC, {"t1": t1, "t2": received_ms, "t3": now_ms},
                      expires_s=TIME_SYNC_EXPIRY_S)
+
+    def _clock_skew(self, node_id, skew_s):
+        self.log("clock of %s is %+.0f s off: sending the time" % (node_id, skew_s))
+        now_ms = int(self.clock.now() * 1000)
+        self.command(node_id, ops.TIME_SYNC, {"t1": None, "t2": now_ms, "t3": now_ms}, expires_s=TIME_SYNC_EXPIRY_S)
 
     def _birth(self, node_id, state):
         now_ms = int(self.clock.now() * 1000)

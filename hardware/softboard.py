@@ -378,6 +378,10 @@ class SoftBoard(Hal):
             self._rtc_valid = False
         self._wdt_timeout = None
 
+    def clock_jump(self, seconds):
+        """The node's RTC suddenly reads `seconds` later (or earlier): a glitch, a bad manual set."""
+        self._rtc_base_value += seconds
+
     def power_on(self, cause="power_on"):
         self._reset_cause = cause
         self.reset_requested = False

@@ -67,7 +67,7 @@ def lamps_follow_program(spec, sc, record, db, run):
     t1 = record["start"] + seconds(spec["to"], "to") if "to" in spec else record["end"]
     tol = seconds(spec.get("tolerance_s", 120), "tolerance_s")
     faulted = {n["id"] for n in sc.nodes if n["faults"]}
-    faulted |= {t for f in record["faults"] for t in f["targets"] if f["kind"] in ("burnt", "stuck", "rtc_dead")}
+    faulted |= {t for f in record["faults"] for t in f["targets"] if f["kind"] in ("burnt", "stuck", "rtc_dead", "clock_jump")}
     nodes = [n for n in sc.nodes if n["kind"] in ("lamp", "both") and (spec.get("zone") in (None, n["zone"]))
              and not (spec.get("except_faulted", True) and n["id"] in faulted)]
     checked = bad = 0
@@ -130,8 +130,12 @@ def aired(spec, sc, record, db, run):
     t0 = record["start"] + seconds(spec["from"], "from")
     t1 = record["start"] + seconds(spec["to"], "to")
     nodes = [n for n in sc.nodes if n["kind"] in ("speaker", "both") and spec.get("zone") in (None, n["zone"])]
-    airing = [n["id"] for n in nodes if any(v and t0 <= t <= t1 for t, v in state_series(record["truth"][n["id"]],
-                                                                                         "source"))]
+    airing = []
+    for n in nodes:
+        source = state_series(record["truth"][n["id"]], "source")
+        # airing at the window's start (it may have begun a moment before), or starting inside it
+        if value_at(source, t0) or any(v and t0 <= t <= t1 for t, v in source):
+            airing.append(n["id"])
     need = spec.get("min_nodes", len(nodes))
     return _result(spec.get("name", "broadcast aired on %d nodes" % need), len(airing) >= need,
                    "%d of %d loudspeakers aired between +%s and +%s" % (len(airing), len(nodes), spec["from"], spec["to"]))

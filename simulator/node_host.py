@@ -14,7 +14,8 @@ in on stdin, one command a line:
 
     NODE burnt 1|0        NODE stuck open|closed|none    NODE dark 1|0
     NODE motion           NODE power off|on              NODE pir_dead 1|0
-    NODE rtc_dead 1|0     NODE link 1|0                  stats    quit
+    NODE rtc_dead 1|0     NODE link 1|0                  NODE clock_jump SECONDS
+    stats                 quit
 
 `stats` prints `stats {"nodes", "p50_ms", "p99_ms", "max_ms", "heap_used"}`: how late
 this host's event loop wakes (every node's tick waits on it) over the last
@@ -81,6 +82,8 @@ class HostedNode:
             b.rtc_battery_dead = arg == "1"
         elif what == "link":
             b.link = arg == "1"
+        elif what == "clock_jump":
+            b.clock_jump(float(arg))
         else:
             print("error unknown command", what)
 

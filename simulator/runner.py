@@ -147,9 +147,14 @@ class Run:
                 self._board(node["id"], fault, value)
 
     def _board(self, node_id, fault, value=True):
-        words = {"burnt": "burnt %d" % bool(value), "stuck": "stuck %s" % (value or "none"),
-                 "dark": "dark %d" % bool(value), "motion": "motion", "rtc_dead": "rtc_dead %d" % bool(value),
-                 "pir_dead": "pir_dead %d" % bool(value)}[fault]
+        if fault == "stuck":
+            words = "stuck %s" % (value or "none")
+        elif fault == "clock_jump":
+            words = "clock_jump %s" % float(value)
+        elif fault == "motion":
+            words = "motion"
+        else:  # burnt, dark, rtc_dead, pir_dead
+            words = "%s %d" % (fault, bool(value))
         self.hosts[node_id].send("%s %s" % (node_id, words))
 
     # ---- the run -----------------------------------------------------------

@@ -12,10 +12,12 @@
     [site]  id, name, lat, lon, utc_offset
     [program]                     # the site's lamp program (protocol/program.py JSON as TOML)
     [[zones]]   id, name, lat, lon
-    [[nodes]]   count | ids, prefix, zone, kind, board = {...}, faults = {burnt = true, ...}
+    [[nodes]]   count | ids, prefix, zone, kind, faults = {burnt = true, ...},
+                board = {rtc = "ds3231" | "internal", rtc_drift_ppm = 40, rtc_offset = 0, zones = 2, ...}
     [[actions]] at = "+30m", do = "schedule" | "emergency" | "stop_emergency" | "program" | "override", body = {...}
     [[faults]]  at = "+2h", do = "partition" | "heal" | "power_cut" | "power_on" | "broker_restart"
-                | "gateway_restart" | "burnt" | "stuck" | "dark" | "motion" | "rtc_dead", zone | nodes, value
+                | "gateway_restart" | "burnt" | "stuck" | "dark" | "motion" | "rtc_dead" | "pir_dead"
+                | "clock_jump" (value = seconds), zone | nodes, value
     [[assert]]  kind = ..., see simulator/assertions.py
 """
 import calendar
@@ -23,7 +25,7 @@ import tomllib
 
 ACTIONS = ("schedule", "emergency", "stop_emergency", "program", "override")
 FAULTS = ("partition", "heal", "power_cut", "power_on", "broker_restart", "gateway_restart", "burnt", "stuck",
-          "dark", "motion", "rtc_dead", "pir_dead")
+          "dark", "motion", "rtc_dead", "pir_dead", "clock_jump")
 
 
 class ScenarioError(ValueError):
