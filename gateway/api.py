@@ -14,7 +14,6 @@ from pydantic import BaseModel, Field
 
 from gateway.errors import GatewayError
 from gateway.reports import monthly, monthly_csv
-from gateway.users import Users
 from protocol import commands as ops
 from protocol.plan import CATEGORIES
 
@@ -65,8 +64,7 @@ class NodeCommand(BaseModel):
 
 
 def create_app(gw):
-    users = getattr(gw, "users", None) or Users(gw.db, gw.clock)
-    gw.users = users
+    users = gw.users
     app = FastAPI(title="denloa gateway", version="0.1.0",
                   description="Đèn an ninh và loa truyền thanh của xã / commune security lights and loudspeakers")
 

@@ -230,6 +230,3 @@ class PlanService:
     def _pending_program(self, node_id):
         return self.db.one("SELECT 1 FROM commands WHERE node_id = ? AND op = ? AND status IN ('pending', 'sent')",
                            node_id, ops.SET_PROGRAM) is not None
-
-    def applied(self, row):
-        pass  # the version on record is what was sent; the node's next birth confirms it

@@ -21,7 +21,6 @@ from gateway.metrics import Metrics
 from gateway.registry import Registry
 from protocol import commands as ops
 from protocol import topics
-from protocol.messages import APPLIED
 
 GATEWAY_USER = "gateway"
 TIME_SYNC_EXPIRY_S = 30
@@ -196,8 +195,6 @@ class Gateway:
         self.metrics.commands.labels(row["status"]).inc()
         if row["status"] == "expired" and row["op"] != ops.TIME_SYNC:
             self.alerts.open("command_expired", row["node_id"], {"op": row["op"]})
-        if row["status"] == APPLIED and self.plans is not None and row["op"] == ops.SET_PROGRAM:
-            self.plans.applied(row)
 
     def _time_request(self, node_id, t1, received_ms):
         now_ms = int(self.clock.now() * 1000)

@@ -11,7 +11,6 @@ import asyncio
 import json
 import os
 import socket
-import sys
 
 from gateway.__main__ import serve
 from gateway.config import GatewayConfig
@@ -94,8 +93,7 @@ def main():
         "http": {"bind": "127.0.0.1", "port": free_port(8080)},
         "broker": {"mode": "embedded", "host": "127.0.0.1", "bind": "127.0.0.1", "port": free_port(1883)},
     })
-    sys.path.insert(0, ROOT)
-    from tests.nodehost import NodeHost
+    from simulator.hosts import NodeHost
 
     hosts = []
 

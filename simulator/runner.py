@@ -22,8 +22,7 @@ from gateway.clock import ScaledClock
 from gateway.config import GatewayConfig
 from simulator import assertions
 from simulator.netfaults import LinkProxy
-from tests.mosquitto import free_port
-from tests.nodehost import NodeHost
+from simulator.hosts import NodeHost, free_port
 
 ADMIN = ("sim", "mo-phong-%d")
 

@@ -23,15 +23,11 @@ import time
 
 import pytest
 
+from simulator.hosts import free_port  # noqa: F401  (re-exported for the tests)
+
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 MISSING = ("Mosquitto is not installed (looked for `mosquitto` on PATH and /usr/sbin/mosquitto): "
            "apt-get install mosquitto mosquitto-clients, or run `make setup` as root")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def password_line(user, password):

@@ -9,7 +9,7 @@ from protocol.commands import Command
 from protocol.messages import Ack, Event, State
 from tests.firmware.rig import KEY, NODE, SITE, config
 from tests.mosquitto import mosquitto  # noqa: F401  (fixture)
-from tests.nodehost import NodeHost, Watcher
+from simulator.hosts import NodeHost, Watcher
 
 NOON = 1795366800 + 12 * 3600  # Monday 2026-11-23 12:00 in Hanoi: the lamp is off by program
 

@@ -8,8 +8,7 @@ import httpx
 from gateway.api import create_app
 from gateway.app import make_gateway
 from gateway.config import GatewayConfig
-from tests.mosquitto import free_port
-from tests.nodehost import NodeHost
+from simulator.hosts import NodeHost, free_port
 
 ADMIN_PASSWORD = "mat-khau-quan-tri"
 

@@ -1,4 +1,4 @@
-"""Drive MicroPython node hosts (simulator/node_host.py) and watch the broker, from CPython tests."""
+"""Start and drive MicroPython node hosts (simulator/node_host.py) from CPython; watch a site's broker."""
 import json
 import os
 import queue
@@ -10,6 +10,15 @@ import paho.mqtt.client as paho
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MICROPYTHON = os.path.join(ROOT, ".venv", "bin", "micropython")
+
+
+def free_port():
+    """A free TCP port on the loopback interface."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 class NodeHost:
