@@ -46,6 +46,8 @@ EVENT_KINDS = (
     "self_test",
     "task_restarted",
     "time_request",
+    "safe_mode_ended",
+    "lamp_counters",
 )
 
 APPLIED = "applied"
@@ -127,8 +129,9 @@ class State(_Message):
     """Birth (online=True) on every connect, retained; the will says online=False."""
 
     def __init__(self, online, boot_id=None, firmware=None, lamp_version=0, plan_version=0,
-                 caps=(), ts=None, safe_mode=False, clock=None):
+                 caps=(), ts=None, safe_mode=False, clock=None, failed=()):
         self.online = bool(online)
+        self.failed = list(failed)  # HAL parts that failed to start (e.g. "ds3231"); the node goes on without them
         self.boot_id = boot_id
         self.firmware = firmware
         self.lamp_version = lamp_version
@@ -149,6 +152,8 @@ class State(_Message):
             obj["caps"] = self.caps
             obj["safe"] = self.safe_mode
             obj["clock"] = self.clock
+            if self.failed:
+                obj["failed"] = self.failed
         if self.ts is not None:
             obj["ts"] = self.ts
         return obj
@@ -171,17 +176,22 @@ class State(_Message):
                 f.fail("caps", "must be a list of short names")
         safe = f.bool("safe", False)
         clock = f.choice("clock", CLOCK_STATES, CLOCK_INVALID)
+        failed = f.list("failed", 16, [])
+        for part in failed:
+            if not isinstance(part, str) or not 1 <= len(part) <= 24:
+                f.fail("failed", "must be a list of short part names")
         f.done()
         if boot is None:
             f.fail("boot", "is missing")
-        return cls(True, boot, fw, lamp, plan, caps, ts, safe, clock)
+        return cls(True, boot, fw, lamp, plan, caps, ts, safe, clock, failed)
 
 
 
 class Telemetry(_Message):
     """Periodic readings. `lamp` and `amp` are dicts, absent on nodes without them.
 
-    lamp: {"lvl": 0-100 driven level, "relay": bool, "w": watts, "wh": energy}
+    lamp: {"lvl": 0-100 driven level, "relay": bool, "w": watts, "wh": energy,
+           "on_s": seconds lit} (wh and on_s are the node's own counters, kept across reboots)
     amp:  {"on": bool, "zones": [relay numbers], "src": clip|stream|line|None,
            "vol": 0-100, "item": broadcast item id or None}
     """
@@ -216,6 +226,9 @@ class Telemetry(_Message):
                 "w": lf.number("w", 0, 100000),
                 "wh": lf.number("wh", 0, 1e12),
             }
+            on_s = lf.int("on_s", 0, 2**53, None)
+            if on_s is not None:
+                lamp["on_s"] = on_s
             lf.done()
         af = f.child("amp", None)
         if af is not None:
@@ -270,7 +283,8 @@ class Event(_Message):
 class Ack(_Message):
     """The node's answer to one command: applied, or rejected with a reason."""
 
-    def __init__(self, cmd_id, result, reason=None, detail=None, ts=None):
+    def __init__(self, cmd_id, result, reason=None, detail=None, ts=None, ctr=None):
+        self.ctr = ctr  # on a replay rejection: the node's last accepted counter (the gateway continues above it)
         self.cmd_id = cmd_id
         self.result = result
         self.reason = reason
@@ -283,7 +297,7 @@ class Ack(_Message):
 
     def to_json(self):
         obj = {"v": SCHEMA, "cmd": self.cmd_id, "result": self.result}
-        return _optional(obj, (("reason", self.reason), ("detail", self.detail), ("ts", self.ts)))
+        return _optional(obj, (("reason", self.reason), ("detail", self.detail), ("ts", self.ts), ("ctr", self.ctr)))
 
     @classmethod
     def decode(cls, payload):
@@ -293,8 +307,9 @@ class Ack(_Message):
         reason = f.text("reason", 32, None, min_len=1)
         detail = f.text("detail", 200, None)
         ts = f.number("ts", 0, MAX_TIME, None)
+        ctr = f.int("ctr", 0, 2**53, None)
         f.done()
         if result == REJECTED and reason is None:
             f.fail("reason", "is required when a command is rejected")
-        return cls(cmd_id, result, reason, detail, ts)
+        return cls(cmd_id, result, reason, detail, ts, ctr)
 
