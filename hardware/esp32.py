@@ -9,15 +9,19 @@ smooth as the tick: a 2 s ramp on a 100 ms tick is 20 steps) and shows the
 network state on the status LED. lamp_dim_level() also advances the ramp.
 
 A part that fails to start (bad pin, chip not answering) is logged, listed
-in `failed_parts` and then answers like a part that is not fitted; the node
+in `failed_parts()` and then answers like a part that is not fitted; the node
 goes on.
 
 Not finished, on purpose:
   - audio: 16-bit PCM only; volume is I2S.shift() in 6 dB steps; the line
     input has no volume control (no digital potentiometer on denloa-v1).
   - reset_cause: the esp32 port's machine.reset_cause() folds brownout into
-    power-on, so "brownout" is never reported; "panic" is a software reset
-    that this HAL did not ask for (a crash, or machine.reset() typed at the REPL).
+    power-on; on a classic ESP32 the HAL then reads the PRO CPU's reset
+    reason from RTC_CNTL_RESET_STATE_REG (0x3FF48034, bits 0..5) and reports
+    15 (RTCWDT_BROWN_OUT_RESET) as "brownout". Other chips (S2, S3, C3: the
+    register is elsewhere) fall back to "power_on". "panic" is a software
+    reset that this HAL did not ask for (a crash, or machine.reset() typed at
+    the REPL).
   - time() is an int: the esp32 port's floats are single precision, so a
     float Unix time would be rounded to 128 s.
 """
@@ -42,6 +46,8 @@ _RESET_MARK = b"denloa:reset"  # in RTC memory: survives a reset, lost on a powe
 _AUDIO_CHUNK = 2048  # bytes copied per audio_write when the volume needs a shift
 _CT_PERIOD_MS = 5000  # a lamp current reading is reused for this long (a reading blocks ~20 ms)
 _SOURCES = ("clip", "stream", "line")
+_RTC_CNTL_RESET_STATE_REG = 0x3FF48034  # ESP32 (classic): reset reason of the PRO CPU in bits 0..5
+_RTCWDT_BROWN_OUT_RESET = 15
 _DAC_SOURCES = ("clip", "stream")
 
 
@@ -63,7 +69,7 @@ class Esp32Hal(Hal):
             board = boards.profile(board)
         self.board = board
         self.config = config
-        self.failed_parts: "list[str]" = []
+        self._failed_parts: "list[str]" = []
         self._reset_cause = self._read_reset_cause()
         self._start_lamp()
         self._start_sensors()
@@ -130,8 +136,8 @@ class Esp32Hal(Hal):
 
     # ---- parts ---------------------------------------------------------------
     def _failed(self, part, exc):
-        if part not in self.failed_parts:
-            self.failed_parts.append(part)
+        if part not in self._failed_parts:
+            self._failed_parts.append(part)
         self.log("hal: %s failed to start (%r); going on without it" % (part, exc))
 
     def _pin_out(self, part, spec) -> "machine.Pin | None":
@@ -436,6 +442,9 @@ class Esp32Hal(Hal):
     def ticks_diff(self, a, b):
         return time.ticks_diff(a, b)
 
+    def ticks_add(self, t, delta):
+        return time.ticks_add(t, delta)
+
     def sleep_ms(self, ms):
         return asyncio.sleep_ms(ms)
 
@@ -463,16 +472,25 @@ class Esp32Hal(Hal):
         if ours:
             rtc.memory(b"")
         cause = machine.reset_cause()
-        if cause == machine.PWRON_RESET:
-            return "power_on"  # also brownout and the EN button on the esp32 port
+        if cause == machine.PWRON_RESET:  # also brownout and the EN button on the esp32 port
+            return "brownout" if self._brownout() else "power_on"
         if cause == machine.WDT_RESET:
             return "watchdog"
         if cause in (machine.SOFT_RESET, machine.HARD_RESET):
             return "soft" if ours else "panic"
         return "unknown"
 
+    def _brownout(self) -> bool:
+        try:
+            return machine.mem32[_RTC_CNTL_RESET_STATE_REG] & 0x3F == _RTCWDT_BROWN_OUT_RESET
+        except Exception:  # no mem32, or another chip whose register is elsewhere
+            return False
+
     def reset_cause(self):
         return self._reset_cause
+
+    def failed_parts(self):
+        return list(self._failed_parts)
 
     def reset(self):
         machine.RTC().memory(_RESET_MARK)

@@ -113,11 +113,22 @@ class Hal:
         raise NotImplementedError
 
     def ticks_ms(self):
-        """Monotonic milliseconds (wraps like time.ticks_ms; use ticks_diff)."""
+        """Milliseconds since the chip started, wrapping like time.ticks_ms.
+
+        On the ESP32 port the value wraps with period 2**30 (about 12.4 days):
+        it is in 0 .. 2**30 - 1 and restarts near 0 at every reset. Never
+        compare or subtract ticks directly: use ticks_diff / ticks_add."""
         raise NotImplementedError
 
     def ticks_diff(self, a, b):
-        """a - b in ms, wrap-safe."""
+        """a - b in ms, wrap-safe (like time.ticks_diff): a signed result in
+        -2**29 .. 2**29 - 1, valid only when the true difference is within
+        ±2**29 ms (about 6.2 days); longer spans must be accumulated."""
+        raise NotImplementedError
+
+    def ticks_add(self, t, delta):
+        """ticks `t` moved by `delta` ms (delta may be negative), wrapped like
+        time.ticks_add: the deadline to pass to ticks_diff later."""
         raise NotImplementedError
 
     def sleep_ms(self, ms):
@@ -157,6 +168,12 @@ class Hal:
         raise NotImplementedError
 
     def free_heap(self):
+        raise NotImplementedError
+
+    def failed_parts(self):
+        """Short names of parts that failed to start (e.g. "ds3231", "photocell",
+        "lamp_ct", "i2s"): each then answers as if not fitted. The node reports
+        them in its birth message and self-test. [] when all is well."""
         raise NotImplementedError
 
     # ---- network -----------------------------------------------------------

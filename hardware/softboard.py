@@ -11,9 +11,20 @@ drift); the watchdog expires if not fed.
 Every physical change is reported as ground truth to `truth(t, what, value)`
 with the true time `t` (not the node's clock): "light" (the % of light the
 lamp really gives, ramp target and duration as (level, ramp_ms)), "relay",
-"amp", "zones", "source", "volume", "audio" (bytes played).
+"amp", "zones", "source", "volume", "audio" (bytes played), "power" (mains on/off),
+"rtc" (True when the node's wall clock becomes valid, False when it is lost;
+also reported at every power-on).
+
+ticks_ms() wraps like the ESP32 port's: (ms since this board last powered
+on + ticks_offset) & (2**30 - 1), `ticks_offset` applying to the first
+power-on only, so a test can start just before a wrap. The board's own
+physics (dimmer ramp, watchdog) use the clock's unwrapped ticks.
 """
 from hardware.hal import Hal
+
+TICKS_PERIOD = 1 << 30
+TICKS_MAX = TICKS_PERIOD - 1
+TICKS_HALF = TICKS_PERIOD >> 1
 
 
 class SimClock:
@@ -102,10 +113,17 @@ class SoftBoard(Hal):
       relay_stuck: None, "open" or "closed" (welded)
       pir_dead: motion is never reported
       rtc_battery_dead: a DS3231 loses the time on a power cut too
+      failed: part names that failed to start (failed_parts()); "ds3231",
+        "photocell", "lamp_ct", "pir" then answer as not fitted
+      boot_crash: N > 0: the first service() after each power-on raises
+        RuntimeError (a driver crashing the firmware at boot), N times
+    Hooks: on_reset, a callable the simulator host sets: reset() calls it
+    so the host can really reboot the node.
     """
 
     def __init__(self, clock, fs=None, zones=4, rtc="ds3231", rated_w=60.0, mains_v=230.0,
-                 photocell=True, pir=True, seed=1, truth=None, rtc_offset=0.0, rtc_drift_ppm=0.0):
+                 photocell=True, pir=True, seed=1, truth=None, rtc_offset=0.0, rtc_drift_ppm=0.0,
+                 ticks_offset=0):
         self.clock = clock
         self._fs = fs
         self._zones = zones
@@ -125,6 +143,10 @@ class SoftBoard(Hal):
         self.relay_stuck = None
         self.pir_dead = False
         self.rtc_battery_dead = False
+        self.failed = []
+        self.boot_crash = 0
+        self._serviced = False  # service() called since the last power-on
+        self._powered = True
         # outputs
         self._relay_cmd = False
         self._dim_from = 0.0
@@ -150,6 +172,10 @@ class SoftBoard(Hal):
         self._wdt_fed = 0
         self._reset_cause = "power_on"
         self.reset_requested = False
+        self.on_reset = None
+        self._ticks_base = clock.ticks_ms()
+        self._ticks_offset = int(ticks_offset)
+        self._powered_before = False
         self.link = True
         self.rssi_dbm = -60
 
@@ -170,12 +196,12 @@ class SoftBoard(Hal):
 
     def light(self):
         """Light the lamp really gives now, 0..100 (ground truth)."""
-        if self.burnt or not self._contact_closed():
+        if self.burnt or not self._powered or not self._contact_closed():
             return 0.0
         return max(self.min_dim, self.lamp_dim_level())
 
     def _record_light(self):
-        if self.burnt or not self._contact_closed():
+        if self.burnt or not self._powered or not self._contact_closed():
             self._record("light", (0, 0))
         else:
             remaining = max(0, self._dim_ms - (self.clock.ticks_ms() - self._dim_t0))
@@ -214,11 +240,15 @@ class SoftBoard(Hal):
         return self._dim_from + (self._dim_to - self._dim_from) * max(0.0, done)
 
     def lamp_power_w(self):
+        if "lamp_ct" in self.failed:
+            return None
         if self.burnt or not self._contact_closed():
             return 0.0
         return self.idle_w + self.rated_w * self.light() / 100.0
 
     def lamp_current_ma(self):
+        if "lamp_ct" in self.failed:
+            return None
         return int(self.lamp_power_w() / self.mains_v * 1000)
 
     # ---- sensors -----------------------------------------------------------
@@ -226,11 +256,11 @@ class SoftBoard(Hal):
         self._dark = bool(dark)
 
     def trigger_motion(self):
-        if self.has_pir and not self.pir_dead:
+        if self.has_pir and not self.pir_dead and "pir" not in self.failed:
             self._motion = True
 
     def photocell_dark(self):
-        return self._dark if self.has_photocell else None
+        return self._dark if self.has_photocell and "photocell" not in self.failed else None
 
     def motion_since_last(self):
         seen, self._motion = self._motion, False
@@ -288,27 +318,36 @@ class SoftBoard(Hal):
         self._audio_fmt = None
 
     # ---- time --------------------------------------------------------------
+    def _rtc_missing(self):
+        return self._rtc_kind is None or (self._rtc_kind == "ds3231" and "ds3231" in self.failed)
+
     def time(self):
-        if not self._rtc_valid:
+        if not self._rtc_valid or self._rtc_missing():
             return None
         elapsed = self.clock.now() - self._rtc_base_true
         return self._rtc_base_value + elapsed * (1.0 + self.rtc_drift_ppm / 1e6)
 
     def set_time(self, unix):
-        if self._rtc_kind is None:
+        if self._rtc_missing():
             return
+        was = self._rtc_valid
         self._rtc_base_true = self.clock.now()
         self._rtc_base_value = float(unix)
         self._rtc_valid = True
+        if not was:
+            self._record("rtc", True)
 
     def rtc_kind(self):
-        return self._rtc_kind
+        return None if self._rtc_missing() else self._rtc_kind
 
     def ticks_ms(self):
-        return self.clock.ticks_ms()
+        return (self.clock.ticks_ms() - self._ticks_base + self._ticks_offset) & TICKS_MAX
 
     def ticks_diff(self, a, b):
-        return a - b  # the simulated ticks never wrap
+        return ((a - b + TICKS_HALF) & TICKS_MAX) - TICKS_HALF
+
+    def ticks_add(self, t, delta):
+        return (t + delta) & TICKS_MAX
 
     def sleep_ms(self, ms):
         return self.clock.sleep_ms(ms)
@@ -337,6 +376,8 @@ class SoftBoard(Hal):
 
     def reset(self):
         self.reset_requested = True
+        if self.on_reset is not None:
+            self.on_reset()
 
     def random_bytes(self, n):
         return bytes([self._rng.byte() for _ in range(n)])
@@ -348,6 +389,16 @@ class SoftBoard(Hal):
         import gc
 
         return gc.mem_free() if hasattr(gc, "mem_free") else 100000
+
+    def failed_parts(self):
+        return list(self.failed)
+
+    def service(self):
+        if not self._serviced:
+            self._serviced = True
+            if self.boot_crash > 0:
+                self.boot_crash -= 1
+                raise RuntimeError("simulated crash at boot")
 
     def net_up(self):
         return self.link
@@ -362,20 +413,28 @@ class SoftBoard(Hal):
         pass
 
     # ---- what the simulator does to the board -----------------------------
-    def power_cut(self):
-        """Mains off: outputs drop, RAM is lost (the host rebuilds the node), the flash stays."""
+    def power_cut(self, keep_rtc=False):
+        """Mains off: outputs drop, RAM is lost (the host rebuilds the node), the flash stays.
+        keep_rtc: a reset rather than a cut (the internal RTC keeps running)."""
         self._relay_cmd = False
         self._dim_to = self._dim_from = 0.0
         self._dim_ms = 0
         self._amp = False
         self._zone_mask = 0
         self._source = None
+        self._volume = 0
+        self._audio_fmt = None
+        self._powered = False
         self._record("power", False)
+        self._record("relay", self._contact_closed())
         self._record_light()
         self._record("amp", False)
         self._record("zones", 0)
-        if self._rtc_kind == "internal" or self.rtc_battery_dead:
+        self._record("source", None)
+        self._record("volume", 0)
+        if not keep_rtc and self._rtc_valid and (self._rtc_kind == "internal" or self.rtc_battery_dead):
             self._rtc_valid = False
+            self._record("rtc", False)
         self._wdt_timeout = None
 
     def clock_jump(self, seconds):
@@ -385,11 +444,24 @@ class SoftBoard(Hal):
     def power_on(self, cause="power_on"):
         self._reset_cause = cause
         self.reset_requested = False
+        self._serviced = False
+        self._powered = True
+        self._ticks_base = self.clock.ticks_ms()  # a chip's ticks restart at boot
+        if self._powered_before:
+            self._ticks_offset = 0
+        self._powered_before = True
         self._record("power", True)
+        self._record("rtc", self.time() is not None)
+        if self._contact_closed() and not self.burnt:  # a welded relay lights the lamp as the mains return
+            self._record_light()
 
     def watchdog_reset(self):
         """What a watchdog expiry does: a reset with the outputs dropped, RTC kept."""
-        keep = self._rtc_valid
-        self.power_cut()
-        self._rtc_valid = keep
+        self.power_cut(keep_rtc=True)
         self.power_on("watchdog")
+
+    def reboot(self, cause):
+        """A reset that is not a power cut (soft, watchdog, panic): outputs drop
+        (the GPIOs go to their reset state), the RTC keeps its time."""
+        self.power_cut(keep_rtc=True)
+        self.power_on(cause)

@@ -162,6 +162,7 @@ class World:
         self.rtc_dt = (2000, 1, 1, 5, 0, 0, 0, 0)  # the esp32 RTC after a power cut
         self.rtc_mem = b""
         self.reset_cause = 1
+        self.mem32 = {}  # address -> word: registers machine.mem32 reads (absent: the read raises)
         self.resets = 0
         self.i2c = FakeDS3231Bus()
         self.i2s_room = 1 << 30
@@ -283,6 +284,7 @@ def fake_modules(world):
     m.Pin, m.PWM, m.ADC, m.RTC, m.I2C, m.I2S, m.WDT = Pin, PWM, ADC, RTC, I2C, I2S, WDT
     m.reset = reset
     m.reset_cause = lambda: world.reset_cause
+    m.mem32 = world.mem32
     m.unique_id = lambda: b"\x24\x0a\xc4\x01\x02\x03"
 
     n = types.ModuleType("network")
@@ -326,6 +328,7 @@ def fake_modules(world):
         ticks_ms=lambda: world.us // 1000 & 0x3FFFFFFF,
         ticks_us=ticks_us,
         ticks_diff=lambda a, b: (a - b + 0x20000000) % 0x40000000 - 0x20000000,
+        ticks_add=lambda a, d: (a + d) % 0x40000000,
     )
     poller = types.SimpleNamespace(register=lambda obj, events: None, poll=lambda timeout_ms: [])
     sel = types.SimpleNamespace(POLLOUT=4, poll=lambda: poller)
@@ -557,13 +560,13 @@ def test_internal_clock_is_invalid_until_set(world, make_hal):
 def test_missing_ds3231_falls_back_to_the_internal_rtc(world, make_hal):
     world.i2c = None
     hal = make_hal()
-    assert hal.rtc_kind() == "internal" and "ds3231" in hal.failed_parts
+    assert hal.rtc_kind() == "internal" and "ds3231" in hal.failed_parts()
 
 
 def test_a_part_that_fails_to_start_is_listed_and_the_node_goes_on(world, make_hal, capsys):
     world.fail.add("PWM")
     hal = make_hal()
-    assert hal.failed_parts == ["dimmer"]
+    assert hal.failed_parts() == ["dimmer"]
     assert "hal: dimmer failed to start (ValueError('invalid pin'))" in capsys.readouterr().out  # the console
     hal.lamp_dim(60)
     assert hal.lamp_dim_level() == 60  # no output, but the HAL keeps answering
@@ -580,6 +583,26 @@ def test_reset_cause(world, make_hal, cause, marked, expected):
     hal = make_hal()
     assert hal.reset_cause() == expected
     assert world.rtc_mem == b""  # the mark is used once
+
+
+@pytest.mark.parametrize("reg, expected", [(None, "power_on"), (0x01, "power_on"), (0x0F, "brownout"),
+                                           (0x380F, "brownout"), (0x0E, "power_on")])
+def test_brownout_is_read_from_the_reset_reason_register(world, make_hal, reg, expected):
+    world.reset_cause = 1  # machine.PWRON_RESET: the esp32 port folds brownout into it
+    if reg is not None:  # None: no such register (another chip): the read raises, power_on it is
+        world.mem32[0x3FF48034] = reg
+    assert make_hal().reset_cause() == expected
+
+
+def test_brownout_register_is_only_read_on_power_on(world, make_hal):
+    world.reset_cause = 3
+    world.mem32[0x3FF48034] = 0x0F
+    assert make_hal().reset_cause() == "watchdog"
+
+
+def test_ticks_add_wraps(make_hal):
+    hal = make_hal()
+    assert hal.ticks_add(0x3FFFFFFF, 2) == 1 and hal.ticks_diff(hal.ticks_add(5, -10), 5) == -10
 
 
 def test_reset_marks_itself_as_asked_for(world, make_hal):
@@ -636,5 +659,5 @@ def test_boards_profiles_build_a_hal(world, make_hal):
     for name in boards.BOARDS:
         world.pins.clear()
         hal = make_hal(name)
-        assert hal.failed_parts == [] or hal.failed_parts == ["ds3231"], name
+        assert hal.failed_parts() == [] or hal.failed_parts() == ["ds3231"], name
         assert hal.zone_count() == boards.profile(name)["zone_count"]
