@@ -371,6 +371,12 @@ class SoftBoard(Hal):
             return False
         return self.clock.ticks_ms() - self._wdt_fed > self._wdt_timeout
 
+    def wdt_unfed_ms(self):
+        """Simulated ms since the watchdog was last fed (or armed), None when it is not armed."""
+        if self._wdt_timeout is None:
+            return None
+        return self.clock.ticks_ms() - self._wdt_fed
+
     def reset_cause(self):
         return self._reset_cause
 

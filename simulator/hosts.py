@@ -87,6 +87,15 @@ class NodeHost:
                 out.append((float(parts[2]), parts[3], json.loads(parts[4])))
         return out
 
+    def reboots(self, node):
+        """[(t, cause)] of each reboot the host did for a node (soft reset, watchdog)."""
+        out = []
+        for line in list(self.lines):
+            parts = line.split()
+            if len(parts) == 4 and parts[0] == "reboot" and parts[1] == node:
+                out.append((float(parts[3]), parts[2]))
+        return out
+
     def errors(self):
         return [l for l in self.lines if "Traceback" in l or l.startswith("error")]
 

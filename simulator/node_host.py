@@ -5,7 +5,8 @@
 SPEC: {"speed": 1, "start": null (host clock) or Unix seconds, "epoch": the host wall
        time at which the simulated clock reads `start` (shared by every process of a run),
        "nodes": [{"dir": storage dir, "config": NodeConfig dict,
-                  "board": SoftBoard options (zones, rtc, rated_w, seed, ...)}]}
+                  "board": SoftBoard options (zones, rtc, rated_w, seed, ticks_offset, ...)
+                  and boot_crash: N (the first N boots crash)}]}
 
 Each node runs the unmodified firmware (firmware.node.Node) with its own
 board, storage directory and MQTT connection. Ground truth from each board
@@ -15,7 +16,17 @@ in on stdin, one command a line:
     NODE burnt 1|0        NODE stuck open|closed|none    NODE dark 1|0
     NODE motion           NODE power off|on              NODE pir_dead 1|0
     NODE rtc_dead 1|0     NODE link 1|0                  NODE clock_jump SECONDS
-    stats                 quit
+    NODE boot_crash N     stats                          quit
+
+A node really reboots when it asks to (hal.reset(): the board's on_reset
+hook, cause "soft") and when its board's watchdog expires (checked every
+100 ms real time; cause "watchdog"; see HostedNode.check_watchdog for
+the real-time floor at high speed): the old Node's tasks are stopped and
+its MQTT link dropped without DISCONNECT (as a power cut), the outputs drop
+to off, RAM is lost (a new Node object), the flash is kept; each reboot
+prints `reboot NODE CAUSE T` (T: simulated time). A node whose run() died with an exception (a
+crash at boot: `boot_crash N`) stays dead until its watchdog expires: the
+firmware arms it before booting.
 
 `stats` prints `stats {"nodes", "p50_ms", "p99_ms", "max_ms", "heap_used"}`: how late
 this host's event loop wakes (every node's tick waits on it) over the last
@@ -39,28 +50,84 @@ from firmware.store import DirFS  # noqa: E402
 from hardware.softboard import RealClock, SoftBoard  # noqa: E402
 
 
+WDT_REAL_FLOOR_MS = 25000  # longer than the firmware's longest real-time network wait (~15 s)
+
+
 class HostedNode:
     def __init__(self, spec, clock):
         self.cfg = NodeConfig(spec["config"])
         self.name = self.cfg.node
-        options = spec.get("board", {})
+        options = dict(spec.get("board", {}))
+        boot_crash = int(options.pop("boot_crash", 0))  # a fault present from the first power-on
         self.board = SoftBoard(clock, DirFS(spec["dir"]), truth=self.truth, **options)
+        self.board.boot_crash = boot_crash
+        self.board.on_reset = self._on_reset
         self.node = None
         self.task = None
+        self.powered = False
+        self.reboots = 0
 
     def truth(self, t, what, value):
         print("truth", self.name, "%.3f" % t, what, json.dumps(value))
 
-    def power_on(self):
-        self.board.power_on()
+    def _start(self):
         self.node = Node(self.board, self.cfg)
         self.task = asyncio.create_task(self.node.run())
 
-    def power_off(self):
+    def _drop(self):
+        """The running firmware stops at once, as the chip losing power would stop it."""
         if self.node is not None:
-            self.node.power_cut()
+            self.node.power_cut()  # the link drops without DISCONNECT: the broker publishes the will
             self.node = None
+        if self.task is not None:
+            self.task.cancel()
+            self.task = None
+
+    def power_on(self):
+        if self.powered:
+            return
+        self.powered = True
+        self.board.power_on()
+        self._start()
+
+    def power_off(self):
+        self.powered = False
+        self._drop()
         self.board.power_cut()
+
+    def reboot(self, cause):
+        """A reset (not a power cut): RAM lost, flash and RTC kept, outputs off, boot with `cause`."""
+        if not self.powered:
+            return
+        self._drop()
+        self.board.reboot(cause)
+        self.reboots += 1
+        print("reboot", self.name, cause, "%.3f" % self.board.clock.now())
+        self._start()
+
+    def _on_reset(self):
+        # called from inside the firmware's own task: reboot from a fresh one
+        asyncio.create_task(self._soft_reset())
+
+    async def _soft_reset(self):
+        self.reboot("soft")
+
+    def check_watchdog(self):
+        """Reset the node if its watchdog expired.
+
+        The firmware's network waits (MQTT publish and receive timeouts) are real
+        time while its task heartbeats are board time, so at high speed a healthy
+        node may go unfed for many simulated seconds while it waits on a socket.
+        A node whose firmware is alive is therefore reset only when it also went
+        unfed for WDT_REAL_FLOOR_MS of real time; a node whose run() died (a crash)
+        is reset when its watchdog expires in simulated time, like the chip."""
+        b = self.board
+        if not self.powered or not b.wdt_expired():
+            return
+        dead = self.task is None or self.task.done()
+        speed = getattr(b.clock, "speed", 1.0) or 1.0
+        if dead or b.wdt_unfed_ms() / speed > WDT_REAL_FLOOR_MS:
+            self.reboot("watchdog")
 
     def control(self, words):
         b = self.board
@@ -84,8 +151,21 @@ class HostedNode:
             b.link = arg == "1"
         elif what == "clock_jump":
             b.clock_jump(float(arg))
+        elif what == "boot_crash":
+            b.boot_crash = int(arg or 1)
         else:
             print("error unknown command", what)
+
+
+async def watchdogs(nodes):
+    """Every 100 ms of real time: a board whose watchdog expired resets its node."""
+    while True:
+        await asyncio.sleep_ms(100)
+        for hosted in nodes.values():
+            try:
+                hosted.check_watchdog()
+            except Exception as exc:  # one node's trouble must not stop the others' watchdogs
+                print("error watchdog", hosted.name, repr(exc))
 
 
 class Lateness:
@@ -132,6 +212,7 @@ async def main(path):
     print("ready", len(nodes))
     lateness = Lateness()
     asyncio.create_task(lateness.run())
+    asyncio.create_task(watchdogs(nodes))
     stdin = asyncio.StreamReader(sys.stdin)
     while True:
         line = (await stdin.readline()).decode().strip()

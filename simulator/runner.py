@@ -25,6 +25,7 @@ from simulator.netfaults import LinkProxy
 from simulator.hosts import NodeHost, free_port
 
 ADMIN = ("sim", "mo-phong-%d")
+EXPIRY_S = 1800  # simulated seconds a command lives, as a commune would set it
 
 
 class SimClock(ScaledClock):
@@ -72,7 +73,7 @@ class Run:
             "site": sc.site, "data": {"dir": os.path.join(self.work, "gateway")},
             "http": {"bind": "127.0.0.1", "port": free_port()},
             "broker": {"mode": sc.broker, "host": "127.0.0.1", "bind": "127.0.0.1", "port": broker_port},
-            "commands": {"retry_s": max(30, int(self.speed)), "expiry_s": 6 * 3600},
+            "commands": {"retry_s": max(30, int(self.speed)), "expiry_s": EXPIRY_S},
         })
 
     async def _start_gateway(self, cfg):
@@ -128,6 +129,8 @@ class Run:
             # network timing is real time: at high speed a 60 s reconnect backoff would be hours simulated
             cfg["broker"] = dict(cfg["broker"], keepalive=30, backoff_max_ms=max(200, int(60000 / self.speed)))
             board = dict({"zones": 2, "seed": self.rng.randrange(1, 2**31)}, **node["board"])
+            if node["faults"].get("boot_crash"):  # must be there before the first boot
+                board["boot_crash"] = int(node["faults"]["boot_crash"])
             out.append({"dir": os.path.join(self.work, "flash", node["id"]), "config": cfg, "board": board})
         return out
 
@@ -143,7 +146,8 @@ class Run:
                 self.hosts[spec["config"]["node"]] = host
         for node in self.sc.nodes:  # board faults present from the start
             for fault, value in node["faults"].items():
-                self._board(node["id"], fault, value)
+                if fault != "boot_crash":
+                    self._board(node["id"], fault, value)
 
     def _board(self, node_id, fault, value=True):
         if fault == "stuck":
@@ -152,6 +156,8 @@ class Run:
             words = "clock_jump %s" % float(value)
         elif fault == "motion":
             words = "motion"
+        elif fault == "boot_crash":
+            words = "boot_crash %d" % int(value)
         else:  # burnt, dark, rtc_dead, pir_dead
             words = "%s %d" % (fault, bool(value))
         self.hosts[node_id].send("%s %s" % (node_id, words))
@@ -266,9 +272,13 @@ class Run:
         for node in self.sc.nodes:
             host = self.hosts[node["id"]]
             truth[node["id"]] = [[t, what, value] for t, what, value in _truth(host, node["id"])]
+        reboots = {n["id"]: [[t, cause] for t, cause in self.hosts[n["id"]].reboots(n["id"])] for n in self.sc.nodes}
         gw = self.gw
         db_state = {
-            "commands": [dict(r) for r in gw.db.all("SELECT id, node_id, op, status, created, acked FROM commands")],
+            "commands": [dict(r) for r in gw.db.all(
+                "SELECT id, node_id, op, status, created, acked, expires FROM commands")],
+            "airings": [dict(r) for r in gw.db.all("SELECT node_id, item_id, started, secs, outcome FROM airings")],
+            "reports": self._monthly_reports(gw),
             "gaps": [dict(r) for r in gw.db.all("SELECT * FROM seq_tracker WHERE missing > 0")],
             "alerts": [dict(r) for r in gw.db.all("SELECT node_id, kind, message_vi, opened, closed FROM alerts")],
             "online": {r[0]: bool(r[1]) for r in gw.db.all("SELECT node_id, online FROM node_state")},
@@ -279,7 +289,7 @@ class Run:
             "site": self.sc.site, "start": self.sc.start, "end": end, "wall_seconds": round(wall, 1),
             "nodes": [{"id": n["id"], "name": n["id"], "zones": [n["zone"]], "kind": n["kind"], "lat": n["lat"],
                        "lon": n["lon"]} for n in self.sc.nodes],
-            "truth": truth, "faults": self.faults, "actions": self.actions,
+            "truth": truth, "reboots": reboots, "faults": self.faults, "actions": self.actions,
             "alerts": [{"t": a["opened"], "node": a["node_id"], "kind": a["kind"], "message": a["message_vi"]}
                        for a in db_state["alerts"]],
             "snapshots": sorted({self.sc.start + self.sc.duration / 2} | {b["t"] + 5 for b in self.batches}),
@@ -294,6 +304,21 @@ class Run:
         }
         await self.close()
         return record
+
+    def _monthly_reports(self, gw):
+        """The gateway's monthly report for each local month the run touched."""
+        from gateway.reports import monthly
+
+        tz_s = int(self.sc.site["utc_offset"] * 3600)
+        months = sorted({time.strftime("%Y-%m", time.gmtime(t + tz_s))
+                         for t in (self.sc.start, self.clock.now())})
+        out = {}
+        for month in months:
+            try:
+                out[month] = monthly(gw.db, month, tz_s)
+            except Exception as exc:  # a report that cannot be made fails the assertion reading it
+                out[month] = {"error": repr(exc)}
+        return out
 
     async def close(self):
         for host in set(self.hosts.values()):

@@ -17,7 +17,9 @@
     [[actions]] at = "+30m", do = "schedule" | "emergency" | "stop_emergency" | "program" | "override", body = {...}
     [[faults]]  at = "+2h", do = "partition" | "heal" | "power_cut" | "power_on" | "broker_restart"
                 | "gateway_restart" | "burnt" | "stuck" | "dark" | "motion" | "rtc_dead" | "pir_dead"
-                | "clock_jump" (value = seconds), zone | nodes, value
+                | "clock_jump" (value = seconds) | "boot_crash" (value = N: the next N boots crash),
+                zone | nodes, value
+                ([[nodes]] faults = {boot_crash = 3} crashes the first 3 boots from the start)
     [[assert]]  kind = ..., see simulator/assertions.py
 """
 import calendar
@@ -25,7 +27,7 @@ import tomllib
 
 ACTIONS = ("schedule", "emergency", "stop_emergency", "program", "override")
 FAULTS = ("partition", "heal", "power_cut", "power_on", "broker_restart", "gateway_restart", "burnt", "stuck",
-          "dark", "motion", "rtc_dead", "pir_dead", "clock_jump")
+          "dark", "motion", "rtc_dead", "pir_dead", "clock_jump", "boot_crash")
 
 
 class ScenarioError(ValueError):
