@@ -1,14 +1,24 @@
 """Scenario assertions, judged on ground truth (what the boards did) and the gateway's store.
 
-    [[assert]] kind = "lamps_follow_program"   zone?, from?, to?, tolerance_s = 120, except_faulted = true
+    [[assert]] kind = "lamps_follow_program"   zone?, from?, to?, tolerance_s = 120, except_faulted = true,
+                                               jump_window_s = 900 (clock_jump nodes are judged too, except
+                                               this long after each jump: the gateway's correction)
     [[assert]] kind = "lamp_level"             node | zone, at, level, tolerance = 0
     [[assert]] kind = "amplifiers_on_within"   emergency = 0 (index among emergency actions), seconds = 1.0 (real time)
     [[assert]] kind = "aired"                  zone?, from, to, min_nodes
-    [[assert]] kind = "no_command_lost"        grace = "5m" (commands created this close to the end may still be on their way)
+    [[assert]] kind = "no_command_lost"        grace = "5m" (commands created this close to the end may still be on
+                                               their way); a command that expired unanswered although its node
+                                               was reachable during its life is lost
     [[assert]] kind = "no_event_gap"
     [[assert]] kind = "recovered_within"       after = "+2h", within = "10m", zone? | nodes?
     [[assert]] kind = "alert"                  alert = "lamp_fault", nodes? | zone?
-    [[assert]] kind = "lamps_off_without_clock" nodes  (no RTC after a power cut: safe behaviour = photocell)
+    [[assert]] kind = "lamps_off_without_clock" nodes, tolerance_s = 5  (whenever the board's RTC is invalid the
+                                               light follows the photocell: 0 when light, on when dark)
+    [[assert]] kind = "safe_mode"              nodes? | zone?  (the gateway got safe_mode then safe_mode_ended,
+                                               and the board really rebooted at least 3 times)
+    [[assert]] kind = "airings"                zone?, per_day = 1  (the gateway's airings: per_day per local day,
+                                               each "ended", and the monthly report counts exactly those)
+    [[assert]] kind = "never_offline"          nodes? | zone?, from?  (the gateway never showed them offline)
 """
 import json
 
@@ -66,8 +76,9 @@ def lamps_follow_program(spec, sc, record, db, run):
     t0 = record["start"] + seconds(spec.get("from", 0), "from")
     t1 = record["start"] + seconds(spec["to"], "to") if "to" in spec else record["end"]
     tol = seconds(spec.get("tolerance_s", 120), "tolerance_s")
-    faulted = {n["id"] for n in sc.nodes if n["faults"]}
-    faulted |= {t for f in record["faults"] for t in f["targets"] if f["kind"] in ("burnt", "stuck", "rtc_dead", "clock_jump")}
+    jump_window = seconds(spec.get("jump_window_s", 900), "jump_window_s")
+    faulted = {n["id"] for n in sc.nodes if {k for k in n["faults"] if k != "clock_jump"}}
+    faulted |= {t for f in record["faults"] for t in f["targets"] if f["kind"] in ("burnt", "stuck", "rtc_dead")}
     nodes = [n for n in sc.nodes if n["kind"] in ("lamp", "both") and (spec.get("zone") in (None, n["zone"]))
              and not (spec.get("except_faulted", True) and n["id"] in faulted)]
     checked = bad = 0
@@ -75,6 +86,10 @@ def lamps_follow_program(spec, sc, record, db, run):
     for node in nodes:
         rows = record["truth"][node["id"]]
         windows = _off_windows(record, node["id"])
+        windows += [(f["t"], f["t"] + jump_window) for f in record["faults"]  # the gateway corrects a jump
+                    if f["kind"] == "clock_jump" and (node["id"] in f["targets"] or not f["targets"])]
+        if "clock_jump" in node["faults"]:
+            windows.append((record["start"], record["start"] + jump_window))
         t = t0 + SAMPLE_S
         while t < t1 - tol:
             near_change = any(abs(program.decide(int(x), tz_s, sun).level - program.decide(int(t), tz_s, sun).level)
@@ -141,13 +156,65 @@ def aired(spec, sc, record, db, run):
                    "%d of %d loudspeakers aired between +%s and +%s" % (len(airing), len(nodes), spec["from"], spec["to"]))
 
 
+def _unreachable_windows(record, node_id):
+    """Power cuts of the node and partitions of its zone (or of every zone)."""
+    out = list(_off_windows(record, node_id))
+    zone = next((n["zones"][0] for n in record["nodes"] if n["id"] == node_id), None)
+    cut = None
+    for f in record["faults"]:
+        f_zone = f["detail"][5:] if f["detail"].startswith("zone ") else None
+        if f["kind"] == "partition" and f_zone in ("all", zone):
+            cut = f["t"] if cut is None else cut
+        elif f["kind"] == "heal" and cut is not None:
+            out.append((cut, f["t"]))
+            cut = None
+    if cut is not None:
+        out.append((cut, record["end"]))
+    return out
+
+
+def _reachable_during(run, record, node_id, t0, t1):
+    """Seconds within [t0, t1] in which the gateway saw the node online outside its power cut and partition windows."""
+    log = sorted((t, on) for t, n, on in run.online_log if n == node_id)
+    spans, since = [], None
+    for t, on in log:
+        if on and since is None:
+            since = t
+        elif not on and since is not None:
+            spans.append((since, t))
+            since = None
+    if since is not None:
+        spans.append((since, record["end"]))
+    blocked = _unreachable_windows(record, node_id)
+    total = 0.0
+    for a, b in spans:
+        a, b = max(a, t0), min(b, t1)
+        if b <= a:
+            continue
+        cuts = sorted((max(a, x), min(b, y)) for x, y in blocked if y > a and x < b)
+        free, at = 0.0, a
+        for x, y in cuts:
+            if x > at:
+                free += x - at
+            at = max(at, y)
+        free += max(0.0, b - at)
+        total += free
+    return total
+
+
 def no_command_lost(spec, sc, record, db, run):
     grace = seconds(spec.get("grace", "5m"), "grace")
+    reach_s = float(spec.get("reachable_s", 60))  # online this long during its life: it could have been delivered
     open_ = [c for c in db["commands"] if c["status"] in ("pending", "sent") and c["created"] < record["end"] - grace]
-    done = [c for c in db["commands"] if c["status"] in ("applied", "rejected", "expired", "superseded")]
-    return _result(spec.get("name", "no command lost"), not open_,
-                   "%d commands: %d answered or expired; unanswered: %s" % (
-                       len(db["commands"]), len(done), [(c["id"], c["node_id"], c["op"]) for c in open_][:8] or "none"))
+    expired = [c for c in db["commands"] if c["status"] == "expired"]
+    lost_expired = [c for c in expired if _reachable_during(
+        run, record, c["node_id"], c["created"], c.get("expires") or record["end"]) >= reach_s]
+    done = [c for c in db["commands"] if c["status"] in ("applied", "rejected", "superseded")]
+    lost = open_ + lost_expired
+    return _result(spec.get("name", "no command lost"), not lost,
+                   "%d commands: %d answered, %d expired (%d of them while the node was reachable); "
+                   "unanswered: %s" % (len(db["commands"]), len(done), len(expired), len(lost_expired),
+                                       [(c["id"], c["node_id"], c["op"], c["status"]) for c in lost][:8] or "none"))
 
 
 def no_event_gap(spec, sc, record, db, run):
@@ -183,21 +250,141 @@ def alert(spec, sc, record, db, run):
                    "raised for %s; missing: %s" % (sorted(found)[:10] or "nobody", missing or "none"))
 
 
+def _dark_series(sc, record, node_id):
+    """[(t, dark)] as the scenario set the node's photocell (False until told otherwise)."""
+    node = next(n for n in sc.nodes if n["id"] == node_id)
+    out = [(record["start"], bool(node["faults"].get("dark", False)))]
+    for f in record["faults"]:
+        if f["kind"] == "dark" and (node_id in f["targets"] or not f["targets"]):
+            out.append((f["t"], f["detail"] not in ("False", "false", "0")))
+    return out
+
+
 def lamps_off_without_clock(spec, sc, record, db, run):
-    """After a power cut with a dead RTC battery the node has no time: it must follow the photocell."""
+    """Whenever the board's RTC is invalid (after the first power-on) the light follows the photocell."""
     ids = sc.targets(spec)
+    tol = seconds(spec.get("tolerance_s", 5), "tolerance_s")
+    step = 5.0
+    bad, checked, windows_seen = [], 0, 0
+    for node_id in ids:
+        rows = record["truth"][node_id]
+        rtc = state_series(rows, "rtc")
+        power = state_series(rows, "power")
+        dark = _dark_series(sc, record, node_id)
+        changes = sorted([t for t, _ in rtc] + [t for t, _ in power] + [t for t, _ in dark])
+        windows, since = [], None
+        for t, valid in rtc:
+            if not valid and since is None:
+                since = t
+            elif valid and since is not None:
+                windows.append((since, t))
+                since = None
+        if since is not None:
+            windows.append((since, record["end"]))
+        windows_seen += len(windows)
+        first = None
+        for a, b in windows:
+            t = a + tol
+            while t < b:
+                if value_at(power, t, False) and not any(0 <= t - c < tol for c in changes):
+                    want_on = value_at(dark, t, False)
+                    got = _light(rows, t)
+                    checked += 1
+                    if bool(got) != want_on and first is None:
+                        first = "%s at %s: no clock, %s, light %s%%" % (
+                            node_id, _hhmm(t, int(sc.site["utc_offset"] * 3600)), "dark" if want_on else "daylight", got)
+                t += step
+        if first:
+            bad.append(first)
+        elif not windows:
+            bad.append(node_id + " (its clock was never invalid)")
+    return _result(spec.get("name", "without a clock the lamps follow the photocell"), ids and not bad,
+                   "%d nodes, %d windows without a clock, %d samples; problems: %s" % (
+                       len(ids), windows_seen, checked, bad[:5] or "none"))
+
+
+def _ids(spec, sc):
+    return sc.targets(spec) if ("nodes" in spec or "zone" in spec) else [n["id"] for n in sc.nodes]
+
+
+def safe_mode(spec, sc, record, db, run):
+    """The gateway heard safe_mode and then safe_mode_ended; the board really rebooted at least 3 times."""
+    ids = _ids(spec, sc)
+    need = int(spec.get("reboots", 3))
     bad = []
     for node_id in ids:
-        invalid = [e for e in db["events"] if e["node_id"] == node_id and e["kind"] == "boot"
-                   and json.loads(e["data"]).get("clock") == "invalid"]
-        if not invalid:
-            bad.append(node_id + " (booted with a clock)")
-    return _result(spec.get("name", "no-clock nodes boot on the photocell"), ids and not bad,
-                   "%d nodes; problems: %s" % (len(ids), bad or "none"))
+        events = sorted((e["received"], e["kind"]) for e in db["events"] if e["node_id"] == node_id)
+        entered = next((t for t, k in events if k == "safe_mode"), None)
+        ended = next((t for t, k in events if k == "safe_mode_ended" and entered is not None and t >= entered), None)
+        reboots = len(record.get("reboots", {}).get(node_id, []))
+        power_ons = sum(1 for _, v in state_series(record["truth"][node_id], "power") if v) - 1
+        n = max(reboots, power_ons)
+        if entered is None:
+            bad.append(node_id + ": no safe_mode event")
+        elif ended is None:
+            bad.append(node_id + ": safe_mode never ended")
+        if n < need:
+            bad.append("%s: %d reboots" % (node_id, n))
+    return _result(spec.get("name", "safe mode entered and left"), ids and not bad,
+                   "%d nodes; problems: %s" % (len(ids), bad[:6] or "none"))
+
+
+def airings(spec, sc, record, db, run):
+    import time
+
+    per_day = int(spec.get("per_day", 1))
+    tz_s = int(sc.site["utc_offset"] * 3600)
+    day = lambda t: time.strftime("%Y-%m-%d", time.gmtime(t + tz_s))
+    speakers = [n["id"] for n in sc.nodes if n["kind"] in ("speaker", "both") and spec.get("zone") in (None, n["zone"])]
+    days = []
+    t = record["start"]
+    while day(t) <= day(record["end"] - 1):
+        if day(t) not in days:
+            days.append(day(t))
+        t += 3600
+    rows = [a for a in db["airings"] if a["node_id"] in speakers]
+    bad = []
+    for node_id in speakers:
+        for d in days:
+            n = sum(1 for a in rows if a["node_id"] == node_id and day(a["started"]) == d)
+            if n != per_day:
+                bad.append("%s on %s: %d airings" % (node_id, d, n))
+    not_ended = [(a["node_id"], a["item_id"], a["outcome"]) for a in rows if a["outcome"] != "ended"]
+    if not_ended:
+        bad.append("not ended: %s" % not_ended[:6])
+    for month, rep in sorted(db.get("reports", {}).items()):
+        if "error" in rep:
+            bad.append("report %s: %s" % (month, rep["error"]))
+            continue
+        mine = [a for a in db["airings"] if time.strftime("%Y-%m", time.gmtime(a["started"] + tz_s)) == month]
+        items = len({a["item_id"] for a in mine})
+        minutes = round(sum(a["secs"] for a in mine) / 60.0, 1)
+        if rep["broadcasts"] != items or abs(rep["speaker_minutes"] - minutes) > 0.05:
+            bad.append("report %s: %s broadcasts, %s speaker-minutes; airings: %d, %s" % (
+                month, rep["broadcasts"], rep["speaker_minutes"], items, minutes))
+    return _result(spec.get("name", "%d airing(s) a day on every loudspeaker" % per_day), speakers and not bad,
+                   "%d loudspeakers, %d days, %d airings; problems: %s" % (
+                       len(speakers), len(days), len(rows), bad[:6] or "none"))
+
+
+def never_offline(spec, sc, record, db, run):
+    ids = _ids(spec, sc)
+    t0 = record["start"] + seconds(spec.get("from", "10m"), "from")  # the first connection takes a moment
+    bad = []
+    for node_id in ids:
+        log = [(t, on) for t, n, on in run.online_log if n == node_id]
+        if not value_at(log, t0, False):
+            bad.append("%s not online at +%s" % (node_id, spec.get("from", "10m")))
+        offs = [t for t, on in log if not on and t > t0]
+        if offs:
+            bad.append("%s offline at %s" % (node_id, _hhmm(offs[0], int(sc.site["utc_offset"] * 3600))))
+    return _result(spec.get("name", "the gateway never showed a node offline"), ids and not bad,
+                   "%d nodes; problems: %s" % (len(ids), bad[:6] or "none"))
 
 
 KINDS = {f.__name__: f for f in (lamps_follow_program, lamp_level, amplifiers_on_within, aired, no_command_lost,
-                                  no_event_gap, recovered_within, alert, lamps_off_without_clock)}
+                                  no_event_gap, recovered_within, alert, lamps_off_without_clock, safe_mode, airings,
+                                  never_offline)}
 
 
 def evaluate(sc, record, db, run):

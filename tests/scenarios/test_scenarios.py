@@ -1,4 +1,4 @@
-"""The four CI scenarios, each run exactly as a developer would: python -m simulator run ...
+"""The CI scenarios, each run exactly as a developer would: python -m simulator run ...
 
 Reports (summary.json, junit.xml, index.html) are kept in build/sim/<scenario>.
 """
@@ -10,7 +10,7 @@ import sys
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-SCENARIOS = ["bad-hardware", "outage", "smoke", "emergency"]
+SCENARIOS = ["bad-hardware", "outage", "smoke", "emergency", "boot-loop", "daily-news"]  # long/: make sim only
 
 
 @pytest.mark.parametrize("name", SCENARIOS)
