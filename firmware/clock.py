@@ -9,6 +9,12 @@ States (reported in birth and telemetry):
 Sync is NTP-shaped: the node sends its monotonic ms `t1` in a time request;
 the gateway answers with t1, its receive time t2 and send time t3; at t4 the
 node knows the round trip and sets time to t3 + half of it.
+
+Which syncs may move the clock (`acceptable`): an answer to the node's own
+outstanding request (its t1 echoed, round trip under a minute), or an
+unsolicited one that a valid clock judges unexpired. A stale sync (queued
+by the broker for hours) or an unsolicited one with no valid clock to
+judge it changes nothing; the node then asks for the time itself.
 """
 from protocol.messages import CLOCK_INVALID, CLOCK_RTC, CLOCK_SYNCED
 
@@ -20,9 +26,11 @@ STEP_EVENT_S = 2  # steps larger than this are reported as events
 
 
 class NodeClock:
-    def __init__(self, hal):
+    def __init__(self, hal, uptime):
         self.hal = hal
-        self.synced_at = None  # ticks ms of the last sync
+        self.uptime = uptime
+        self.synced_at = None  # uptime ms of the last sync
+        self.pending_t1 = None  # ticks of our outstanding time request (echoed as t1 in the answer)
         self.last_step = None
         self.drift_ppm = None
 
@@ -45,7 +53,28 @@ class NodeClock:
     def needs_sync(self):
         if self.synced_at is None:
             return True
-        return self.hal.ticks_diff(self.hal.ticks_ms(), self.synced_at) > RESYNC_S * 1000
+        return self.uptime.ms() - self.synced_at > RESYNC_S * 1000
+
+    def request(self):
+        """t1 for a new time request: the ticks now (MicroPython small int, wraps at 2**30)."""
+        self.pending_t1 = self.hal.ticks_ms()
+        return self.pending_t1
+
+    def acceptable(self, t1, expires):
+        """(ok, why): may a time_sync with this echo and expiry set the clock?"""
+        if t1 is not None:
+            if t1 != self.pending_t1:
+                return False, "answers no request of ours (stale or from before a reboot)"
+            rtt = self.hal.ticks_diff(self.hal.ticks_ms(), t1)
+            if not 0 <= rtt < 60000:
+                return False, "the answer came %d ms after the request" % rtt
+            return True, ""
+        now = self.now()
+        if now is None:
+            return False, "unsolicited, and there is no valid clock to judge its expiry"
+        if now > expires:
+            return False, "unsolicited and expired %d s ago" % (now - expires)
+        return True, ""
 
     def apply_sync(self, t1, t2, t3):
         """Set the clock from a time_sync answer (t2, t3 in Unix ms; t1 our ticks echo).
@@ -54,6 +83,8 @@ class NodeClock:
         arithmetic throughout; the clock is set to the nearest second.
         """
         t4 = self.hal.ticks_ms()
+        if t1 is not None and t1 == self.pending_t1:
+            self.pending_t1 = None  # answered: a second answer to it is stale
         rtt = None
         true_ms = t3
         if t1 is not None:
@@ -66,10 +97,10 @@ class NodeClock:
         before = self.now()
         step = None if before is None else true_s - before
         if step is not None and self.synced_at is not None:
-            elapsed = self.hal.ticks_diff(t4, self.synced_at) // 1000
+            elapsed = (self.uptime.ms() - self.synced_at) // 1000
             if elapsed > 600:
                 self.drift_ppm = -step * 1000000 // elapsed
         self.hal.set_time(true_s)
-        self.synced_at = t4
+        self.synced_at = self.uptime.ms()
         self.last_step = step
         return step, rtt

@@ -9,8 +9,10 @@ a ramp takes time to settle):
 
 
 class LampControl:
-    def __init__(self, hal, cfg, energy, emit):
+    def __init__(self, hal, cfg, energy, lit, emit, uptime):
         self.hal = hal
+        self.uptime = uptime  # ms since boot, never wraps
+        self.lit = lit  # BatchedValue: seconds the lamp was lit, kept across reboots
         self.ramp_ms = cfg.ramp_ms
         self.fault_ma = cfg.fault_ma
         self.dayburn_ma = cfg.dayburn_ma
@@ -23,15 +25,14 @@ class LampControl:
         self._suspect = None
         self._suspect_since = 0
         self._changed_at = 0
-        self._last_ticks = None
-        self._mono_s = 0.0  # seconds since boot, summed from tick differences so it never wraps
+        self._last_ms = None
 
     def drive(self, level, reason=None):
         """Make the outputs match `level` (0..100); cheap when nothing changes."""
         self.reason = reason
         if level == self.level:
             return
-        now = self.hal.ticks_ms()
+        now = self.uptime.ms()
         self._changed_at = now
         if level > 0:
             self.hal.lamp_relay(True)
@@ -44,18 +45,20 @@ class LampControl:
     def check(self):
         """Energy and fault detection; call every tick after drive()."""
         hal = self.hal
-        now = hal.ticks_ms()
+        now = self.uptime.ms()
         watts = hal.lamp_power_w()
-        if self._last_ticks is not None and watts:
-            dt = hal.ticks_diff(now, self._last_ticks) / 1000.0
+        if self._last_ms is not None and watts:
+            dt = (now - self._last_ms) / 1000.0
             if 0 < dt < 3600:
-                self._mono_s += dt
-                self.energy.update(self.energy.value + watts * dt / 3600.0, self._mono_s)
-        self._last_ticks = now
+                up_s = now // 1000
+                self.energy.update(self.energy.value + watts * dt / 3600.0, up_s)
+                if self.level:
+                    self.lit.update(self.lit.value + dt, up_s)
+        self._last_ms = now
         ma = hal.lamp_current_ma()
         if ma is None or self.level is None:
             return
-        if hal.ticks_diff(now, self._changed_at) < self.ramp_ms + 1000:
+        if now - self._changed_at < self.ramp_ms + 1000:
             return  # still switching or ramping: the reading says nothing yet
         # Driven on, only a lamp fault can be judged; driven off, only a day-burner.
         kind = "lamp_fault" if self.level > 0 else "day_burner"
@@ -69,7 +72,7 @@ class LampControl:
         if self._suspect != kind:
             self._suspect = kind
             self._suspect_since = now
-        if self.fault != kind and hal.ticks_diff(now, self._suspect_since) >= self.fault_ms:
+        if self.fault != kind and now - self._suspect_since >= self.fault_ms:
             self.fault = kind
             self.emit(kind, {"level": self.level, "ma": ma, "relay": hal.lamp_relay_state()})
 
@@ -79,4 +82,5 @@ class LampControl:
             "relay": bool(self.hal.lamp_relay_state()),
             "w": round(self.hal.lamp_power_w() or 0.0, 1),
             "wh": round(self.energy.value, 1),
+            "on_s": int(self.lit.value),
         }

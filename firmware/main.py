@@ -7,6 +7,7 @@ by its photocell and says on the serial console what is wrong.
 """
 import asyncio
 import json
+import time
 
 CONFIG = "/config.json"
 STORAGE = "/data"
@@ -52,7 +53,12 @@ def main():
     hal = Esp32Hal(cfg.board, {"wifi_ssid": wifi.get("ssid"), "wifi_password": wifi.get("password"),
                                "storage_dir": STORAGE})
     hal.net_connect()
-    asyncio.run(Node(hal, cfg).run())
+    try:
+        asyncio.run(Node(hal, cfg).run())  # arms the watchdog before it boots
+    except Exception as exc:  # a crash: say why, then let the watchdog reset us (it counts towards safe mode)
+        hal.log("denloa: crashed (%r); waiting for the watchdog" % exc)
+        while True:
+            time.sleep_ms(1000)
 
 
 main()

@@ -16,10 +16,12 @@ module-level state, so one interpreter can host many (the simulator does).
 import gc
 
 from firmware.clock import STEP_EVENT_S, NodeClock
+from firmware.cmdlog import CommandLog
 from firmware.events import EventLog
 from firmware.lamp import LampControl
 from firmware.speaker import Loudspeaker
-from firmware.store import BatchedValue, PersistentCounter, Store, StoreError
+from firmware.store import BatchedValue, Store, StoreError
+from firmware.uptime import Uptime
 from protocol import commands, topics
 from protocol.auth import to_hex
 from protocol.errors import ProtocolError
@@ -30,17 +32,19 @@ from protocol.program import LampProgram, Override, SunSource, default_program, 
 # Programs are stored as the exact command bodies that delivered them (no re-encoding,
 # one atomic write); at boot the newest body (highest counter) carrying each part wins.
 PROGRAM_FILES = ("prog-both", "prog-lamp", "prog-plan")
-STATE_FILE = "state.json"  # overrides and master volume
-ACKS_FILE = "acks.json"
+STATE_FILE = "state.json"  # overrides and master volume, and the command that last changed them
 BOOTS_FILE = "boots.json"
 ABNORMAL = ("watchdog", "panic", "brownout")
 SAFE_AFTER = 3  # abnormal resets in a row (each within STABLE_MS of boot) -> safe mode
-STABLE_MS = 10 * 60 * 1000
+STABLE_MS = 10 * 60 * 1000  # this long up without a reset: the count starts again and safe mode ends
 WDT_MS = 30000
 BEAT_MS = 20000  # a task silent for longer is considered dead
-MAX_ACKS = 8
+MAX_OUTBOX = 8
 MAX_RESTARTS = 5
 BIG_COMMAND = 2048
+HOLD_MS = 20000  # with no valid clock a command waits this long for the time before it is refused
+MAX_HELD = 4
+STORED_OPS = (commands.SET_PROGRAM, commands.LAMP_OVERRIDE, commands.SET_VOLUME)  # effects kept on flash
 
 
 class Node:
@@ -48,23 +52,26 @@ class Node:
         self.hal = hal
         self.cfg = cfg
         self.store = Store(hal.fs, log=hal.log)
-        self.counter = PersistentCounter(self.store, "counter")
+        self.uptime = Uptime(hal)
+        self.counter = CommandLog(self.store, cfg.key)  # the counter and the applied cmd_ids
         self.energy = BatchedValue(self.store, "energy", min_interval_s=600, min_delta=10.0)
+        self.lit = BatchedValue(self.store, "lit_s", min_interval_s=600, min_delta=3600)
         self.boot_id = to_hex(hal.random_bytes(4))
         self.events = EventLog(self.boot_id)
-        self.clock = NodeClock(hal)
-        self.lamp = LampControl(hal, cfg, self.energy, self.emit) if cfg.has_lamp else None
-        self.speaker = Loudspeaker(hal, cfg, self.emit) if hal.zone_count() else None
+        self.clock = NodeClock(hal, self.uptime)
+        self.lamp = LampControl(hal, cfg, self.energy, self.lit, self.emit, self.uptime) if cfg.has_lamp else None
+        self.speaker = Loudspeaker(hal, cfg, self.emit, self.uptime) if hal.zone_count() else None
         self.sun = SunSource(cfg.lat, cfg.lon, cfg.tz_hours)
         self.program = default_program()
         self.plan = None
         self.overrides = []
-        self.recent_acks = []  # [[cmd_id, result, reason]] of applied commands, newest last
         self.outbox = []  # [(topic, payload)] acks waiting for the link
+        self.held = []  # [(topic, payload bytes, uptime ms, counter then)]: commands waiting for a valid clock
         self.safe_mode = False
         self.motion_at = None
-        self.booted_at = 0
+        self.booted = False
         self.stable = False
+        self._day = None  # local day number of the last tick (lamp counters at midnight)
         self.mqtt = None
         self.running = False
         self.reboot_pending = None
@@ -73,6 +80,8 @@ class Node:
         self._last_tele = None
         self._birth_due = False
         self._last_time_request = None
+        self._time_wanted = False  # ask for the time at once, synced or not
+        self._reload_due = False  # the plan is on flash but could not be read back into RAM yet
         self._lamp_decision = None
         t = self.topic = {}
         for kind in topics.NODE_KINDS:
@@ -81,26 +90,32 @@ class Node:
     # ---- boot --------------------------------------------------------------
     def boot(self):
         hal = self.hal
-        self.booted_at = hal.ticks_ms()
+        self.booted = True
         cause = hal.reset_cause()
-        self._count_boot(cause)
-        self._load()
+        count = self._count_boot(cause)
+        found = self._load()
+        found = self._load_programs() or found
+        self.counter.resolve(found, self.clock.now())
         self.tick()  # lamps right from flash and RTC alone, before any network
         if self.counter.lost:  # old commands could be replayed until they expire: say so
             self.emit("storage_error", {"file": "counter", "error": "command counter lost; re-provision the key"})
         self.emit("boot", {"cause": cause, "safe": self.safe_mode, "clock": self.clock.state,
                            "lamp": self.program.version, "plan": self.plan.version if self.plan else 0})
         if self.safe_mode:
-            self.emit("safe_mode", {"abnormal_resets": SAFE_AFTER})
+            self.emit("safe_mode", {"abnormal_resets": count, "cause": cause})
 
     def _count_boot(self, cause):
         boots = self.store.load_json(BOOTS_FILE) or {}
         count = boots.get("abnormal", 0) + 1 if cause in ABNORMAL else 0
         self.safe_mode = count >= SAFE_AFTER
         self._save_json(BOOTS_FILE, {"abnormal": count, "cause": cause})
+        return count
 
-    def _load(self):
+    def _load_programs(self):
+        """Program and plan from the stored command bodies: the newest carrying each part wins.
+        True if one of them was made by the command log's pending cmd_id."""
         lamp_ctr = plan_ctr = -1
+        found = False
         for name in PROGRAM_FILES:
             body = self.store.load(name)
             if body is None:
@@ -116,6 +131,13 @@ class Node:
                 self.program, lamp_ctr = args["lamp"], cmd.counter
             if args.get("plan") is not None and cmd.counter > plan_ctr:
                 self.plan, plan_ctr = args["plan"], cmd.counter
+            if self.counter.pending is not None and cmd.cmd_id == self.counter.pending[0]:
+                found = True  # a power cut came after this program was stored, before the log said so
+            cmd = args = None
+        return found
+
+    def _load(self):
+        """Overrides, volume, the command log's loose ends."""
         state = self.store.load_json(STATE_FILE) or {}
         try:
             self.overrides = [Override.from_json(o) for o in state.get("overrides", [])]
@@ -124,8 +146,7 @@ class Node:
         if self.speaker is not None:
             vol = state.get("volume", 100)
             self.speaker.master_volume = vol if isinstance(vol, int) and 0 <= vol <= 100 else 100
-        acks = self.store.load_json(ACKS_FILE)
-        self.recent_acks = acks if isinstance(acks, list) else []
+        return self.counter.pending is not None and state.get("cmd") == self.counter.pending[0]
 
     def _save_json(self, name, obj):
         try:
@@ -140,6 +161,10 @@ class Node:
         hal = self.hal
         hal.service()
         now = self.clock.now()
+        if self._reload_due:
+            self._reload_programs()
+        if self.held:
+            self._release_held(now)
         if hal.motion_since_last():
             self.motion_at = now
         if self.lamp is not None:
@@ -148,11 +173,25 @@ class Node:
             self.lamp.check()
         if self.speaker is not None:
             self.speaker.update(now, self.plan, self.safe_mode)
-        if not self.stable and hal.ticks_diff(hal.ticks_ms(), self.booted_at) >= STABLE_MS:
-            self.stable = True  # up long enough: the boot-loop count starts again
-            self._save_json(BOOTS_FILE, {"abnormal": 0, "cause": "stable"})
+        if not self.stable and self.uptime.ms() >= STABLE_MS:
+            self._stable()
         if now is not None and self.overrides and self.overrides[0].until <= now:
             self.overrides = [o for o in self.overrides if o.until > now]
+        if now is not None and self.lamp is not None:
+            day = (now + self.cfg.tz_s) // 86400
+            if self._day is not None and day != self._day:  # local midnight: the day's counters, reliably
+                self.emit("lamp_counters", {"on_s": int(self.lit.value), "wh": round(self.energy.value, 1)})
+            self._day = day
+
+    def _stable(self):
+        """Up for STABLE_MS: the boot-loop count starts again, and safe mode ends."""
+        self.stable = True
+        self._save_json(BOOTS_FILE, {"abnormal": 0, "cause": "stable"})
+        if self.safe_mode:
+            self.safe_mode = False
+            self.emit("safe_mode_ended", {"up_s": self.uptime.seconds()})
+            self._birth_due = True  # the retained state must say safe: false
+            self.tick()
 
     def lamp_level(self, now):
         """(level, reason): program by the clock, else the photocell."""
@@ -172,51 +211,138 @@ class Node:
     def _ts(self):
         return self.clock.now()
 
-    def _ack(self, cmd_id, result, reason=None, detail=None, remember=True):
-        # Only applied commands are remembered: a rejected one had no effect and may be
-        # retried (re-signed, after a sync, once the flash has room) and judged again.
-        if remember and cmd_id is not None and result == APPLIED:
-            self.recent_acks = [a for a in self.recent_acks if a[0] != cmd_id][-(MAX_ACKS - 1):]
-            self.recent_acks.append([cmd_id, result, reason])
-            self._save_json(ACKS_FILE, self.recent_acks)
-        payload = Ack(cmd_id, result, reason, detail[:200] if detail else None, self._ts()).encode()
+    def _ack(self, cmd_id, result, reason=None, detail=None, ctr=None):
+        payload = Ack(cmd_id, result, reason, detail[:200] if detail else None, self._ts(), ctr).encode()
         self.outbox.append((self.topic[topics.ACK], payload))
-        if len(self.outbox) > MAX_ACKS:
+        if len(self.outbox) > MAX_OUTBOX:
             self.outbox.pop(0)
+
+    def _reject(self, cmd_id, reason, detail, **more):
+        """Rejected (no effect, nothing remembered: a retry is judged again), acked and reported."""
+        ctr = self.counter.value if reason == commands.REPLAY else None
+        self._ack(cmd_id, REJECTED, reason, detail, ctr)
+        data = {"id": cmd_id, "reason": reason, "detail": (detail or "")[:100]}
+        if ctr is not None:
+            data["ctr"] = ctr
+        data.update(more)
+        self.emit("cmd_rejected", data)
 
     # ---- commands ----------------------------------------------------------
     def handle_message(self, topic, payload):
         """One message from the broker; only our cmd topic is subscribed."""
-        cfg = self.cfg
+        self._handle(topic, payload, self.clock.now())
+        self.tick()  # the effect is visible at once, not at the next tick
+
+    def _handle(self, topic, payload, now, last_counter=None):
         big = len(payload) > BIG_COMMAND
-        if big:  # likely a new plan: make room to parse it (the old one is on flash)
+        dropped = big and self.plan is not None
+        if dropped:  # likely a new plan: make room to parse it (the old one is on flash)
             self.plan = None
             gc.collect()
-        v = commands.verify(payload, topic, cfg.site, cfg.node, cfg.key, self.counter.value, self.clock.now())
-        if big and not (v.ok and v.command.op == commands.SET_PROGRAM and v.command.args["plan"]):
-            self._load()
-        if v.command is not None:  # authentic: a cmd_id we already answered gets that answer again
-            for cmd_id, result, reason in self.recent_acks:
-                if cmd_id == v.cmd_id:  # a gateway retry (maybe re-signed with a newer counter): no second effect
-                    self._ack(cmd_id, result, reason, "duplicate", remember=False)
-                    return
+        try:
+            self._verify_and_apply(topic, payload, now, big, last_counter)
+        finally:
+            if dropped and self.plan is None:  # every path but a new stored plan: the old one comes back
+                self._reload_programs()
+
+    def _reload_programs(self):
+        """The stored plan back into RAM; if the heap is too fragmented now, again at the next tick."""
+        gc.collect()
+        try:
+            self._load_programs()
+            self._reload_due = False
+        except MemoryError:
+            self._reload_due = True
+
+    def _verify_and_apply(self, topic, payload, now, big, last_counter):
+        cfg = self.cfg
+        log = self.counter
+        # a held command is judged against the counter it arrived above (a time sync may have passed it)
+        v = commands.verify(payload, topic, cfg.site, cfg.node, cfg.key,
+                            log.value if last_counter is None else last_counter, now)
+        cmd = v.command
+        if cmd is not None and log.find(v.cmd_id) is not None:
+            # a gateway retry (maybe re-signed with a newer counter): the same answer, no second effect
+            entry = log.find(v.cmd_id)
+            self._ack(v.cmd_id, entry[2], entry[3], "duplicate")
+            return
         if not v.ok:
-            self._ack(v.cmd_id, REJECTED, v.reason, v.detail)
-            self.emit("cmd_rejected", {"id": v.cmd_id, "reason": v.reason, "detail": v.detail[:100]})
+            more = {"got": cmd.counter} if cmd is not None and v.reason == commands.REPLAY else {}
+            self._reject(v.cmd_id, v.reason, v.detail, **more)
+            return
+        if cmd.op == commands.TIME_SYNC:
+            ok, why = self.clock.acceptable(cmd.args["t1"], cmd.expires)
+            if not ok:  # a stale or unjudgeable sync moves nothing; ask for the time properly instead
+                self._reject(v.cmd_id, commands.EXPIRED, "time sync " + why)
+                self._time_wanted = True
+                return
+        elif now is None:
+            self._hold(topic, payload, v, big)
+            return
+        if cmd.op in STORED_OPS:
+            self._apply_stored(v, now)
             return
         try:
-            cmd = v.accept(self.counter.advance)
+            v.accept(lambda ctr: log.record(ctr, cmd.cmd_id, cmd.expires, now))
         except StoreError as exc:
             self._ack(v.cmd_id, REJECTED, "storage", str(exc))
-            self.emit("storage_error", {"file": "counter", "error": str(exc)[:100]})
+            self.emit("storage_error", {"file": "cmdlog", "error": str(exc)[:100]})
+            return
+        error = self.apply(cmd)
+        if error is None:
+            self._ack(cmd.cmd_id, APPLIED)
+        else:  # refused after it was recorded (e.g. no loudspeaker): it stays refused on a retry
+            self._ack(cmd.cmd_id, REJECTED, error[0], error[1])
+            try:
+                log.record(log.value, cmd.cmd_id, cmd.expires, now, REJECTED, error[0])
+            except StoreError:
+                pass
+
+    def _apply_stored(self, v, now):
+        """Program, override, volume: begin in the log, the effect's own write, finish in the log."""
+        log = self.counter
+        cmd = v.command
+        try:
+            v.accept(lambda ctr: log.begin(ctr, cmd.cmd_id, cmd.expires))
+        except StoreError as exc:
+            self._ack(v.cmd_id, REJECTED, "storage", str(exc))
+            self.emit("storage_error", {"file": "cmdlog", "error": str(exc)[:100]})
             return
         error = self.apply(cmd, v.body)
         v = None
+        try:
+            if error is None:
+                log.finish(now)
+            else:
+                log.cancel()
+        except StoreError as exc:  # the effect is on flash and names the cmd_id: the next boot finishes it
+            self.emit("storage_error", {"file": "cmdlog", "error": str(exc)[:100]})
         if error is None:
             self._ack(cmd.cmd_id, APPLIED)
         else:
             self._ack(cmd.cmd_id, REJECTED, error[0], error[1])
-        self.tick()  # the effect is visible at once, not at the next tick
+
+    def _hold(self, topic, payload, v, big):
+        """No valid clock: the expiry cannot be judged. Wait (bounded) for the time, then judge."""
+        if big or len(self.held) >= MAX_HELD:
+            self._reject(v.cmd_id, "clock_invalid", "no valid time to judge the expiry yet; retry later")
+            return
+        self.held.append((topic, bytes(payload), self.uptime.ms(), self.counter.value))
+        self._time_wanted = True  # ask for the time now
+
+    def _release_held(self, now):
+        """Judge held commands once the clock is valid; refuse those that waited HOLD_MS in vain."""
+        up = self.uptime.ms()
+        while self.held:
+            topic, payload, since, ctr = self.held[0]
+            if now is None and up - since < HOLD_MS:
+                return
+            self.held.pop(0)
+            if now is None:
+                v = commands.verify(payload, topic, self.cfg.site, self.cfg.node, self.cfg.key, 0, None)
+                self._reject(v.cmd_id, "clock_invalid", "no valid time within %d s to judge the expiry" % (HOLD_MS // 1000))
+            else:
+                self._handle(topic, payload, now, ctr)
 
     def apply(self, cmd, body=None):
         """Carry out an authenticated command; None, or (reason, detail) when it cannot be done."""
@@ -243,7 +369,7 @@ class Node:
             else:
                 overrides = [o for o in self.overrides if o.until > now][-3:]
                 overrides.append(Override(args["level"], args["until"], now))
-            if not self._save_state(overrides=overrides):
+            if not self._save_state(cmd, overrides=overrides):
                 return "storage", "could not store the override"
             self.overrides = overrides
         elif op == commands.BROADCAST_NOW:
@@ -257,7 +383,7 @@ class Node:
         elif op == commands.SET_VOLUME:
             if self.speaker is None:
                 return "unsupported", "this node has no loudspeaker"
-            if not self._save_state(volume=args["vol"]):
+            if not self._save_state(cmd, volume=args["vol"]):
                 return "storage", "could not store the volume"
             self.speaker.master_volume = args["vol"]
         elif op == commands.TIME_SYNC:
@@ -267,15 +393,16 @@ class Node:
         elif op == commands.REBIRTH:
             self._birth_due = True
         elif op == commands.REBOOT:
-            self.reboot_pending = self.hal.ticks_ms()
+            self.reboot_pending = self.uptime.ms()
         elif op == commands.SELF_TEST:
             self.emit("self_test", self.self_test())
         return None
 
-    def _save_state(self, overrides=None, volume=None):
+    def _save_state(self, cmd, overrides=None, volume=None):
         state = {
             "overrides": [o.to_json() for o in (self.overrides if overrides is None else overrides)],
             "volume": self.speaker.master_volume if volume is None and self.speaker else (volume or 0),
+            "cmd": cmd.cmd_id,  # the command that made this version (the command log's boot check)
         }
         return self._save_json(STATE_FILE, state)
 
@@ -294,6 +421,7 @@ class Node:
         out["clock"] = self.clock.state
         out["rtc"] = hal.rtc_kind()
         out["heap"] = hal.free_heap()
+        out["failed"] = hal.failed_parts()[:8]
         return out
 
     # ---- what the node says ------------------------------------------------
@@ -315,7 +443,7 @@ class Node:
     def birth(self):
         return State(True, self.boot_id, self.cfg.firmware, self.program.version,
                      self.plan.version if self.plan else 0, self.caps(), self._ts(),
-                     self.safe_mode, self.clock.state).encode()
+                     self.safe_mode, self.clock.state, self.hal.failed_parts()[:16]).encode()
 
     def will(self):
         return State(False, self.boot_id).encode()
@@ -323,8 +451,7 @@ class Node:
     def telemetry(self):
         hal = self.hal
         return Telemetry(
-            self.boot_id, self._ts(), int(hal.ticks_diff(hal.ticks_ms(), self.booted_at) // 1000),
-            self.clock.state,
+            self.boot_id, self._ts(), self.uptime.seconds(), self.clock.state,
             lamp=self.lamp.telemetry() if self.lamp is not None else None,
             amp=self.speaker.telemetry() if self.speaker is not None else None,
             rssi=hal.rssi(), heap=hal.free_heap(),
@@ -346,12 +473,12 @@ class Node:
     async def run(self):
         import asyncio
 
-        if not self.booted_at:
+        self.hal.wdt_start(WDT_MS)  # before boot: a crash while booting ends in a watchdog reset
+        if not self.booted:
             self.boot()
         self.running = True
         self.mqtt = self.make_client()
         self.mqtt.subscribe(self.topic[topics.CMD], 1)
-        self.hal.wdt_start(WDT_MS)
         loops = (("control", self._control_loop), ("link", self._link_loop),
                  ("inbox", self._inbox_loop), ("outbox", self._outbox_loop))
         tasks = [asyncio.create_task(self._guard(name, fn)) for name, fn in loops]
@@ -378,7 +505,7 @@ class Node:
         """Run a task forever; if it dies, report it and start it again."""
         while self.running:
             if beat:
-                self._beats[name] = self.hal.ticks_ms()
+                self._beats[name] = self.uptime.ms()
             try:
                 await fn()
             except Exception as exc:  # a bug in one task must not stop the lamps
@@ -389,12 +516,12 @@ class Node:
                 return
 
     def _beat(self, name):
-        self._beats[name] = self.hal.ticks_ms()
+        self._beats[name] = self.uptime.ms()
 
     def healthy(self):
-        now = self.hal.ticks_ms()
+        now = self.uptime.ms()
         for name, at in self._beats.items():
-            if self.hal.ticks_diff(now, at) > BEAT_MS:
+            if now - at > BEAT_MS:
                 return False
         return self.restarts < MAX_RESTARTS or self.stable
 
@@ -406,7 +533,7 @@ class Node:
             if self.healthy():
                 hal.wdt_feed()
             if self.reboot_pending is not None and (
-                    not self.outbox or hal.ticks_diff(hal.ticks_ms(), self.reboot_pending) > 5000):
+                    not self.outbox or self.uptime.ms() - self.reboot_pending > 5000):
                 self.energy.flush()
                 hal.reset()
                 self.running = False
@@ -423,19 +550,27 @@ class Node:
             if self._birth_due and mqtt.is_up():
                 self._birth_due = False
                 await mqtt.publish(self.topic[topics.STATE], self.birth(), qos=1, retain=True, timeout_ms=10000)
-            now = hal.ticks_ms()
-            if self.clock.needs_sync() and hal.net_up() and (
-                    self._last_time_request is None or hal.ticks_diff(now, self._last_time_request) > 60000):
+            now = self.uptime.ms()
+            if self.time_request_due(now) and hal.net_up():
                 self._last_time_request = now
+                self._time_wanted = False
                 if mqtt.is_up():
-                    self.emit("time_request", {"t1": now})
+                    self.emit("time_request", {"t1": self.clock.request()})
                 if self.cfg.ntp:
                     await self.sync_ntp()
-            if mqtt.is_up() and (self._last_tele is None or
-                                 hal.ticks_diff(now, self._last_tele) >= self.cfg.tele_s * 1000):
+            if mqtt.is_up() and self.telemetry_due(now):
                 self._last_tele = now
                 await mqtt.publish(self.topic[topics.TELE], self.telemetry(), qos=0, timeout_ms=5000)
             await hal.sleep_ms(500)
+
+    def time_request_due(self, now_ms):
+        if not (self._time_wanted or self.clock.needs_sync()):
+            return False
+        return self._last_time_request is None or now_ms - self._last_time_request > (
+            5000 if self._time_wanted else 60000)
+
+    def telemetry_due(self, now_ms):
+        return self._last_tele is None or now_ms - self._last_tele >= self.cfg.tele_s * 1000
 
     async def sync_ntp(self):
         """Ask the configured NTP server; True if the clock was set."""

@@ -5,6 +5,11 @@ clock; the highest-priority active item airs (emergency preempts at once).
 The amplifier is powered `warmup_s` before audio is routed (plan items are
 anticipated by that lead) and switched off `cooldown_s` after the last item.
 Started / ended / interrupted are reported as events with what really aired.
+
+An item is the same broadcast when its id, start, end, source, reference
+and zones are the same (`same_item`): a plan push or a reload from flash
+gives new objects for the items, and the one on air must go on untouched.
+All timing is on the node's Uptime (ms since boot, never wraps).
 """
 from protocol.plan import EMERGENCY
 
@@ -12,7 +17,7 @@ from protocol.plan import EMERGENCY
 class Commanded:
     """A broadcast_now item: timed by the node's monotonic clock (works with no valid time)."""
 
-    def __init__(self, args, ticks_now, dur_ms):
+    def __init__(self, args, ms_now, dur_ms):
         self.id = args["id"]
         self.prio = args["prio"]
         self.src = args["src"]
@@ -20,14 +25,28 @@ class Commanded:
         self.stream = args.get("stream")
         self.zones = args["zones"]
         self.vol = args["vol"]
-        self.cat = "other"
-        self.received = ticks_now
-        self.deadline = ticks_now + dur_ms
+        self.cat = "emergency" if self.prio >= EMERGENCY else "other"
+        self.received = ms_now
+        self.deadline = ms_now + dur_ms
+
+
+def same_item(a, b):
+    """True when a and b are the same broadcast (not merely equal-looking objects)."""
+    if a is b:
+        return True
+    if a is None or b is None or a.id != b.id or a.src != b.src or a.clip != b.clip or a.stream != b.stream:
+        return False
+    if list(a.zones) != list(b.zones):
+        return False
+    if isinstance(a, Commanded) or isinstance(b, Commanded):
+        return isinstance(a, Commanded) and isinstance(b, Commanded) and a.prio == b.prio
+    return a.start == b.start and a.end == b.end
 
 
 class Loudspeaker:
-    def __init__(self, hal, cfg, emit):
+    def __init__(self, hal, cfg, emit, uptime):
         self.hal = hal
+        self.uptime = uptime
         self.zone_relays = cfg.zones  # zone id -> relay number
         self.zone_ids = list(cfg.zones)
         self.warmup_ms = cfg.warmup_s * 1000
@@ -44,7 +63,7 @@ class Loudspeaker:
 
     # ---- commands ---------------------------------------------------------
     def broadcast_now(self, args):
-        now = self.hal.ticks_ms()
+        now = self.uptime.ms()
         self.commanded = [c for c in self.commanded if c.id != args["id"]]
         self.commanded.append(Commanded(args, now, args["dur"] * 1000))
         if len(self.commanded) > 8:
@@ -66,8 +85,8 @@ class Loudspeaker:
     # ---- the level-triggered part -----------------------------------------
     def choose(self, now, plan, safe_mode):
         """The item that should air now, and whether one is about to start (for warm-up)."""
-        ticks = self.hal.ticks_ms()
-        self.commanded = [c for c in self.commanded if self.hal.ticks_diff(c.deadline, ticks) > 0]
+        ticks = self.uptime.ms()
+        self.commanded = [c for c in self.commanded if c.deadline > ticks]
         best = None
         for c in self.commanded:
             if safe_mode and c.prio < EMERGENCY:
@@ -98,15 +117,17 @@ class Loudspeaker:
     def update(self, now, plan, safe_mode=False):
         """Drive amplifier, zone relays, source and volume to match the wanted item."""
         hal = self.hal
-        ticks = hal.ticks_ms()
+        ticks = self.uptime.ms()
         item, soon = self.choose(now, plan, safe_mode)
         if item is not None or soon:
             self._idle_since = None
             if not hal.amp_power_state():
                 hal.amp_power(True)
                 self._amp_on_at = ticks
-        warm = self._amp_on_at is not None and hal.ticks_diff(ticks, self._amp_on_at) >= self.warmup_ms
-        if item is not self.airing and (item is None or warm):
+        warm = self._amp_on_at is not None and ticks - self._amp_on_at >= self.warmup_ms
+        if same_item(item, self.airing):
+            self.airing = item  # the same broadcast in a new plan: it goes on untouched
+        elif item is None or warm:
             self._switch(item, now, ticks)
         if item is not None and warm:
             self._route(item)
@@ -115,7 +136,7 @@ class Loudspeaker:
             if hal.amp_power_state():
                 if self._idle_since is None:
                     self._idle_since = ticks
-                if hal.ticks_diff(ticks, self._idle_since) >= self.cooldown_ms:
+                if ticks - self._idle_since >= self.cooldown_ms:
                     hal.amp_power(False)
                     self._amp_on_at = None
 
@@ -137,7 +158,7 @@ class Loudspeaker:
     def _switch(self, item, now, ticks):
         old = self.airing
         if old is not None:
-            secs = hal_secs(self.hal, ticks, self._airing_since)
+            secs = int((ticks - self._airing_since) // 1000)
             ended = self._has_ended(old, now, ticks)
             data = {"id": old.id, "prio": old.prio, "cat": old.cat, "src": old.src, "secs": secs}
             if self._airing_start_unix is not None:
@@ -154,7 +175,7 @@ class Loudspeaker:
 
     def _has_ended(self, item, now, ticks):
         if isinstance(item, Commanded):
-            return self.hal.ticks_diff(item.deadline, ticks) <= 0
+            return item.deadline <= ticks
         return now is not None and now >= item.end
 
     def telemetry(self):
@@ -168,6 +189,3 @@ class Loudspeaker:
             "item": self.airing.id if self.airing is not None else None,
         }
 
-
-def hal_secs(hal, ticks, since):
-    return int(hal.ticks_diff(ticks, since) // 1000)

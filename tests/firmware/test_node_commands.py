@@ -96,7 +96,7 @@ def test_time_sync_sets_an_invalid_clock_and_lamps_follow_the_program():
     try:
         assert rig.node.clock.state == "invalid" and rig.board.light() == 0  # daylight photocell
         true_ms = int(rig.clock.now() * 1000)
-        t1 = rig.board.ticks_ms()
+        t1 = rig.node.clock.request()  # the node's own time request
         rig.clock.advance(0.2)  # 200 ms round trip, gateway answered in the middle
         ack = rig.send("time_sync", {"t1": t1, "t2": true_ms + 100, "t3": true_ms + 100})
         assert ack.applied
@@ -113,8 +113,13 @@ def test_time_sync_fixes_a_clock_that_runs_far_ahead():
     try:
         true = rig.clock.now()
         ms = int(true * 1000)
+        # unsolicited, it looks expired to the node's wrong clock: refused, and the node asks itself
         ack = rig.send("time_sync", {"t1": None, "t2": ms, "t3": ms}, expires=int(true) + 60)
-        assert ack.applied  # not "expired", although the node's clock said so
+        assert not ack.applied and ack.reason == "expired"
+        assert rig.node.time_request_due(rig.node.uptime.ms() + 6000)
+        t1 = rig.node.clock.request()
+        ack = rig.send("time_sync", {"t1": t1, "t2": ms, "t3": ms}, expires=int(true) + 60)
+        assert ack.applied  # its own request answered: not "expired", although the node's clock said so
         assert abs(rig.board.time() - true) <= 0.5
     finally:
         rig.close()
@@ -124,6 +129,9 @@ def test_override_without_valid_time_is_refused_cleanly():
     rig = _rig(rtc_offset=None)
     try:
         ack = rig.send("lamp_override", {"level": 10, "until": 2000000000})
+        assert ack is None  # waits for the time to judge its expiry...
+        rig.run(21.0)
+        ack = rig.last_ack()  # ...then is refused, to be retried by the gateway
         assert not ack.applied and ack.reason == "clock_invalid"
         assert rig.node.overrides == []
     finally:
@@ -168,10 +176,12 @@ def test_a_rejected_command_can_be_retried_and_then_applies():
     rig = _rig(rtc_offset=None)
     try:
         until = 1795500000
-        first = rig.send("lamp_override", {"level": 10, "until": until}, cmd_id="c-o")
+        rig.send("lamp_override", {"level": 10, "until": until}, cmd_id="c-o")
+        rig.run(21.0)
+        first = rig.last_ack()
         assert first.reason == "clock_invalid"
         ms = int(rig.clock.now() * 1000)
-        rig.send("time_sync", {"t1": None, "t2": ms, "t3": ms})
+        rig.send("time_sync", {"t1": rig.node.clock.request(), "t2": ms, "t3": ms})
         assert rig.send("lamp_override", {"level": 10, "until": until}, cmd_id="c-o").applied
         assert rig.node.lamp.level == 10
     finally:

@@ -93,10 +93,14 @@ def test_without_valid_time_the_plan_is_silent_but_commands_play():
         rig.run(10.0)
         assert rig.node.speaker.airing is None and not rig.board.amp_power_state()
         rig.send("broadcast_now", {"id": "x", "dur": 30, "src": "line", "zones": ["thon-1"], "vol": 60})
+        rig.run(4.0)  # it waits (bounded) for the time to judge its expiry
+        assert rig.node.speaker.airing is None
+        ms = int(rig.clock.now() * 1000)
+        assert rig.send("time_sync", {"t1": rig.node.clock.request(), "t2": ms, "t3": ms}).applied
         rig.run(4.0)
         assert rig.node.speaker.airing.id == "x" and rig.board.audio_source_state() == "line"
         rig.run(30.0)
-        assert rig.node.speaker.airing is None
+        assert rig.node.speaker.airing.id == "news-1"  # with the time known, the plan airs again
     finally:
         rig.close()
 
