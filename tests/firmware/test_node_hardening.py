@@ -78,6 +78,7 @@ def test_a_plan_push_that_still_contains_the_item_on_air_does_not_interrupt_it()
         pushed = {"version": 5, "items": items + [_item("news-d2", NEWS + 86400, 1800)]}
         assert rig.send("set_program", {"plan": pushed}).applied
         rig.run(60.0)
+        assert rig.events("broadcast_interrupted") == []
         # and a reboot-free reload of the same plan from flash (new objects) changes nothing either
         rig.node._load_programs()
         rig.run(1800.0)
