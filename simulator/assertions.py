@@ -338,7 +338,8 @@ def airings(spec, sc, record, db, run):
     speakers = [n["id"] for n in sc.nodes if n["kind"] in ("speaker", "both") and spec.get("zone") in (None, n["zone"])]
     days = []
     t = record["start"]
-    while day(t) <= day(record["end"] - 1):
+    last = min(record["end"], sc.start + sc.duration) - 1  # the run ends a moment after its duration
+    while day(t) <= day(last):
         if day(t) not in days:
             days.append(day(t))
         t += 3600
