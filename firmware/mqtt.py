@@ -335,7 +335,8 @@ class MqttClient:
 
     async def _session(self):
         """One connection from open to drop; True if it stayed up long enough to count as stable."""
-        began = None
+        self._began = None  # ticks when this connection came up; None once it proved stable
+        self._stable = False
         try:
             self._r, self._w = await _wait_for_ms(self._open(self._host, self._port), self._io_ms)
             self._broken = False
@@ -359,7 +360,7 @@ class MqttClient:
                 await self._send(entry[1])
             if self._broken:
                 raise MqttError("link lost while resuming the session")
-            began = ticks_ms()
+            self._began = ticks_ms()
             self.last_error = None
             self._link.set()
             self.up.set()
@@ -371,7 +372,15 @@ class MqttClient:
             self._error("unexpected error, reconnecting: " + _why(exc))
         finally:
             self._drop()
-        return began is not None and ticks_diff(ticks_ms(), began) >= _STABLE_MS
+        self._check_stable()
+        return self._stable
+
+    def _check_stable(self):
+        # latched while the link is up (the read loop wakes every keepalive/4): ticks_diff of a
+        # mark days old would wrap (only +-2**29 ms is valid on the ESP32)
+        if self._began is not None and ticks_diff(ticks_ms(), self._began) >= _STABLE_MS:
+            self._stable = True
+            self._began = None
 
     async def _read_loop(self):
         ka = self._ka_ms
@@ -379,6 +388,7 @@ class MqttClient:
         while True:
             if self._broken:
                 raise MqttError("write failed")
+            self._check_stable()
             now = ticks_ms()
             if ka:
                 quiet = ticks_diff(now, self._last_rx)
