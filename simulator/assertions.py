@@ -203,10 +203,15 @@ def _reachable_during(run, record, node_id, t0, t1):
 
 
 def no_command_lost(spec, sc, record, db, run):
-    grace = seconds(spec.get("grace", "5m"), "grace")
+    # the gateway's housekeeping wakes about once a second of real time: at high speed that is minutes simulated
+    grace = max(seconds(spec.get("grace", "5m"), "grace"), 5.0 * run.speed)
     reach_s = float(spec.get("reachable_s", 60))  # online this long during its life: it could have been delivered
-    open_ = [c for c in db["commands"] if c["status"] in ("pending", "sent") and c["created"] < record["end"] - grace]
-    expired = [c for c in db["commands"] if c["status"] == "expired"]
+    end = record["end"]
+    unanswered = [c for c in db["commands"] if c["status"] in ("pending", "sent")]
+    # still open and live at the end, long after it was made: lost; open but past its expiry: judged as expired
+    open_ = [c for c in unanswered if c["created"] < end - grace and (c.get("expires") or end + 1) > end]
+    expired = [c for c in db["commands"] if c["status"] == "expired"] + [
+        c for c in unanswered if (c.get("expires") or end + 1) <= end]
     lost_expired = [c for c in expired if _reachable_during(
         run, record, c["node_id"], c["created"], c.get("expires") or record["end"]) >= reach_s]
     done = [c for c in db["commands"] if c["status"] in ("applied", "rejected", "superseded")]
