@@ -141,3 +141,19 @@ def test_power_cut_keeps_the_flash(rig):
     w.publish(topic, payload)  # the same command after the reboot: still no second effect
     assert _ack(w, "c-11").detail == "duplicate"
     assert second.boot_id
+
+
+def test_a_reboot_command_really_reboots_the_node(rig):
+    host, w, broker = rig
+    first = _birth(w)
+    topic, payload = _cmd(21, "reboot").sign(KEY)
+    w.publish(topic, payload)
+    assert _ack(w, "c-21").applied
+    second = _birth(w, 30)  # RAM lost: a new boot id, and the reset cause says why
+    assert second.boot_id != first.boot_id
+    _, raw, _ = w.wait_for(lambda t, p, r: t == _topic("evt") and Event.decode(p).kind == "boot"
+                           and Event.decode(p).boot_id == second.boot_id, 30, "boot event of the new boot")
+    assert Event.decode(raw).data["cause"] == "soft"
+    assert [c for _, c in host.reboots(NODE)] == ["soft"]
+    w.publish(topic, payload)  # the gateway retries it: no second reboot
+    assert _ack(w, "c-21").detail == "duplicate"
