@@ -16,6 +16,8 @@ from protocol.messages import APPLIED
 
 PENDING = "pending"  # stored, not yet published
 SENT = "sent"  # published at least once, no answer yet
+REPLAY = "replay"  # rejection reasons that get special handling
+CLOCK_INVALID = "clock_invalid"
 DONE_STATES = (APPLIED, "rejected", "expired", "superseded")  # superseded: a newer command carries its content
 
 
@@ -58,6 +60,26 @@ class CommandService:
         except ProtocolError as exc:
             raise GatewayError("command.invalid", "Lệnh không hợp lệ: %s" % exc, "Invalid command: %s" % exc)
 
+    def _resign(self, row):
+        """Sign a stored command again with the node's next counter, same cmd_id (inside a transaction)."""
+        counter = self._next_counter(row["node_id"])
+        topic, payload = self._sign(row["node_id"], row["id"], counter, int(row["expires"]), row["op"],
+                                    json.loads(row["args"]), row["created"])
+        self.db.run("UPDATE commands SET counter = ?, payload = ? WHERE id = ?", counter, payload, row["id"])
+        return topic, payload
+
+    def desynced(self, node_id, cmd_id, node_ctr, got=None):
+        """A "replay" refusal that means our counter fell behind the node's (a restored or re-provisioned
+        gateway), not someone replaying: the command is ours, not applied, and the node's counter is at
+        least the command's (`got`, the counter the node saw, else ours)."""
+        if not isinstance(node_ctr, int) or isinstance(node_ctr, bool) or not isinstance(cmd_id, str):
+            return False
+        row = self.db.one("SELECT status, counter FROM commands WHERE id = ? AND node_id = ?", cmd_id, node_id)
+        if row is None or row["status"] == APPLIED:
+            return False
+        counter = got if isinstance(got, int) and not isinstance(got, bool) and got <= row["counter"] else row["counter"]
+        return node_ctr >= counter
+
     async def send(self, cmd_id):
         """Publish a stored command now (first time or retry). True if the broker took it."""
         row = self.db.one("SELECT * FROM commands WHERE id = ?", cmd_id)
@@ -67,10 +89,7 @@ class CommandService:
         node_counter = self.db.one("SELECT counter FROM nodes WHERE id = ?", row["node_id"])[0]
         if row["attempts"] and node_counter > row["counter"]:
             with self.db.tx():  # overtaken by a newer command: re-sign, same cmd_id
-                counter = self._next_counter(row["node_id"])
-                topic, payload = self._sign(row["node_id"], cmd_id, counter, int(row["expires"]), row["op"],
-                                            json.loads(row["args"]), row["created"])
-                self.db.run("UPDATE commands SET counter = ?, payload = ? WHERE id = ?", counter, payload, cmd_id)
+                topic, payload = self._resign(row)
         ok = await self.publish(topic, payload)
         if ok:
             self.db.run("UPDATE commands SET status = CASE WHEN status = ? THEN ? ELSE status END,"
@@ -87,6 +106,19 @@ class CommandService:
             return None
         if row["status"] == APPLIED:
             return None  # a duplicate ack of a retry
+        if not ack.applied and row["status"] in (PENDING, SENT):
+            if ack.reason == CLOCK_INVALID:
+                # the node has no valid time yet: not final, housekeeping retries it until it expires
+                self.db.run("UPDATE commands SET reason = ?, detail = ? WHERE id = ?", ack.reason, ack.detail, row["id"])
+                return self.get(row["id"])
+            if ack.reason == REPLAY and not row["resynced"] and self.desynced(node_id, row["id"], ack.ctr):
+                with self.db.tx():  # our counter fell behind the node's: continue above it, once per command
+                    self.db.run("UPDATE nodes SET counter = MAX(counter, ?) WHERE id = ?", ack.ctr, node_id)
+                    self._resign(row)
+                    self.db.run("UPDATE commands SET resynced = 1, status = ?, reason = ?, detail = ? WHERE id = ?",
+                                PENDING, ack.reason, ack.detail, row["id"])
+                self.log("%s is ahead of our counter (%d): %s re-signed" % (node_id, ack.ctr, row["id"]))
+                return self.get(row["id"])
         status = APPLIED if ack.applied else "rejected"
         with self.db.tx():
             self.db.run("UPDATE commands SET status = ?, acked = ?, reason = ?, detail = ? WHERE id = ?",
@@ -147,6 +179,7 @@ class CommandService:
 def _row(row):
     out = {k: row[k] for k in ("id", "node_id", "op", "counter", "created", "expires", "status", "attempts",
                                "last_sent", "acked", "reason", "detail", "created_by", "batch")}
+    out["resynced"] = bool(row["resynced"])
     out["args"] = json.loads(row["args"])
     return out
 

@@ -71,6 +71,15 @@ MIGRATIONS = [
         detail TEXT NOT NULL DEFAULT '{}');
     CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
     """,
+    # 2: replay resync once per command, failed parts, per-part alerts, the nodes' own lamp counters
+    """
+    ALTER TABLE commands ADD COLUMN resynced INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE node_state ADD COLUMN failed TEXT;
+    ALTER TABLE alerts ADD COLUMN subject TEXT;
+    ALTER TABLE lamp_days ADD COLUMN ctr_wh REAL NOT NULL DEFAULT 0;
+    CREATE TABLE lamp_counters (
+        node_id TEXT PRIMARY KEY, on_s REAL NOT NULL, wh REAL NOT NULL, ts REAL NOT NULL);
+    """,
 ]
 
 

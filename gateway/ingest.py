@@ -162,7 +162,9 @@ class Ingest:
         elif kind == "lamp_ok":
             self.alerts.close(data.get("was", "lamp_fault"), node_id)
         elif kind == "cmd_rejected" and data.get("reason") in SUSPICIOUS:
-            self.alerts.open("cmd_rejected", node_id, data)
+            if not (data.get("reason") == "replay"
+                    and self.commands.desynced(node_id, data.get("id"), data.get("ctr"), data.get("got"))):
+                self.alerts.open("cmd_rejected", node_id, data)  # a desync of our own counter is no attack
         elif kind in ("broadcast_ended", "broadcast_interrupted"):
             started = data.get("start") or (evt.ts or now) - data.get("secs", 0)
             self.db.run("INSERT OR IGNORE INTO airings (node_id, item_id, category, priority, source, started, secs,"

@@ -1,0 +1,129 @@
+"""Gateway behaviour driven directly (no broker, no nodes): counter resync, failed parts, alert texts,
+emergency and lamp counters in reports."""
+import asyncio
+
+from gateway.app import make_gateway
+from gateway.clock import ManualClock
+from gateway.config import GatewayConfig
+from protocol import commands as ops
+from protocol.commands import verify
+from protocol.messages import Ack, Event, State, Telemetry
+from tests.gateway.harness import GatewayRig
+
+NOV_10 = 1794243600  # 2026-11-10 00:00 +07
+SITE = "xa-an-binh"
+
+
+class Bench:
+    """A gateway built from its config but not started: messages go straight into ingest."""
+
+    def __init__(self, tmp_path, nodes=("den-3-07",)):
+        self.clock = ManualClock(NOV_10 + 12 * 3600)
+        self.gw = make_gateway(GatewayConfig(GatewayRig(tmp_path, broker="embedded").raw), self.clock,
+                               log=lambda text: None)
+        self.sent = []
+        self.seq = {}
+
+        async def publish(topic, payload):
+            self.sent.append((topic, bytes(payload)))
+            return True
+        self.gw.commands.publish = publish
+        self.gw.registry.add_zone({"id": "thon-3", "name": "Thôn 3"})
+        for n in nodes:
+            self.gw.registry.add_node({"id": n, "zones": ["thon-3"]}, SITE, "127.0.0.1", 1883, self.gw.location)
+
+    def close(self):
+        self.gw.db.close()
+
+    def handle(self, node, kind, msg):
+        self.gw.ingest.handle("denloa/%s/node/%s/%s" % (SITE, node, kind), msg.encode())
+
+    def event(self, node, kind, data, ts=None):
+        seq = self.seq.get(node, 0)
+        self.seq[node] = seq + 1
+        self.handle(node, "evt", Event("b1", seq, kind, data, int(self.clock.now() if ts is None else ts)))
+
+    def birth(self, node, failed=()):
+        self.handle(node, "state", State(True, "b1", "1.0", caps=["lamp"], clock="synced", failed=failed))
+
+    def send(self, cmd_id):
+        return asyncio.run(self.gw.commands.send(cmd_id))
+
+    def node_sees(self, node, last_counter):
+        """What the node decides about the last command published to it."""
+        topic, payload = self.sent[-1]
+        key = self.gw.registry.key(node)
+        return verify(payload, topic, SITE, node, key, last_counter, int(self.clock.now()))
+
+    def alerts(self, kind=None, open_only=False):
+        return [a for a in self.gw.alerts.list(open_only=open_only) if kind is None or a["kind"] == kind]
+
+
+# ---- 1. a restored gateway's counter behind the node's ------------------------------------------------
+
+def test_a_node_ahead_of_a_restored_gateways_counter_is_resynced_once_without_an_attack_alert(tmp_path):
+    b = Bench(tmp_path)
+    try:
+        node, node_ctr = "den-3-07", 500  # the node accepted 500 commands from the gateway before its restore
+        cmd = b.gw.command(node, ops.LAMP_OVERRIDE, {"level": 50, "until": int(b.clock.now()) + 600})
+        assert b.send(cmd)
+        verdict = b.node_sees(node, node_ctr)
+        assert verdict.reason == "replay"
+        b.handle(node, "ack", Ack(cmd, "rejected", "replay", verdict.detail, ctr=node_ctr))
+        b.event(node, "cmd_rejected", {"id": cmd, "reason": "replay", "detail": verdict.detail[:100],
+                                       "ctr": node_ctr, "got": verdict.command.counter})
+        row = b.gw.commands.get(cmd)
+        assert row["status"] == "pending" and row["resynced"] and row["counter"] == node_ctr + 1
+        assert b.gw.commands.due() == [cmd]  # housekeeping sends it again
+        assert not b.alerts("cmd_rejected")  # our own desync is no attack
+        assert b.send(cmd)
+        assert b.node_sees(node, node_ctr).ok  # same cmd_id, counter above the node's
+        # the next command continues above it
+        later = b.gw.command(node, ops.LAMP_OVERRIDE, {"level": 10, "until": int(b.clock.now()) + 600})
+        assert b.gw.commands.get(later)["counter"] == node_ctr + 2
+        b.handle(node, "ack", Ack(cmd, "applied"))
+        assert b.gw.commands.get(cmd)["status"] == "applied"
+        # someone replays that applied command later: that is an attack
+        b.event(node, "cmd_rejected", {"id": cmd, "reason": "replay", "ctr": node_ctr + 2, "got": node_ctr + 1})
+        assert [a["severity"] for a in b.alerts("cmd_rejected")] == ["critical"]
+    finally:
+        b.close()
+
+
+def test_a_second_replay_rejection_after_a_resync_is_final(tmp_path):
+    b = Bench(tmp_path)
+    try:
+        node = "den-3-07"
+        cmd = b.gw.command(node, ops.LAMP_OVERRIDE, {"level": 50, "until": int(b.clock.now()) + 600})
+        b.send(cmd)
+        b.handle(node, "ack", Ack(cmd, "rejected", "replay", ctr=40))
+        assert b.gw.commands.get(cmd)["status"] == "pending"
+        b.send(cmd)
+        b.handle(node, "ack", Ack(cmd, "rejected", "replay", ctr=900))
+        row = b.gw.commands.get(cmd)
+        assert row["status"] == "rejected" and row["counter"] == 41
+        # a replay ack without the node's counter stays final at once (older firmware)
+        other = b.gw.command(node, ops.LAMP_OVERRIDE, {"level": 20, "until": int(b.clock.now()) + 600})
+        b.send(other)
+        b.handle(node, "ack", Ack(other, "rejected", "replay"))
+        assert b.gw.commands.get(other)["status"] == "rejected"
+    finally:
+        b.close()
+
+
+def test_a_command_refused_for_no_valid_clock_is_retried(tmp_path):
+    b = Bench(tmp_path)
+    try:
+        node = "den-3-07"
+        b.birth(node)
+        cmd = b.gw.command(node, ops.LAMP_OVERRIDE, {"level": 50, "until": int(b.clock.now()) + 600})
+        b.send(cmd)
+        b.handle(node, "ack", Ack(cmd, "rejected", "clock_invalid", "no valid time yet"))
+        row = b.gw.commands.get(cmd)
+        assert row["status"] == "sent" and row["reason"] == "clock_invalid"
+        b.clock.advance(b.gw.cfg.command_retry_s + 1)
+        assert cmd in b.gw.commands.due()
+        b.handle(node, "ack", Ack(cmd, "applied"))
+        assert b.gw.commands.get(cmd)["status"] == "applied"
+    finally:
+        b.close()
