@@ -4,10 +4,15 @@ Messages are in Vietnamese (and English), in plain words, with the node's
 name and the local time: "Loa cụm 3 mất kết nối từ 17:02".
 """
 import json
+import re
+import string
 import time
 
-# kind -> (severity, Vietnamese template, English template); {name} {since} and data keys are filled in
+# kind -> (severity, Vietnamese template, English template); {name} {since} (and {part_vi} {part_en}) are
+# ours; other placeholders take the alert data's value of that key, as plain text, never as a template
 KINDS = {
+    "part_failed": ("warning", "{part_vi} của {name} không phản hồi (từ {since})",
+                    "{part_en} of {name} is not responding (since {since})"),
     "offline": ("warning", "{name} mất kết nối từ {since}", "{name} offline since {since}"),
     "lamp_fault": ("warning", "Đèn {name} hỏng (bật nhưng không có dòng điện) từ {since}",
                    "Lamp {name} failed (on, no current) since {since}"),
@@ -33,7 +38,42 @@ KINDS = {
                        "Plan of {name} too long: {dropped} items left out ({since})"),
 }
 # kinds that describe a state (one open alert at a time, closed when it clears); the rest are one-off notices
-STATEFUL = ("offline", "lamp_fault", "day_burner", "clock_invalid", "safe_mode")
+STATEFUL = ("offline", "lamp_fault", "day_burner", "clock_invalid", "safe_mode", "part_failed")
+MAX_VALUE = 60  # a node-supplied value in a message is cut to this many characters
+
+# HAL part names a node reports in State.failed -> (Vietnamese, English), in plain words
+PARTS = {
+    "ds3231": ("Đồng hồ DS3231", "DS3231 clock"),
+    "dimmer": ("Bộ điều chỉnh độ sáng", "dimmer"),
+    "lamp_ct": ("Cảm biến dòng đèn", "lamp current sensor"),
+    "photocell": ("Cảm biến ánh sáng", "photocell"),
+    "pir": ("Cảm biến chuyển động", "motion sensor"),
+    "i2s": ("Bộ phát âm thanh I2S", "I2S audio output"),
+    "amp_relay": ("Rơ-le bộ khuếch đại loa", "amplifier relay"),
+    "line_relay": ("Rơ-le đường truyền thanh", "line input relay"),
+    "lamp_relay": ("Rơ-le đèn", "lamp relay"),
+}
+ZONE_RELAY = re.compile(r"^zone (\d{1,2}) relay$")
+
+
+def part_names(part):
+    """A failed part's (Vietnamese, English) name; an unknown one is shown as the node named it."""
+    part = _value(part)
+    if part in PARTS:
+        return PARTS[part]
+    m = ZONE_RELAY.match(part)
+    if m:
+        return "Rơ-le vùng loa %s" % m.group(1), "speaker zone relay %s" % m.group(1)
+    return part, part
+
+
+def _value(v):
+    text = str(v)
+    return text if len(text) <= MAX_VALUE else text[:MAX_VALUE - 1] + "…"
+
+
+def _fields(template):
+    return {field for _, field, _, _ in string.Formatter().parse(template) if field}
 
 
 class Alerts:
@@ -46,26 +86,45 @@ class Alerts:
     def _hhmm(self, t):
         return time.strftime("%H:%M %d/%m", time.gmtime(t + self.tz_s))
 
-    def open(self, kind, node_id, data=None, at=None):
-        """Open an alert (a stateful kind only once while open); returns its id or None."""
+    def open(self, kind, node_id, data=None, at=None, subject=None):
+        """Open an alert (a stateful kind only once per node and subject while open); returns its id or None."""
         at = self.clock.now() if at is None else at
         if kind in STATEFUL and self.db.one(
-                "SELECT 1 FROM alerts WHERE kind = ? AND node_id IS ? AND closed IS NULL", kind, node_id):
+                "SELECT 1 FROM alerts WHERE kind = ? AND node_id IS ? AND subject IS ? AND closed IS NULL",
+                kind, node_id, subject):
             return None
         severity, vi, en = KINDS[kind]
-        fill = {"name": self.names(node_id) if node_id else "", "since": self._hhmm(at)}
-        fill.update({k: v for k, v in (data or {}).items() if isinstance(v, (str, int, float))})
-        fill = _Defaults(fill)
+        data = data or {}
+        fill = {}
+        for field in _fields(vi) | _fields(en):  # only what a template uses, as plain values
+            v = data.get(field)
+            fill[field] = _value(v) if isinstance(v, (str, int, float)) and not isinstance(v, bool) else "?"
+        fill["name"] = self.names(node_id) if node_id else ""  # always ours, whatever the data says
+        fill["since"] = self._hhmm(at)
+        if kind == "part_failed":
+            part = _value(subject if subject is not None else data.get("part", "?"))
+            part_vi, part_en = part_names(part)
+            if part in PARTS or ZONE_RELAY.match(part):  # a known part's English name starts the sentence; a raw name stays as it is
+                part_en = part_en[:1].upper() + part_en[1:]
+            fill["part_vi"], fill["part_en"] = part_vi, part_en
         cur = self.db.run(
-            "INSERT INTO alerts (node_id, kind, severity, message_vi, message_en, data, opened, closed)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            node_id, kind, severity, vi.format_map(fill), en.format_map(fill), json.dumps(data or {}), at,
-            None if kind in STATEFUL else at)
+            "INSERT INTO alerts (node_id, kind, severity, message_vi, message_en, data, opened, closed, subject)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            node_id, kind, severity, vi.format_map(fill), en.format_map(fill),
+            json.dumps(data), at, None if kind in STATEFUL else at, subject)
         return cur.lastrowid
 
-    def close(self, kind, node_id):
-        self.db.run("UPDATE alerts SET closed = ? WHERE kind = ? AND node_id IS ? AND closed IS NULL",
-                    self.clock.now(), kind, node_id)
+    def close(self, kind, node_id, subject=None, keep=None):
+        """Close open alerts of this kind for the node: all of them, or one subject's, or all but `keep`'s."""
+        sql, args = "UPDATE alerts SET closed = ? WHERE kind = ? AND node_id IS ? AND closed IS NULL", [
+            self.clock.now(), kind, node_id]
+        if subject is not None:
+            sql += " AND subject IS ?"
+            args.append(subject)
+        if keep:
+            sql += " AND (subject IS NULL OR subject NOT IN (%s))" % ",".join("?" * len(keep))
+            args.extend(keep)
+        self.db.run(sql, *args)
 
     def list(self, open_only=True, limit=200):
         sql = "SELECT * FROM alerts" + (" WHERE closed IS NULL" if open_only else "") + " ORDER BY opened DESC LIMIT ?"
@@ -78,7 +137,3 @@ class Alerts:
     def count_open(self):
         return self.db.one("SELECT COUNT(*) FROM alerts WHERE closed IS NULL")[0]
 
-
-class _Defaults(dict):
-    def __missing__(self, key):
-        return "?"

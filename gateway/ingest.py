@@ -76,10 +76,13 @@ class Ingest:
         with self.db.tx():
             self.db.run(
                 "UPDATE node_state SET online = 1, boot_id = ?, last_seen = ?, online_since = ?, firmware = ?,"
-                " caps = ?, clock = ?, lamp_version = ?, plan_version = ?, safe = ? WHERE node_id = ?",
+                " caps = ?, clock = ?, lamp_version = ?, plan_version = ?, safe = ?, failed = ? WHERE node_id = ?",
                 state.boot_id, now, now, state.firmware, json.dumps(state.caps), state.clock,
-                state.lamp_version, state.plan_version, int(state.safe_mode), node_id)
+                state.lamp_version, state.plan_version, int(state.safe_mode), json.dumps(state.failed), node_id)
             self.alerts.close("offline", node_id)
+            for part in state.failed:  # one alert per part, open while the node's births list it
+                self.alerts.open("part_failed", node_id, {"part": part}, subject=part)
+            self.alerts.close("part_failed", node_id, keep=state.failed)
             self._clock_alert(node_id, state.clock)
             if not state.safe_mode:
                 self.alerts.close("safe_mode", node_id)
@@ -180,6 +183,8 @@ class Ingest:
             self.alerts.close("clock_invalid", node_id)
         elif kind == "safe_mode":
             self.alerts.open("safe_mode", node_id)
+        elif kind == "safe_mode_ended":
+            self.alerts.close("safe_mode", node_id)
         elif kind == "events_dropped":
             self.alerts.open("events_dropped", node_id, data)
         elif kind == "storage_error":

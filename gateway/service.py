@@ -78,6 +78,7 @@ class Gateway:
             live["safe"] = bool(live["safe"])
             live["caps"] = json.loads(row["caps"]) if row["caps"] else []
             live["tele"] = json.loads(row["tele"]) if row["tele"] else None
+            live["failed"] = json.loads(row["failed"]) if row["failed"] else []
         alerts = [a["message_vi"] for a in self.alerts.list() if a["node_id"] == node["id"]]
         return dict(node, live=live, alerts=alerts)
 

@@ -127,3 +127,49 @@ def test_a_command_refused_for_no_valid_clock_is_retried(tmp_path):
         assert b.gw.commands.get(cmd)["status"] == "applied"
     finally:
         b.close()
+
+
+# ---- 2. parts that failed to start --------------------------------------------------------------------
+
+def test_failed_parts_in_a_birth_open_one_alert_each_in_plain_words_and_close_when_gone(tmp_path):
+    b = Bench(tmp_path)
+    try:
+        node = "den-3-07"
+        b.birth(node, failed=["ds3231", "zone 2 relay", "flux_capacitor"])
+        b.birth(node, failed=["ds3231", "zone 2 relay", "flux_capacitor"])  # a second birth: no duplicates
+        alerts = {a["data"]["part"]: a for a in b.alerts("part_failed", open_only=True)}
+        assert sorted(alerts) == ["ds3231", "flux_capacitor", "zone 2 relay"]
+        assert alerts["ds3231"]["message_vi"].startswith("Đồng hồ DS3231 của den-3-07 không phản hồi")
+        assert alerts["ds3231"]["message_en"].startswith("DS3231 clock of den-3-07 is not responding")
+        assert alerts["zone 2 relay"]["message_vi"].startswith("Rơ-le vùng loa 2 của den-3-07")
+        assert alerts["zone 2 relay"]["message_en"].startswith("Speaker zone relay 2 of den-3-07")
+        assert alerts["flux_capacitor"]["message_en"].startswith("flux_capacitor of den-3-07")
+        node_row = b.gw.registry.node(node)
+        assert b.gw.node_status(node_row)["live"]["failed"] == ["ds3231", "zone 2 relay", "flux_capacitor"]
+        b.birth(node, failed=["dimmer"])  # the clock came back after a restart; the dimmer did not
+        open_parts = sorted(a["data"]["part"] for a in b.alerts("part_failed", open_only=True))
+        assert open_parts == ["dimmer"]
+        assert b.alerts("part_failed", open_only=True)[0]["message_en"].startswith("Dimmer of den-3-07")
+        b.birth(node)
+        assert not b.alerts("part_failed", open_only=True)
+        assert b.gw.node_status(node_row)["live"]["failed"] == []
+    finally:
+        b.close()
+
+
+# ---- 3. alert texts are ours ------------------------------------------------------------------------
+
+def test_node_data_cannot_reshape_an_alert_text(tmp_path):
+    b = Bench(tmp_path)
+    try:
+        node = "den-3-07"
+        b.event(node, "storage_error", {"name": "HACKED", "since": "x", "error": "{name}"})
+        b.event(node, "storage_error", {"error": "E" * 110})
+        first, second = sorted(b.alerts("storage_error"), key=lambda a: a["id"])
+        for text in (first["message_vi"], first["message_en"]):
+            assert "den-3-07" in text and "HACKED" not in text and " x" not in text
+            assert "({name})" in text  # the node's value, shown as it is, never as a template
+        assert "12:00 10/11" in first["message_en"]
+        assert "E" * 61 not in second["message_en"] and "E" * 50 in second["message_en"]
+    finally:
+        b.close()
