@@ -227,7 +227,11 @@ def create_app(gw):
 
     @app.get("/api/emergency/{batch}")
     def emergency_progress(batch: str, user=Depends(viewer)):
-        return {"batch": batch, "progress": gw.commands.batch_progress(batch)}
+        progress = gw.commands.batch_progress(batch)
+        if not progress["total"]:
+            raise GatewayError("batch.unknown", "Không có lệnh khẩn cấp %s" % batch, "No emergency %s" % batch,
+                               status=404)
+        return {"batch": batch, "progress": progress}
 
     @app.post("/api/emergency/{batch}/stop", status_code=202)
     async def emergency_stop(batch: str, user=Depends(operator)):

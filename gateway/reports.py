@@ -38,7 +38,10 @@ def monthly(db, month, tz_s):
         mins = a["secs"] / 60.0
         minutes += mins
         items.add(a["item_id"])
-        cat = by_category.setdefault(a["category"], {"broadcasts": set(), "minutes": 0.0})
+        category = a["category"]
+        if a["priority"] == 2 and category == "other":
+            category = "emergency"  # nodes report commanded broadcasts (emergencies) as "other"
+        cat = by_category.setdefault(category, {"broadcasts": set(), "minutes": 0.0})
         cat["broadcasts"].add(a["item_id"])
         cat["minutes"] += mins
         prio = by_priority.setdefault(PRIORITY_NAMES[a["priority"]] if 0 <= a["priority"] <= 2 else "?",

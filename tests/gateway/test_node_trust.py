@@ -173,3 +173,39 @@ def test_node_data_cannot_reshape_an_alert_text(tmp_path):
         assert "E" * 61 not in second["message_en"] and "E" * 50 in second["message_en"]
     finally:
         b.close()
+
+
+# ---- 4. emergencies in the monthly report -----------------------------------------------------------
+
+def test_emergency_airings_count_as_emergency_in_the_monthly_report(tmp_path):
+    from gateway.reports import monthly
+    b = Bench(tmp_path, nodes=("loa-01",))
+    try:
+        b.event("loa-01", "broadcast_ended", {"id": "e1", "cat": "other", "prio": 2, "secs": 120,
+                                              "start": NOV_10 + 8 * 3600})
+        b.event("loa-01", "broadcast_ended", {"id": "x1", "cat": "other", "prio": 0, "secs": 60,
+                                              "start": NOV_10 + 9 * 3600})
+        b.event("loa-01", "broadcast_ended", {"id": "d1", "cat": "disaster", "prio": 2, "secs": 60,
+                                              "start": NOV_10 + 10 * 3600})
+        report = monthly(b.gw.db, "2026-11", b.gw.cfg.tz_s)
+        assert report["by_category"]["emergency"] == {"broadcasts": 1, "minutes": 2.0}
+        assert report["by_category"]["other"] == {"broadcasts": 1, "minutes": 1.0}
+        assert report["by_category"]["disaster"] == {"broadcasts": 1, "minutes": 1.0}
+    finally:
+        b.close()
+
+
+# ---- 5. an unknown emergency batch --------------------------------------------------------------------
+
+def test_progress_of_an_unknown_emergency_is_a_404(tmp_path):
+    async def scenario():
+        rig = GatewayRig(tmp_path, broker="embedded")
+        rig.clock = ManualClock(NOV_10)
+        await rig.start()
+        try:
+            r = await rig.api("GET", "/api/emergency/e999", expect=404)
+            body = r.json()
+            assert body["error"] == "batch.unknown" and body["message"] and body["message_en"]
+        finally:
+            await rig.stop()
+    asyncio.run(asyncio.wait_for(scenario(), 60))
