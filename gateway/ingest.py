@@ -109,11 +109,34 @@ class Ingest:
         with self.db.tx():
             self.db.run("UPDATE node_state SET last_seen = ?, tele = ? WHERE node_id = ?",
                         now, json.dumps(tele.to_json()), node_id)
-            if tele.lamp is not None:
-                self._lamp_day(node_id, now, tele.lamp)
+            if tele.lamp is not None and "on_s" in tele.lamp:
+                ts = tele.ts if tele.ts is not None and tele.clock != messages.CLOCK_INVALID else now
+                self._lamp_reading(node_id, ts, self._local_day(ts), tele.lamp["on_s"], tele.lamp["wh"])
+            elif tele.lamp is not None:
+                self._lamp_day(node_id, now, tele.lamp)  # older firmware without its own on-time counter
+
+    def _local_day(self, t):
+        return time.strftime("%Y-%m-%d", time.gmtime(t + self.cfg.tz_s))
+
+    def _lamp_reading(self, node_id, ts, day, on_s, wh):
+        """A reading of the node's own counters (seconds lit, Wh; kept across its reboots): what they grew
+        since the last reading goes to `day`. A reading older than the last one is already counted."""
+        last = self.db.one("SELECT on_s, wh, ts FROM lamp_counters WHERE node_id = ?", node_id)
+        if last is not None and ts <= last["ts"]:
+            return  # e.g. a buffered midnight event arriving after fresh telemetry
+        if last is not None:
+            d_on, d_wh = on_s - last["on_s"], wh - last["wh"]
+            if d_on < 0 or d_wh < 0:
+                d_on, d_wh = on_s, wh  # the node's counters started again (reflashed)
+            if d_on or d_wh:
+                self.db.run("INSERT INTO lamp_days (node_id, day, on_s, ctr_wh) VALUES (?, ?, ?, ?)"
+                            " ON CONFLICT (node_id, day) DO UPDATE SET on_s = on_s + excluded.on_s,"
+                            " ctr_wh = ctr_wh + excluded.ctr_wh", node_id, day, d_on, d_wh)
+        self.db.run("INSERT OR REPLACE INTO lamp_counters (node_id, on_s, wh, ts) VALUES (?, ?, ?, ?)",
+                    node_id, on_s, wh, ts)
 
     def _lamp_day(self, node_id, now, lamp):
-        day = time.strftime("%Y-%m-%d", time.gmtime(now + self.cfg.tz_s))
+        day = self._local_day(now)
         row = self.db.one("SELECT * FROM lamp_days WHERE node_id = ? AND day = ?", node_id, day)
         on = 1 if lamp["lvl"] > 0 else 0
         if row is None:
@@ -122,8 +145,8 @@ class Ingest:
             return
         gap = now - (row["last_ts"] or now)
         on_s = row["on_s"] + (gap if row["last_on"] and 0 < gap < 2 * STALE_AFTER_S else 0)
-        self.db.run("UPDATE lamp_days SET wh_last = ?, on_s = ?, last_ts = ?, last_on = ? WHERE node_id = ? AND day = ?",
-                    lamp["wh"], on_s, now, on, node_id, day)
+        self.db.run("UPDATE lamp_days SET wh_first = COALESCE(wh_first, ?), wh_last = ?, on_s = ?, last_ts = ?,"
+                    " last_on = ? WHERE node_id = ? AND day = ?", lamp["wh"], lamp["wh"], on_s, now, on, node_id, day)
 
     # ---- events ------------------------------------------------------------
     def _event(self, node_id, evt):
@@ -189,6 +212,10 @@ class Ingest:
             self.alerts.open("events_dropped", node_id, data)
         elif kind == "storage_error":
             self.alerts.open("storage_error", node_id, data)
+        elif kind == "lamp_counters" and _number(data.get("on_s")) and _number(data.get("wh")):
+            ts = evt.ts if evt.ts is not None else now
+            midnight = ts - (ts + self.cfg.tz_s) % 86400  # sent at the local midnight: for the day that ended
+            self._lamp_reading(node_id, ts, self._local_day(midnight - 1), data["on_s"], data["wh"])
         elif kind == "time_request" and isinstance(data.get("t1"), int):
             for fn in self.on_time_request:
                 fn(node_id, data["t1"], int(now * 1000))
@@ -205,3 +232,7 @@ class Ingest:
                             row["last_seen"], row["node_id"])
                 self.alerts.open("offline", row["node_id"], at=row["last_seen"])
         return len(rows)
+
+
+def _number(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < 1e15

@@ -55,7 +55,8 @@ def monthly(db, month, tz_s):
     lamps = []
     day_lo = _day(start, tz_s)
     day_hi = _day(end - 1, tz_s)
-    for r in db.all("SELECT node_id, SUM(on_s) AS on_s, SUM(wh_last - wh_first) AS wh FROM lamp_days"
+    for r in db.all("SELECT node_id, SUM(on_s) AS on_s, SUM(COALESCE(wh_last - wh_first, 0) + ctr_wh) AS wh"
+                    " FROM lamp_days"
                     " WHERE day >= ? AND day <= ? GROUP BY node_id ORDER BY node_id", day_lo, day_hi):
         lamps.append({"node": r["node_id"], "name": nodes.get(r["node_id"], {}).get("name", r["node_id"]),
                       "on_hours": round((r["on_s"] or 0) / 3600.0, 1), "energy_kwh": round((r["wh"] or 0) / 1000.0, 2)})

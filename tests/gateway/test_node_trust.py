@@ -209,3 +209,56 @@ def test_progress_of_an_unknown_emergency_is_a_404(tmp_path):
         finally:
             await rig.stop()
     asyncio.run(asyncio.wait_for(scenario(), 60))
+
+
+# ---- 6. lamp on-hours and energy from the nodes' own counters ------------------------------------------
+
+def test_lamp_hours_and_energy_come_from_the_nodes_counters_across_a_5_hour_outage(tmp_path):
+    from gateway.reports import monthly
+    b = Bench(tmp_path, nodes=("den-3-07", "den-3-08"))
+    try:
+        base_on, base_wh = 100000, 2000.0  # counters from earlier months, kept across reboots
+
+        def counters(t):  # a 60 W lamp lit 18:00 Nov 10 - 06:00 Nov 11
+            lit = min(max(t - (NOV_10 + 18 * 3600), 0), 12 * 3600)
+            return base_on + lit, base_wh + 60.0 * lit / 3600
+
+        def tele(node, t):
+            b.clock.t = t
+            on_s, wh = counters(t)
+            lvl = 100 if NOV_10 + 18 * 3600 <= t < NOV_10 + 30 * 3600 else 0
+            b.handle(node, "tele", Telemetry("b1", int(t), 1000, "synced", lamp={
+                "lvl": lvl, "relay": lvl > 0, "w": 60.0 if lvl else 0.0, "wh": wh, "on_s": on_s}))
+
+        def midnight(node):
+            on_s, wh = counters(NOV_10 + 86400)
+            b.event(node, "lamp_counters", {"on_s": on_s, "wh": round(wh, 1)}, ts=NOV_10 + 86400 + 1)
+
+        for node in ("den-3-07", "den-3-08"):
+            for t in range(NOV_10 + 17 * 3600, NOV_10 + 19 * 3600 + 1, 300):
+                tele(node, t)
+        # both offline 19:00 - 00:30; on reconnect den-3-07's buffered midnight reading comes after fresh
+        # telemetry (it must not count twice), den-3-08's before it (it splits the night at midnight)
+        tele("den-3-07", NOV_10 + 24 * 3600 + 1800)
+        midnight("den-3-07")
+        midnight("den-3-08")
+        midnight("den-3-08")  # a QoS 1 redelivery
+        for node in ("den-3-07", "den-3-08"):
+            for t in range(NOV_10 + 24 * 3600 + 1800, NOV_10 + 31 * 3600 + 1, 300):
+                tele(node, t)
+        report = monthly(b.gw.db, "2026-11", b.gw.cfg.tz_s)
+        lamps = {l["node"]: l for l in report["lamps"]}
+        for node in ("den-3-07", "den-3-08"):
+            assert lamps[node]["on_hours"] == 12.0, lamps[node]
+            assert lamps[node]["energy_kwh"] == 0.72, lamps[node]
+        days = {r["day"]: r["on_s"] for r in b.gw.db.all(
+            "SELECT day, on_s FROM lamp_days WHERE node_id = 'den-3-08'")}
+        assert days == {"2026-11-10": 6 * 3600, "2026-11-11": 6 * 3600}
+        # den-3-08 is reflashed: its counters start again from zero
+        b.clock.advance(3600)
+        b.handle("den-3-08", "tele", Telemetry("b2", int(b.clock.t), 10, "synced", lamp={
+            "lvl": 100, "relay": True, "w": 60.0, "wh": 1.0, "on_s": 60}))
+        assert b.gw.db.one("SELECT SUM(on_s) FROM lamp_days WHERE node_id = 'den-3-08'")[0] == 12 * 3600 + 60
+        assert b.gw.db.one("SELECT on_s FROM lamp_counters WHERE node_id = 'den-3-08'")[0] == 60
+    finally:
+        b.close()
