@@ -6,6 +6,10 @@ counter. A command is retried (same bytes) until the node acks it or it
 expires; if a newer command to that node was sent meanwhile, the retry is
 re-signed with a fresh counter and the same cmd_id (the node remembers
 applied cmd_ids, so there is still at most one effect).
+
+A node whose counter is ahead of ours (a gateway restored from a backup)
+refuses with "replay" and its counter: the command is re-signed above it
+once (`resynced`) and sent again. "clock_invalid" refusals are retried.
 """
 import json
 
