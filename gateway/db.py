@@ -8,6 +8,7 @@ corrupt file). Every write that belongs together happens in one transaction
 import contextlib
 import os
 import sqlite3
+import threading
 
 MIGRATIONS = [
     # 1: registry, live state, events, commands, programs, schedules, reports, users, audit
@@ -97,6 +98,10 @@ class Database:
         if path != ":memory:":
             os.chmod(path, 0o600)  # node keys live here
         self._depth = 0
+        # Until the gateway's data path has one owner (issue 9), the event loop and FastAPI's
+        # thread pool share this connection: one lock serialises every statement and holds a
+        # transaction whole, so no thread starts or commits inside another's transaction.
+        self._lock = threading.RLock()
         self.migrate()
 
     @property
@@ -113,7 +118,11 @@ class Database:
 
     @contextlib.contextmanager
     def tx(self):
-        """A transaction (nested calls join the outer one): all of it, or none of it."""
+        """A transaction (nested calls on the same thread join the outer one): all of it, or none of it."""
+        with self._lock:
+            yield from self._tx()
+
+    def _tx(self):
         if self._depth:
             self._depth += 1
             try:
@@ -134,13 +143,16 @@ class Database:
             self._depth = 0
 
     def one(self, sql, *args):
-        return self.conn.execute(sql, args).fetchone()
+        with self._lock:
+            return self.conn.execute(sql, args).fetchone()
 
     def all(self, sql, *args):
-        return self.conn.execute(sql, args).fetchall()
+        with self._lock:
+            return self.conn.execute(sql, args).fetchall()
 
     def run(self, sql, *args):
-        return self.conn.execute(sql, args)
+        with self._lock:
+            return self.conn.execute(sql, args)
 
     def next_counter(self, name):
         """A durable, strictly increasing number (ids, batch numbers)."""
