@@ -98,12 +98,26 @@ class Loudspeaker:
             item = plan.active(now, self.zone_ids)
             if item is not None and item.id in self.skipped:
                 item = self._next_unskipped(plan, now)
+            item = self._keep_on_air(plan, now, item)
             if item is not None and (best is None or item.prio > best.prio):
                 best = item
             if best is None and self.warmup_ms:
                 upcoming = plan.active(now, self.zone_ids, lead=self.warmup_ms / 1000)
                 soon = upcoming is not None and upcoming.id not in self.skipped
         return best, soon
+
+    def _keep_on_air(self, plan, now, item):
+        """A plan item that started plays to its end: a clock stepped back a few seconds by a
+        time sync (to before its start) must not cut it and start it again."""
+        on = self.airing
+        if on is None or isinstance(on, Commanded) or on.id in self.skipped or not on.start - 120 <= now < on.end:
+            return item
+        if item is not None and (same_item(item, on) or item.prio > on.prio):
+            return item
+        for candidate in plan.items:
+            if same_item(candidate, on):
+                return candidate if item is None or candidate.prio >= item.prio else item
+        return item
 
     def _next_unskipped(self, plan, now):
         best = None

@@ -90,6 +90,22 @@ def test_a_plan_push_that_still_contains_the_item_on_air_does_not_interrupt_it()
         rig.close()
 
 
+def test_a_clock_stepped_back_over_the_start_does_not_cut_the_item_on_air():
+    rig = Rig(NEWS - 60, program=PROGRAM, plan={"version": 4, "items": [_item("news", NEWS, 1800)]})
+    rig.boot()
+    try:
+        rig.run(76.0)  # 17:00:16, on air
+        assert rig.node.speaker.airing.id == "news"
+        rig.board.clock_jump(-31)  # a time sync steps the clock back to 16:59:45
+        rig.run(60.0)
+        rig.run(1800.0)
+        assert rig.events("broadcast_interrupted") == []
+        assert [e.data["id"] for e in rig.events("broadcast_started")] == ["news"]
+        assert len(rig.events("broadcast_ended")) == 1
+    finally:
+        rig.close()
+
+
 def test_a_changed_item_is_a_new_broadcast():
     rig = Rig(NEWS - 60, program=PROGRAM, plan={"version": 4, "items": [_item("x", NEWS, 600)]})
     rig.boot()
