@@ -273,7 +273,7 @@ class Node:
         if cmd.op == commands.TIME_SYNC:
             ok, why = self.clock.acceptable(cmd.args["t1"], cmd.expires)
             if not ok:  # a stale or unjudgeable sync moves nothing; ask for the time properly instead
-                self._reject(v.cmd_id, commands.EXPIRED, "time sync " + why)
+                self._ack(v.cmd_id, REJECTED, commands.EXPIRED, "time sync " + why)  # acked, not an alarm
                 self._time_wanted = True
                 return
         elif now is None:
@@ -566,8 +566,7 @@ class Node:
     def time_request_due(self, now_ms):
         if not (self._time_wanted or self.clock.needs_sync()):
             return False
-        return self._last_time_request is None or now_ms - self._last_time_request > (
-            5000 if self._time_wanted else 60000)
+        return self._last_time_request is None or now_ms - self._last_time_request > 60000
 
     def telemetry_due(self, now_ms):
         return self._last_tele is None or now_ms - self._last_tele >= self.cfg.tele_s * 1000
