@@ -42,12 +42,12 @@ def load_config(args):
     return cfg
 
 
-def first_admin(gw):
+async def first_admin(gw):
     """Create the admin account on an empty database; returns its password or None."""
     if gw.users.count():
         return None
     password = secrets.token_urlsafe(12)
-    gw.users.add("admin", "Quản trị", "admin", password)
+    await gw.users.add("admin", "Quản trị", "admin", password)
     path = os.path.join(gw.cfg.data_dir, "admin-password.txt")
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
@@ -63,7 +63,7 @@ async def serve(cfg, clock=None, ready=None):
 
     gw = make_gateway(cfg, clock)
     app = create_app(gw)
-    password = first_admin(gw)
+    password = await first_admin(gw)
     await gw.start()
     url = "http://%s:%d/" % ("127.0.0.1" if cfg.http_bind in ("0.0.0.0", "") else cfg.http_bind, cfg.http_port)
     print("denloa gateway for %s (%s)" % (cfg.site_name, cfg.site), flush=True)

@@ -3,6 +3,8 @@
 Messages are in Vietnamese (and English), in plain words, with the node's
 name and the local time: "Loa cụm 3 mất kết nối từ 17:02".
 """
+from __future__ import annotations
+
 import json
 import re
 import string
@@ -134,6 +136,12 @@ class Alerts:
         rows = self.db.all("SELECT * FROM alerts WHERE opened >= ? ORDER BY opened DESC LIMIT ?", since, limit)
         return [dict(r) | {"data": json.loads(r["data"])} for r in rows]
 
-    def count_open(self):
-        return self.db.one("SELECT COUNT(*) FROM alerts WHERE closed IS NULL")[0]
+    def messages_for(self, node_id: str) -> list[str]:
+        """The open alerts of one node, newest first, in Vietnamese."""
+        rows = self.db.all("SELECT message_vi FROM alerts WHERE closed IS NULL AND node_id = ? ORDER BY opened DESC",
+                           node_id)
+        return [r[0] for r in rows]
+
+    def count_open(self) -> int:
+        return int(self.db.scalar("SELECT COUNT(*) FROM alerts WHERE closed IS NULL"))
 

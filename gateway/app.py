@@ -1,11 +1,78 @@
-"""Build a complete gateway (service + planner) from a config: one place for the wiring."""
+"""The one wiring place: every gateway service is built here from the config, with explicit dependencies.
+
+Nothing else constructs a service or attaches one to another after the fact;
+hooks between services (a birth asks for a time sync and a plan check, an
+answered command updates metrics and alerts) are connected here, in one list.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+from gateway import broker as brokers
+from gateway.alerts import Alerts
+from gateway.clock import Clock, SystemClock
+from gateway.commands import CommandService
+from gateway.config import GatewayConfig
+from gateway.db import Database
+from gateway.emergency import Emergencies
+from gateway.ingest import Ingest
+from gateway.link import MqttLink
+from gateway.metrics import Metrics
 from gateway.plans import PlanService
-from gateway.service import Gateway
+from gateway.registry import Registry
+from gateway.service import GATEWAY_USER, Gateway, load_secrets
+from gateway.timesync import TimeService
 from gateway.users import Users
 
 
-def make_gateway(cfg, clock=None, log=None):
-    gw = Gateway(cfg, clock, log)
-    gw.plans = PlanService(gw)
-    gw.users = Users(gw.db, gw.clock)
+def _default_log(text: str) -> None:
+    print("gateway:", text, flush=True)
+
+
+def make_gateway(cfg: GatewayConfig, clock: Clock | None = None,
+                 log: Callable[[str], None] | None = None) -> Gateway:
+    clock = clock or SystemClock()
+    log = log or _default_log
+    os.makedirs(cfg.data_dir, mode=0o700, exist_ok=True)
+    db = Database(os.path.join(cfg.data_dir, "denloa.db"))
+    secrets = load_secrets(cfg.data_dir)
+    metrics = Metrics()
+    registry = Registry(db, clock, brokers.hash_password)
+    alerts = Alerts(db, clock, cfg.tz_s, registry.name)
+
+    broker = None
+    if cfg.broker_mode == "external":
+        host, port = cfg.broker_host, cfg.broker_port
+        username, password = cfg.broker_username or None, cfg.broker_password or None
+    else:
+        broker = brokers.make_broker(cfg.broker_mode, os.path.join(cfg.data_dir, "broker"), cfg.site,
+                                     host=cfg.broker_bind, port=cfg.broker_port, bridge=cfg.bridge, log=log)
+        host = "127.0.0.1" if cfg.broker_bind in ("0.0.0.0", "::", "") else cfg.broker_bind
+        port, username, password = broker.port, GATEWAY_USER, secrets["mqtt_password"]
+
+    def deliver(batch: list[tuple[str, bytes]]) -> None:
+        ingest.handle_batch(batch)  # ingest is built below; the link calls this only once it runs
+
+    link = MqttLink(site=cfg.site, host=host, port=port, username=username, password=password,
+                    deliver=deliver, metrics=metrics, log=log)
+    commands = CommandService(db=db, cfg=cfg, clock=clock, registry=registry, publish=link.publish, log=log)
+    ingest = Ingest(db=db, cfg=cfg, clock=clock, registry=registry, commands=commands, alerts=alerts,
+                    metrics=metrics, log=log)
+    timesync = TimeService(clock=clock, commands=commands, log=log)
+    emergencies = Emergencies(db=db, registry=registry, commands=commands)
+    users = Users(db, clock)
+    gw = Gateway(cfg=cfg, clock=clock, log=log, db=db, secrets=secrets, metrics=metrics, registry=registry,
+                 alerts=alerts, commands=commands, ingest=ingest, link=link, timesync=timesync,
+                 emergencies=emergencies, users=users, plans=None, broker=broker)
+    gw.command = commands.create  # type: ignore[attr-defined]  # TEMP until PlanPusher lands
+    gw.plans = plans = PlanService(gw)
+
+    # ---- hooks, all of them ----
+    link.on_connect.append(commands.work.set)  # send what waited for the link
+    commands.on_result.append(gw.on_command_result)
+    ingest.on_time_request.append(timesync.answer)
+    ingest.on_clock_skew.append(timesync.on_clock_skew)
+    ingest.on_birth.append(timesync.on_birth)
+    ingest.on_birth.append(plans.on_birth)
     return gw

@@ -10,13 +10,28 @@ applied cmd_ids, so there is still at most one effect).
 A node whose counter is ahead of ours (a gateway restored from a backup)
 refuses with "replay" and its counter: the command is re-signed above it
 once (`resynced`) and sent again. "clock_invalid" refusals are retried.
-"""
-import json
 
+Every method runs on the event loop; `send_many` reads and re-signs in one
+transaction, publishes with no transaction open, then records what the broker
+took in another.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+from gateway.clock import Clock
+from gateway.config import GatewayConfig
+from gateway.db import Database
 from gateway.errors import GatewayError
+from gateway.registry import Registry
 from protocol.commands import Command
 from protocol.errors import ProtocolError
-from protocol.messages import APPLIED
+from protocol.messages import APPLIED, Ack
+
+Publish = Callable[[str, bytes], Awaitable[bool]]
 
 PENDING = "pending"  # stored, not yet published
 SENT = "sent"  # published at least once, no answer yet
@@ -26,17 +41,21 @@ DONE_STATES = (APPLIED, "rejected", "expired", "superseded")  # superseded: a ne
 
 
 class CommandService:
-    def __init__(self, db, cfg, clock, registry, log):
+    def __init__(self, *, db: Database, cfg: GatewayConfig, clock: Clock, registry: Registry,
+                 publish: Publish | None, log: Callable[[str], None]) -> None:
         self.db = db
         self.cfg = cfg
         self.clock = clock
         self.registry = registry
+        self.publish = publish  # async (topic, payload) -> bool: False while the link is down
         self.log = log
-        self.publish = None  # async (topic, payload) -> bool, set by the gateway once MQTT is up
-        self.on_result = []  # callables(command row dict) when a command is answered or expires
+        self.on_result: list[Callable[[dict[str, Any]], None]] = []  # a command answered or expired
+        self.work = asyncio.Event()  # set when there is something new to send
 
-    def create(self, node_id, op, args, user=None, batch=None, expires_s=None):
-        """Validate, number, sign and store one command; returns its id. Raises GatewayError."""
+    def create(self, node_id: str, op: str, args: dict[str, Any], user: str | None = None,
+               batch: str | None = None, expires_s: float | None = None) -> str:
+        """Validate, number, sign and store one command, and wake the sender; returns its id.
+        Raises GatewayError."""
         if not self.registry.known(node_id):
             raise GatewayError("node.unknown", "Không có thiết bị %s" % node_id, "No node %s" % node_id, "node")
         now = self.clock.now()
@@ -50,6 +69,7 @@ class CommandService:
                 " created_by, batch) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 cmd_id, node_id, op, json.dumps(_jsonable(args)), counter, now, expires, topic, payload, PENDING,
                 user, batch)
+        self.work.set()
         return cmd_id
 
     def _next_counter(self, node_id):
@@ -72,7 +92,7 @@ class CommandService:
         self.db.run("UPDATE commands SET counter = ?, payload = ? WHERE id = ?", counter, payload, row["id"])
         return topic, payload
 
-    def desynced(self, node_id, cmd_id, node_ctr, got=None):
+    def desynced(self, node_id: str, cmd_id: Any, node_ctr: Any, got: Any = None) -> bool:
         """A "replay" refusal that means our counter fell behind the node's (a restored or re-provisioned
         gateway), not someone replaying: the command is ours, not applied, and the node's counter is at
         least the command's (`got`, the counter the node saw, else ours)."""
@@ -84,23 +104,38 @@ class CommandService:
         counter = got if isinstance(got, int) and not isinstance(got, bool) and got <= row["counter"] else row["counter"]
         return node_ctr >= counter
 
-    async def send(self, cmd_id):
+    async def send(self, cmd_id: str) -> bool:
         """Publish a stored command now (first time or retry). True if the broker took it."""
-        row = self.db.one("SELECT * FROM commands WHERE id = ?", cmd_id)
-        if row is None or row["status"] in DONE_STATES or self.publish is None:
-            return False
-        topic, payload = row["topic"], bytes(row["payload"])
-        node_counter = self.db.one("SELECT counter FROM nodes WHERE id = ?", row["node_id"])[0]
-        if row["attempts"] and node_counter > row["counter"]:
-            with self.db.tx():  # overtaken by a newer command: re-sign, same cmd_id
-                topic, payload = self._resign(row)
-        ok = await self.publish(topic, payload)
-        if ok:
-            self.db.run("UPDATE commands SET status = CASE WHEN status = ? THEN ? ELSE status END,"
-                        " attempts = attempts + 1, last_sent = ? WHERE id = ?", PENDING, SENT, self.clock.now(), cmd_id)
-        return ok
+        return await self.send_many([cmd_id]) == 1
 
-    def on_ack(self, node_id, ack):
+    async def send_many(self, cmd_ids: Iterable[str]) -> int:
+        """Publish these stored commands concurrently (an emergency fan-out); returns how many the broker took."""
+        publish = self.publish
+        if publish is None:
+            return 0
+        out = []
+        with self.db.tx():
+            for cmd_id in cmd_ids:
+                row = self.db.one("SELECT c.*, n.counter AS node_counter FROM commands c JOIN nodes n"
+                                  " ON n.id = c.node_id WHERE c.id = ?", cmd_id)
+                if row is None or row["status"] in DONE_STATES:
+                    continue
+                topic, payload = row["topic"], bytes(row["payload"])
+                if row["attempts"] and row["node_counter"] > row["counter"]:
+                    topic, payload = self._resign(row)  # overtaken by a newer command: re-sign, same cmd_id
+                out.append((cmd_id, topic, payload))
+        if not out:
+            return 0
+        results = await asyncio.gather(*(publish(topic, payload) for _id, topic, payload in out))
+        sent = [cmd_id for (cmd_id, _t, _p), ok in zip(out, results) if ok]
+        now = self.clock.now()
+        with self.db.tx():
+            for cmd_id in sent:
+                self.db.run("UPDATE commands SET status = CASE WHEN status = ? THEN ? ELSE status END,"
+                            " attempts = attempts + 1, last_sent = ? WHERE id = ?", PENDING, SENT, now, cmd_id)
+        return len(sent)
+
+    def on_ack(self, node_id: str, ack: Ack) -> dict[str, Any] | None:
         """An Ack from `node_id`; returns the updated command row or None if it is not ours."""
         if ack.cmd_id is None:
             return None
@@ -132,7 +167,7 @@ class CommandService:
             fn(result)
         return result
 
-    def due(self):
+    def due(self) -> list[str]:
         """Ids of commands to publish now: new ones, and unanswered ones to online nodes whose retry
         time has come (an offline node's persistent session already holds the first copy)."""
         now = self.clock.now()
@@ -142,7 +177,7 @@ class CommandService:
             " ORDER BY c.counter", now, PENDING, SENT, now - self.cfg.command_retry_s)
         return [r[0] for r in rows]
 
-    def expire(self):
+    def expire(self) -> list[dict[str, Any]]:
         """Mark commands past their expiry; returns their rows."""
         now = self.clock.now()
         rows = self.db.all("SELECT id FROM commands WHERE status IN (?, ?) AND expires <= ?", PENDING, SENT, now)
@@ -156,13 +191,14 @@ class CommandService:
                 fn(result)
         return out
 
-    def get(self, cmd_id):
+    def get(self, cmd_id: str) -> dict[str, Any]:
         row = self.db.one("SELECT * FROM commands WHERE id = ?", cmd_id)
         if row is None:
             raise GatewayError("command.unknown", "Không có lệnh %s" % cmd_id, "No command %s" % cmd_id, status=404)
         return _row(row)
 
-    def list(self, node_id=None, batch=None, status=None, limit=200):
+    def list(self, node_id: str | None = None, batch: str | None = None, status: str | None = None,
+             limit: int = 200) -> list[dict[str, Any]]:
         sql, args = "SELECT * FROM commands WHERE 1=1", []
         for column, value in (("node_id", node_id), ("batch", batch), ("status", status)):
             if value is not None:
@@ -172,7 +208,12 @@ class CommandService:
         args.append(limit)
         return [_row(r) for r in self.db.all(sql, *args)]
 
-    def batch_progress(self, batch):
+    def nodes_of_batch(self, batch: str) -> list[str]:
+        """The nodes a batch of commands went to."""
+        return [r[0] for r in self.db.all("SELECT DISTINCT node_id FROM commands WHERE batch = ? ORDER BY node_id",
+                                          batch)]
+
+    def batch_progress(self, batch: str) -> dict[str, int]:
         rows = self.db.all("SELECT status, COUNT(*) FROM commands WHERE batch = ? GROUP BY status", batch)
         counts = {r[0]: r[1] for r in rows}
         return {"total": sum(counts.values()), "applied": counts.get(APPLIED, 0),

@@ -4,11 +4,26 @@ WAL mode with synchronous=NORMAL: a commit survives a crash of the process
 (what a power cut of the Pi may still take is the last moments, never a
 corrupt file). Every write that belongs together happens in one transaction
 (`with db.tx():`), so nothing is half-applied.
+
+One owner, by construction (docs/gateway.md, "Who owns what"): the connection
+belongs to the thread that opened it, which is the gateway's event loop. Every
+HTTP route is `async def` and runs on that loop; slow work that needs no
+database (Argon2) goes to a worker thread and comes back with a plain value.
+A call from any other thread raises `WrongThread` instead of racing. On the
+loop, a transaction is synchronous code: a second task touching the database
+while one is open (an `await` inside `with db.tx():`) raises `TransactionOverlap`
+instead of joining and committing someone else's half-done work. A nested
+`tx()` is a SAVEPOINT: its failure rolls back only its own part.
 """
+from __future__ import annotations
+
+import asyncio
 import contextlib
 import os
 import sqlite3
 import threading
+from collections.abc import Iterator
+from typing import Any
 
 MIGRATIONS = [
     # 1: registry, live state, events, commands, programs, schedules, reports, users, audit
@@ -84,12 +99,30 @@ MIGRATIONS = [
 ]
 
 
+class WrongThread(RuntimeError):
+    """The database was used from a thread other than its owner's (a design error, never input)."""
+
+
+class TransactionOverlap(RuntimeError):
+    """A task used the database while another task's transaction was open (an await inside tx())."""
+
+
+def _current_task() -> asyncio.Task[Any] | None:
+    try:
+        return asyncio.current_task()
+    except RuntimeError:  # no running loop: plain synchronous use (tools, tests)
+        return None
+
+
 class Database:
-    def __init__(self, path):
+    """The gateway's one SQLite connection, owned by the thread that opened it."""
+
+    def __init__(self, path: str) -> None:
         self.path = path
         if path != ":memory:":
             os.makedirs(os.path.dirname(os.path.abspath(path)), mode=0o700, exist_ok=True)
-        self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._owner = threading.get_ident()
+        self.conn = sqlite3.connect(path, isolation_level=None)  # check_same_thread stays on
         self.conn.row_factory = sqlite3.Row
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=NORMAL")
@@ -98,17 +131,14 @@ class Database:
         if path != ":memory:":
             os.chmod(path, 0o600)  # node keys live here
         self._depth = 0
-        # Until the gateway's data path has one owner (issue 9), the event loop and FastAPI's
-        # thread pool share this connection: one lock serialises every statement and holds a
-        # transaction whole, so no thread starts or commits inside another's transaction.
-        self._lock = threading.RLock()
+        self._tx_task: asyncio.Task[Any] | None = None
         self.migrate()
 
     @property
-    def version(self):
-        return self.conn.execute("PRAGMA user_version").fetchone()[0]
+    def version(self) -> int:
+        return int(self.conn.execute("PRAGMA user_version").fetchone()[0])
 
-    def migrate(self):
+    def migrate(self) -> None:
         for number in range(self.version, len(MIGRATIONS)):
             with self.tx():
                 for statement in MIGRATIONS[number].split(";"):
@@ -116,22 +146,34 @@ class Database:
                         self.conn.execute(statement)
                 self.conn.execute("PRAGMA user_version = %d" % (number + 1))
 
-    @contextlib.contextmanager
-    def tx(self):
-        """A transaction (nested calls on the same thread join the outer one): all of it, or none of it."""
-        with self._lock:
-            yield from self._tx()
+    def _check(self) -> None:
+        if threading.get_ident() != self._owner:
+            raise WrongThread("the gateway database is owned by its event loop's thread; "
+                              "this call came from thread %s" % threading.current_thread().name)
+        if self._depth and _current_task() is not self._tx_task:
+            raise TransactionOverlap("another task's transaction is open: an await inside `with db.tx():`?")
 
-    def _tx(self):
+    @contextlib.contextmanager
+    def tx(self) -> Iterator[sqlite3.Connection]:
+        """A transaction: all of it, or none of it. Nested, a savepoint that fails alone."""
+        self._check()
         if self._depth:
+            name = "sp%d" % self._depth
+            self.conn.execute("SAVEPOINT " + name)
             self._depth += 1
             try:
                 yield self.conn
+            except BaseException:
+                self.conn.execute("ROLLBACK TO " + name)
+                self.conn.execute("RELEASE " + name)
+                raise
+            else:
+                self.conn.execute("RELEASE " + name)
             finally:
                 self._depth -= 1
             return
         self.conn.execute("BEGIN IMMEDIATE")
-        self._depth = 1
+        self._depth, self._tx_task = 1, _current_task()
         try:
             yield self.conn
         except BaseException:
@@ -140,27 +182,34 @@ class Database:
         else:
             self.conn.execute("COMMIT")
         finally:
-            self._depth = 0
+            self._depth, self._tx_task = 0, None
 
-    def one(self, sql, *args):
-        with self._lock:
-            return self.conn.execute(sql, args).fetchone()
+    def one(self, sql: str, *args: Any) -> sqlite3.Row | None:
+        self._check()
+        row: sqlite3.Row | None = self.conn.execute(sql, args).fetchone()
+        return row
 
-    def all(self, sql, *args):
-        with self._lock:
-            return self.conn.execute(sql, args).fetchall()
+    def all(self, sql: str, *args: Any) -> list[sqlite3.Row]:
+        self._check()
+        return self.conn.execute(sql, args).fetchall()
 
-    def run(self, sql, *args):
-        with self._lock:
-            return self.conn.execute(sql, args)
+    def run(self, sql: str, *args: Any) -> sqlite3.Cursor:
+        self._check()
+        return self.conn.execute(sql, args)
 
-    def next_counter(self, name):
+    def scalar(self, sql: str, *args: Any) -> Any:
+        """The first column of the first row, or None."""
+        row = self.one(sql, *args)
+        return None if row is None else row[0]
+
+    def next_counter(self, name: str) -> int:
         """A durable, strictly increasing number (ids, batch numbers)."""
         with self.tx():
             row = self.one("SELECT value FROM counters WHERE name = ?", name)
             value = (row[0] if row else 0) + 1
             self.run("INSERT OR REPLACE INTO counters (name, value) VALUES (?, ?)", name, value)
-        return value
+        return int(value)
 
-    def close(self):
+    def close(self) -> None:
+        self._check()
         self.conn.close()

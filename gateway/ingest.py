@@ -3,10 +3,26 @@
 Every payload is decoded by protocol/ (which raises only ProtocolError);
 anything malformed, oversized, from an unknown node or another site is
 counted and dropped: it never stops the gateway.
+
+Ingest owns the tables of what nodes said: node_state (live state), events,
+seq_tracker, airings, lamp_days, lamp_counters. A batch of messages is stored
+in one transaction with a savepoint per message: one bad message rolls back
+only itself, and a burst costs one commit.
 """
+from __future__ import annotations
+
 import json
 import time
+from collections.abc import Callable
+from typing import Any
 
+from gateway.alerts import Alerts
+from gateway.clock import Clock
+from gateway.commands import CommandService
+from gateway.config import GatewayConfig
+from gateway.db import Database
+from gateway.metrics import Metrics
+from gateway.registry import Registry
 from protocol import messages, topics
 from protocol.errors import ProtocolError
 
@@ -18,7 +34,8 @@ LAMP_FAULTS = ("lamp_fault", "day_burner")
 
 
 class Ingest:
-    def __init__(self, db, cfg, clock, registry, commands, alerts, metrics, log):
+    def __init__(self, *, db: Database, cfg: GatewayConfig, clock: Clock, registry: Registry,
+                 commands: CommandService, alerts: Alerts, metrics: Metrics, log: Callable[[str], None]) -> None:
         self.db = db
         self.cfg = cfg
         self.clock = clock
@@ -27,14 +44,23 @@ class Ingest:
         self.alerts = alerts
         self.metrics = metrics
         self.log = log
-        self.tele = {}  # node_id -> (received, Telemetry): the latest, kept in memory
-        self.on_birth = []  # callables(node_id, State)
-        self.on_time_request = []  # callables(node_id, t1, received_ms)
-        self.on_clock_skew = []  # callables(node_id, skew_s): the node's clock disagrees with ours
-        self._skew_sent = {}
-        self._known = {}
+        self.tele: dict[str, tuple[float, messages.Telemetry]] = {}  # node -> latest (received, tele), in memory
+        self.on_birth: list[Callable[[str, messages.State], None]] = []
+        self.on_time_request: list[Callable[[str, int, int], None]] = []  # (node_id, t1, received_ms)
+        self.on_clock_skew: list[Callable[[str, float], None]] = []  # the node's clock disagrees with ours
+        self._skew_sent: dict[str, float] = {}
 
-    def handle(self, topic, payload):
+    def handle_batch(self, batch: list[tuple[str, bytes]]) -> None:
+        """Messages as they arrived, stored in one transaction (a savepoint each). Never raises."""
+        try:
+            with self.db.tx():
+                for topic, payload in batch:
+                    self.handle(topic, payload)
+        except Exception as exc:  # the commit itself failed (disk full?): say so, keep the gateway up
+            self.metrics.bad("internal")
+            self.log("could not store %d messages: %r" % (len(batch), exc))
+
+    def handle(self, topic: str, payload: bytes) -> None:
         """One MQTT message. Never raises."""
         try:
             site, node_id, kind = topics.parse_topic(topic)
@@ -48,20 +74,24 @@ class Ingest:
             return
         self.metrics.message(kind)
         try:
-            if kind == topics.STATE:
-                self._state(node_id, messages.State.decode(payload))
-            elif kind == topics.TELE:
-                self._tele(node_id, messages.Telemetry.decode(payload))
-            elif kind == topics.EVT:
-                self._event(node_id, messages.Event.decode(payload))
-            elif kind == topics.ACK:
-                self.commands.on_ack(node_id, messages.Ack.decode(payload))
+            with self.db.tx():  # a savepoint inside a batch: this message, all or nothing
+                self._dispatch(node_id, kind, payload)
         except ProtocolError as exc:
             self.metrics.bad(kind)
             self.log("dropped a malformed %s from %s: %s" % (kind, node_id, exc))
         except Exception as exc:  # a bug here must not stop ingest of everything else
             self.metrics.bad("internal")
             self.log("error handling %s from %s: %r" % (kind, node_id, exc))
+
+    def _dispatch(self, node_id: str, kind: str, payload: bytes) -> None:
+        if kind == topics.STATE:
+            self._state(node_id, messages.State.decode(payload))
+        elif kind == topics.TELE:
+            self._tele(node_id, messages.Telemetry.decode(payload))
+        elif kind == topics.EVT:
+            self._event(node_id, messages.Event.decode(payload))
+        elif kind == topics.ACK:
+            self.commands.on_ack(node_id, messages.Ack.decode(payload))
 
     # ---- state -------------------------------------------------------------
     def _state(self, node_id, state):
@@ -220,8 +250,35 @@ class Ingest:
             for fn in self.on_time_request:
                 fn(node_id, data["t1"], int(now * 1000))
 
+    # ---- what the API and the UI read -------------------------------------
+    def live(self, node_id: str) -> dict[str, Any]:
+        """A node's live state as last reported ({} before it ever spoke)."""
+        row = self.db.one("SELECT * FROM node_state WHERE node_id = ?", node_id)
+        if row is None:
+            return {}
+        live = {k: row[k] for k in ("online", "boot_id", "last_seen", "online_since", "offline_since",
+                                    "firmware", "clock", "lamp_version", "plan_version", "safe")}
+        live["online"] = bool(live["online"])
+        live["safe"] = bool(live["safe"])
+        live["caps"] = json.loads(row["caps"]) if row["caps"] else []
+        live["tele"] = json.loads(row["tele"]) if row["tele"] else None
+        live["failed"] = json.loads(row["failed"]) if row["failed"] else []
+        return live
+
+    def events(self, node_id: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
+        """Stored events, newest first."""
+        sql, args = "SELECT * FROM events", []
+        if node_id:
+            sql += " WHERE node_id = ?"
+            args.append(node_id)
+        rows = self.db.all(sql + " ORDER BY id DESC LIMIT ?", *args, limit)
+        return [dict(r) | {"data": json.loads(r["data"])} for r in rows]
+
+    def online_count(self) -> int:
+        return int(self.db.scalar("SELECT COUNT(*) FROM node_state WHERE online = 1"))
+
     # ---- liveness ----------------------------------------------------------
-    def sweep(self):
+    def sweep(self) -> int:
         """Mark online nodes that went silent (no will seen: e.g. the broker itself restarted)."""
         now = self.clock.now()
         rows = self.db.all("SELECT node_id, last_seen FROM node_state WHERE online = 1 AND last_seen < ?",

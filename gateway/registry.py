@@ -157,6 +157,24 @@ class Registry:
             "kind": row["kind"], "revoked": bool(row["revoked"]),
         }
 
+    def name(self, node_id):
+        """A node's display name (its id when unknown)."""
+        row = self.db.one("SELECT name FROM nodes WHERE id = ?", node_id)
+        return row[0] if row else node_id
+
+    def count(self):
+        return self.db.one("SELECT COUNT(*) FROM nodes WHERE revoked = 0")[0]
+
     def broker_users(self):
         """(username, password hash, node id) of every node that may connect."""
         return [(r[0], r[1], r[0]) for r in self.db.all("SELECT id, mqtt_hash FROM nodes WHERE revoked = 0")]
+
+
+def has_speaker(node: dict) -> bool:
+    """Does this node drive a loudspeaker (kind speaker or both)?"""
+    return node["kind"] in ("speaker", "both")
+
+
+def has_lamp(node: dict) -> bool:
+    """Does this node drive a lamp (kind lamp or both)?"""
+    return node["kind"] in ("lamp", "both")

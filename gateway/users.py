@@ -4,13 +4,23 @@ Passwords are Argon2id hashes (argon2-cffi). Roles: viewer (sees), operator
 (schedules, airs, sets programs), admin (also nodes, zones, users).
 A session is a random token in an HttpOnly cookie plus a CSRF token that
 every state-changing request must echo in the X-CSRF-Token header.
+
+Argon2 is slow on purpose (tens of ms): hashing and verifying run in a worker
+thread with plain strings in and out; every database read and write stays on
+the event loop (gateway/db.py).
 """
+from __future__ import annotations
+
+import asyncio
 import json
 import secrets
+from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from gateway.clock import Clock
+from gateway.db import Database
 from gateway.errors import Conflict, Forbidden, GatewayError, NotFound
 
 ROLES = ("viewer", "operator", "admin")
@@ -18,12 +28,20 @@ SESSION_S = 12 * 3600
 
 
 class Users:
-    def __init__(self, db, clock):
+    def __init__(self, db: Database, clock: Clock) -> None:
         self.db = db
         self.clock = clock
         self.hasher = PasswordHasher()
+        self._dummy_hash = self.hasher.hash(secrets.token_urlsafe(16))  # unknown users cost the same
 
-    def add(self, username, name, role, password):
+    def _verify(self, hashed: str, password: str) -> bool:
+        """In a worker thread: no database here."""
+        try:
+            return bool(self.hasher.verify(hashed, password))
+        except (VerificationError, InvalidHashError):
+            return False
+
+    async def add(self, username: str, name: str, role: str, password: str) -> dict[str, Any]:
         if not isinstance(username, str) or not 2 <= len(username) <= 32 or not username.replace("-", "").replace(
                 "_", "").replace(".", "").isalnum() or not username.isascii():
             raise GatewayError("username.invalid", "Tên đăng nhập: 2-32 ký tự chữ không dấu, số, - _ .",
@@ -34,41 +52,39 @@ class Users:
         if not isinstance(password, str) or len(password) < 10:
             raise GatewayError("password.weak", "Mật khẩu phải có ít nhất 10 ký tự",
                                "The password must have at least 10 characters", "password")
+        self._refuse_taken(username)
+        hashed = await asyncio.to_thread(self.hasher.hash, password)
         with self.db.tx():
-            if self.db.one("SELECT 1 FROM users WHERE username = ?", username):
-                raise Conflict("user.exists", "Người dùng %s đã có" % username, "User %s already exists" % username,
-                               "username")
+            self._refuse_taken(username)  # again: another request may have taken it while we hashed
             self.db.run("INSERT INTO users (username, name, role, password_hash, created) VALUES (?, ?, ?, ?, ?)",
-                        username, name or username, role, self.hasher.hash(password), self.clock.now())
+                        username, name or username, role, hashed, self.clock.now())
         return self.get(username)
 
-    def get(self, username):
+    def _refuse_taken(self, username: str) -> None:
+        if self.db.one("SELECT 1 FROM users WHERE username = ?", username):
+            raise Conflict("user.exists", "Người dùng %s đã có" % username, "User %s already exists" % username,
+                           "username")
+
+    def get(self, username: str) -> dict[str, Any]:
         row = self.db.one("SELECT id, username, name, role, disabled FROM users WHERE username = ?", username)
         if row is None:
             raise NotFound("user.unknown", "Không có người dùng %s" % username, "No user %s" % username)
         return dict(row)
 
-    def list(self):
+    def list(self) -> list[dict[str, Any]]:
         return [dict(r) for r in self.db.all("SELECT id, username, name, role, disabled FROM users ORDER BY username")]
 
-    def count(self):
-        return self.db.one("SELECT COUNT(*) FROM users")[0]
+    def count(self) -> int:
+        return int(self.db.scalar("SELECT COUNT(*) FROM users"))
 
-    def login(self, username, password):
+    async def login(self, username: str, password: str) -> tuple[str, str, dict[str, Any]]:
         """(session token, csrf token, user) or a GatewayError that does not say which part was wrong."""
         row = self.db.one("SELECT * FROM users WHERE username = ?", username or "")
-        ok = False
-        if row is not None and not row["disabled"]:
-            try:
-                ok = self.hasher.verify(row["password_hash"], password or "")
-            except (VerificationError, InvalidHashError):
-                ok = False
-        else:
-            try:  # same work whether or not the user exists
-                self.hasher.verify(self.hasher.hash("x"), "y")
-            except VerificationError:
-                pass
-        if not ok:
+        usable = row is not None and not row["disabled"]
+        hashed = row["password_hash"] if usable and row is not None else self._dummy_hash
+        ok = await asyncio.to_thread(self._verify, hashed, password or "")  # same work for unknown users
+        ok = ok and usable
+        if not ok or row is None:
             self.audit(username, "login_failed", None, {})
             raise GatewayError("login.failed", "Sai tên đăng nhập hoặc mật khẩu", "Wrong username or password",
                                status=401)
@@ -81,7 +97,7 @@ class Users:
         self.audit(username, "login", None, {})
         return token, csrf, self.get(username)
 
-    def session(self, token):
+    def session(self, token: str | None) -> tuple[dict[str, Any], str] | None:
         """(user dict, csrf) of a live session, or None."""
         if not token:
             return None
@@ -92,19 +108,19 @@ class Users:
             return None
         return {"username": row["username"], "name": row["name"], "role": row["role"]}, row["csrf"]
 
-    def logout(self, token):
+    def logout(self, token: str | None) -> None:
         self.db.run("DELETE FROM sessions WHERE token = ?", token)
 
     @staticmethod
-    def require(user, role):
+    def require(user: dict[str, Any], role: str) -> None:
         if ROLES.index(user["role"]) < ROLES.index(role):
             raise Forbidden("role.forbidden", "Tài khoản của bạn không có quyền này (cần %s)" % role,
                             "Your account may not do this (needs %s)" % role)
 
-    def audit(self, username, action, target, detail):
+    def audit(self, username: str | None, action: str, target: str | None, detail: dict[str, Any]) -> None:
         self.db.run("INSERT INTO audit (at, username, action, target, detail) VALUES (?, ?, ?, ?, ?)",
                     self.clock.now(), username, action, target, json.dumps(detail, ensure_ascii=False))
 
-    def audit_log(self, limit=200):
+    def audit_log(self, limit: int = 200) -> list[dict[str, Any]]:
         rows = self.db.all("SELECT * FROM audit ORDER BY id DESC LIMIT ?", limit)
         return [dict(r) | {"detail": json.loads(r["detail"])} for r in rows]

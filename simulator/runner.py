@@ -80,7 +80,7 @@ class Run:
         self.gw = make_gateway(cfg, self.clock, log=self.gw_logs.append)
         app = create_app(self.gw)
         if not self.gw.users.count():
-            self.gw.users.add(ADMIN[0], "Mô phỏng", "admin", self.password)
+            await self.gw.users.add(ADMIN[0], "Mô phỏng", "admin", self.password)
         await self.gw.start()
         self.http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway", timeout=30)
         r = await self.http.post("/api/login", json={"username": ADMIN[0], "password": self.password})

@@ -51,7 +51,7 @@ class GatewayRig:
         self.gw = make_gateway(cfg, self.clock, log=self.logs.append)
         app = create_app(self.gw)
         if not self.gw.users.count():
-            self.gw.users.add("admin", "Quản trị", "admin", ADMIN_PASSWORD)
+            await self.gw.users.add("admin", "Quản trị", "admin", ADMIN_PASSWORD)
         await self.gw.start()
         self.http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway")
         await self.login()

@@ -65,7 +65,7 @@ def test_a_node_ahead_of_a_restored_gateways_counter_is_resynced_once_without_an
     b = Bench(tmp_path)
     try:
         node, node_ctr = "den-3-07", 500  # the node accepted 500 commands from the gateway before its restore
-        cmd = b.gw.command(node, ops.LAMP_OVERRIDE, {"level": 50, "until": int(b.clock.now()) + 600})
+        cmd = b.gw.commands.create(node, ops.LAMP_OVERRIDE, {"level": 50, "until": int(b.clock.now()) + 600})
         assert b.send(cmd)
         verdict = b.node_sees(node, node_ctr)
         assert verdict.reason == "replay"
@@ -79,7 +79,7 @@ def test_a_node_ahead_of_a_restored_gateways_counter_is_resynced_once_without_an
         assert b.send(cmd)
         assert b.node_sees(node, node_ctr).ok  # same cmd_id, counter above the node's
         # the next command continues above it
-        later = b.gw.command(node, ops.LAMP_OVERRIDE, {"level": 10, "until": int(b.clock.now()) + 600})
+        later = b.gw.commands.create(node, ops.LAMP_OVERRIDE, {"level": 10, "until": int(b.clock.now()) + 600})
         assert b.gw.commands.get(later)["counter"] == node_ctr + 2
         b.handle(node, "ack", Ack(cmd, "applied"))
         assert b.gw.commands.get(cmd)["status"] == "applied"
@@ -94,7 +94,7 @@ def test_a_second_replay_rejection_after_a_resync_is_final(tmp_path):
     b = Bench(tmp_path)
     try:
         node = "den-3-07"
-        cmd = b.gw.command(node, ops.LAMP_OVERRIDE, {"level": 50, "until": int(b.clock.now()) + 600})
+        cmd = b.gw.commands.create(node, ops.LAMP_OVERRIDE, {"level": 50, "until": int(b.clock.now()) + 600})
         b.send(cmd)
         b.handle(node, "ack", Ack(cmd, "rejected", "replay", ctr=40))
         assert b.gw.commands.get(cmd)["status"] == "pending"
@@ -103,7 +103,7 @@ def test_a_second_replay_rejection_after_a_resync_is_final(tmp_path):
         row = b.gw.commands.get(cmd)
         assert row["status"] == "rejected" and row["counter"] == 41
         # a replay ack without the node's counter stays final at once (older firmware)
-        other = b.gw.command(node, ops.LAMP_OVERRIDE, {"level": 20, "until": int(b.clock.now()) + 600})
+        other = b.gw.commands.create(node, ops.LAMP_OVERRIDE, {"level": 20, "until": int(b.clock.now()) + 600})
         b.send(other)
         b.handle(node, "ack", Ack(other, "rejected", "replay"))
         assert b.gw.commands.get(other)["status"] == "rejected"
@@ -116,7 +116,7 @@ def test_a_command_refused_for_no_valid_clock_is_retried(tmp_path):
     try:
         node = "den-3-07"
         b.birth(node)
-        cmd = b.gw.command(node, ops.LAMP_OVERRIDE, {"level": 50, "until": int(b.clock.now()) + 600})
+        cmd = b.gw.commands.create(node, ops.LAMP_OVERRIDE, {"level": 50, "until": int(b.clock.now()) + 600})
         b.send(cmd)
         b.handle(node, "ack", Ack(cmd, "rejected", "clock_invalid", "no valid time yet"))
         row = b.gw.commands.get(cmd)

@@ -1,0 +1,101 @@
+"""The gateway's own MQTT connection (aiomqtt): subscribe to every node's reports, publish commands.
+
+`run()` is one task on the event loop: it keeps the link up (backoff to 10 s),
+publishes the gateway's retained online state (the will says offline), and
+hands what arrives to `deliver` in batches: everything already queued, up to
+`BATCH_MAX`, so ingest can store a batch in one transaction instead of one
+commit per message.
+"""
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import aiomqtt
+
+from gateway.metrics import Metrics
+from protocol import topics
+
+BATCH_MAX = 500  # messages per ingest transaction at most
+
+
+class MqttLink:
+    def __init__(self, *, site: str, host: str, port: int, username: str | None, password: str | None,
+                 deliver: Callable[[list[tuple[str, bytes]]], None], metrics: Metrics,
+                 log: Callable[[str], None]) -> None:
+        self.site = site
+        self.host, self.port = host, port
+        self.username, self.password = username, password
+        self.deliver = deliver
+        self.metrics = metrics
+        self.log = log
+        self.client: aiomqtt.Client | None = None
+        self.connected = asyncio.Event()
+        self.on_connect: list[Callable[[], None]] = []  # e.g. wake the command sender
+        self.running = False
+
+    @property
+    def up(self) -> bool:
+        return self.client is not None
+
+    async def run(self) -> None:
+        self.running = True
+        state_topic = topics.gateway_state_topic(self.site)
+        will = aiomqtt.Will(state_topic, b'{"v":1,"online":false}', qos=1, retain=True)
+        backoff = 0.5
+        while self.running:
+            try:
+                async with aiomqtt.Client(self.host, self.port, identifier="denloa-gw-" + self.site,
+                                          username=self.username, password=self.password, will=will,
+                                          clean_session=False, keepalive=30, max_inflight_messages=1000,
+                                          max_queued_incoming_messages=0, timeout=10) as client:
+                    client.pending_calls_threshold = 10000  # an emergency fan-out has a thousand in flight
+                    await client.publish(state_topic, b'{"v":1,"online":true}', qos=1, retain=True)
+                    for kind in (topics.STATE, topics.EVT, topics.ACK):
+                        await client.subscribe(topics.nodes_filter(self.site, kind), qos=1)
+                    await client.subscribe(topics.nodes_filter(self.site, topics.TELE), qos=0)
+                    self.client = client
+                    self.connected.set()
+                    self.metrics.mqtt_connected.set(1)
+                    for fn in self.on_connect:
+                        fn()
+                    backoff = 0.5
+                    await self._receive(client)
+            except aiomqtt.MqttError as exc:
+                self.log("MQTT link down: %s" % exc)
+            finally:
+                self.client = None
+                self.connected.clear()
+                self.metrics.mqtt_connected.set(0)
+            if self.running:
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 10)
+
+    async def _receive(self, client: aiomqtt.Client) -> None:
+        queue: Any = getattr(client, "_queue", None)  # aiomqtt 2.x keeps arrivals in an asyncio.Queue
+        async for message in client.messages:
+            batch = [(str(message.topic), _payload(message.payload))]
+            while queue is not None and len(batch) < BATCH_MAX and not queue.empty():
+                more = queue.get_nowait()
+                batch.append((str(more.topic), _payload(more.payload)))
+            self.deliver(batch)
+
+    async def publish(self, topic: str, payload: bytes, qos: int = 1) -> bool:
+        """True once the broker took it (QoS 1: its PUBACK); False while the link is down."""
+        client = self.client
+        if client is None:
+            return False
+        try:
+            await client.publish(topic, payload, qos=qos, timeout=10)
+            return True
+        except aiomqtt.MqttError as exc:
+            self.log("publish on %s failed: %s" % (topic, exc))
+            return False
+
+    def stop(self) -> None:
+        self.running = False
+
+
+def _payload(payload: Any) -> bytes:
+    return payload if isinstance(payload, bytes) else bytes(payload or b"")
