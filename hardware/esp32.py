@@ -35,9 +35,9 @@ import time
 import machine
 import network
 
-from firmware.store import DirFS
 from hardware import boards
 from hardware.ds3231 import DS3231, fields_from_unix, unix_from_fields
+from hardware.flashfs import DirFS
 from hardware.hal import Hal
 
 _MIN_VALID_YEAR = 2024  # the internal RTC starts at 2000 after a power cut: earlier means never set

@@ -3,7 +3,7 @@ from protocol.messages import Ack, State
 from protocol.plan import EMERGENCY, ROUTINE
 from tests.firmware.flaky_fs import FullFS, PowerCut, PowerCutFS
 from tests.firmware.rig import KEY, MONDAY, PROGRAM, Rig, at, config
-from firmware.store import DirFS
+from hardware.flashfs import DirFS
 
 NEWS = at(MONDAY, 17)
 CLIP = "ab" * 32
