@@ -194,7 +194,8 @@ class MqttClient:
         self._up_since = None  # ticks when this connection came up; None once it proved stable
         self._stable = False
         try:
-            self._reader, self._writer = await _wait_for_ms(self._open_connection(self._host, self._port), self._io_timeout_ms)
+            opening = self._open_connection(self._host, self._port)
+            self._reader, self._writer = await _wait_for_ms(opening, self._io_timeout_ms)
             self._broken = False
             if not await self._send(self._connect):
                 return False
