@@ -16,11 +16,8 @@ unsolicited one that a valid clock judges unexpired. A stale sync (queued
 by the broker for hours) or an unsolicited one with no valid clock to
 judge it changes nothing; the node then asks for the time itself.
 """
-from protocol.messages import CLOCK_INVALID, CLOCK_RTC, CLOCK_SYNCED
+from protocol.messages import CLOCK_INVALID, CLOCK_RTC, CLOCK_SYNCED, VALID_TIME_MAX, VALID_TIME_MIN
 
-# A clock before this cannot be right (the firmware was built later); 2099 is the sun calculator's bound.
-MIN_VALID = 1767225600  # 2026-01-01
-MAX_VALID = 4070908800  # 2099-01-01
 RESYNC_S = 6 * 3600
 STEP_EVENT_S = 2  # steps larger than this are reported as events
 
@@ -40,7 +37,7 @@ class NodeClock:
         Always an int: the ESP32's single-precision floats would be 128 s coarse.
         """
         t = self.hal.time()
-        if t is None or not MIN_VALID <= t <= MAX_VALID:
+        if t is None or not VALID_TIME_MIN <= t <= VALID_TIME_MAX:
             return None
         return int(t)
 

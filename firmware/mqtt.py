@@ -7,10 +7,17 @@ queue read with `next_message()` or `async for m in client.messages()`.
 QoS 0 and 1 both ways. QoS 2 is refused: `subscribe()` rejects it, and a QoS 2
 PUBLISH that a broker sends anyway is answered (PUBREC, then PUBCOMP) and
 discarded, so the broker does not redeliver it forever.
+The packets themselves (bytes in, bytes out) are `firmware.mqtt_packets`.
 Everything lives on the instance: many clients can share one interpreter.
 """
 import asyncio
 import struct
+
+from firmware.mqtt_packets import (
+    CONNACK, DISCONNECT, PINGREQ, PINGRESP, PUBACK, PUBCOMP, PUBLISH, PUBREC, PUBREL, SUBACK, UNSUBACK,
+    MqttError, ack_packet, as_bytes, connack_refusal, connect_packet, decode_remaining_length,
+    parse_connack, parse_pid, parse_publish, parse_suback, puback_packet, publish_packet, subscribe_packet,
+)
 
 try:
     from micropython import const
@@ -32,27 +39,7 @@ except ImportError:  # CPython: monotonic milliseconds, no wrap-around
     def ticks_add(a, b):
         return a + b
 
-_CONNECT = const(0x10)
-_CONNACK = const(0x20)
-_PUBLISH = const(0x30)
-_PUBACK = const(0x40)
-_PUBREC = const(0x50)
-_PUBREL = const(0x60)
-_PUBCOMP = const(0x70)
-_SUBSCRIBE = const(0x80)
-_SUBACK = const(0x90)
-_UNSUBACK = const(0xB0)
-_PINGRESP = const(0xD0)
 _STABLE_MS = const(10000)  # a link that lasted this long resets the backoff
-
-PINGREQ = b"\xc0\x00"
-DISCONNECT = b"\xe0\x00"
-_REFUSED = ("accepted", "unacceptable protocol version", "client id rejected",
-            "server unavailable", "bad user name or password", "not authorised")
-
-
-class MqttError(Exception):
-    """A malformed or unexpected packet from the broker; the client drops the link."""
 
 
 def _wait_for_ms(aw, ms):
@@ -64,138 +51,6 @@ def _why(exc):
     return "%s %s" % (type(exc).__name__, exc)
 
 
-def _b(s):
-    return s.encode() if isinstance(s, str) else bytes(s)
-
-
-def _field(s):
-    b = _b(s)
-    if len(b) > 65535:
-        raise ValueError("MQTT string longer than 65535 bytes")
-    return struct.pack("!H", len(b)) + b
-
-
-def encode_remaining_length(n):
-    """The variable-length encoding of a packet's remaining length (1 to 4 bytes)."""
-    if not 0 <= n <= 268435455:
-        raise ValueError("remaining length out of range: %d" % n)
-    out = bytearray()
-    while True:
-        byte = n & 0x7F
-        n >>= 7
-        if not n:
-            out.append(byte)
-            return bytes(out)
-        out.append(byte | 0x80)
-
-
-def decode_remaining_length(buf, offset=0):
-    """(length, offset just after it) read from buf[offset:]; MqttError if malformed or cut short."""
-    n = shift = 0
-    for i in range(offset, offset + 4):
-        if i >= len(buf):
-            raise MqttError("remaining length cut short")
-        n |= (buf[i] & 0x7F) << shift
-        if not buf[i] & 0x80:
-            return n, i + 1
-        shift += 7
-    raise MqttError("remaining length longer than 4 bytes")
-
-
-def _packet(first, body):
-    return bytes((first,)) + encode_remaining_length(len(body)) + body
-
-
-def connect_packet(client_id, keepalive=60, clean=False, will=None, user=None, password=None):
-    """CONNECT (protocol level 4); will = (topic, payload, qos, retain) or None."""
-    flags = 0x02 if clean else 0
-    payload = _field(client_id)
-    if will is not None:
-        topic, message, qos, retain = will
-        if qos not in (0, 1, 2):
-            raise ValueError("will QoS must be 0, 1 or 2, not %r" % (qos,))
-        flags |= 0x04 | (qos << 3) | (0x20 if retain else 0)
-        payload += _field(topic) + _field(message)
-    if user is not None:
-        flags |= 0x80
-        payload += _field(user)
-    if password is not None:
-        if user is None:
-            raise ValueError("MQTT 3.1.1 allows a password only with a user name")
-        flags |= 0x40
-        payload += _field(password)
-    if not 0 <= keepalive <= 65535:
-        raise ValueError("keepalive must be 0..65535 s, not %r" % (keepalive,))
-    return _packet(_CONNECT, b"\x00\x04MQTT\x04" + bytes((flags,)) + struct.pack("!H", keepalive) + payload)
-
-
-def publish_packet(topic, payload, qos=0, retain=False, dup=False, pid=0):
-    """PUBLISH as a bytearray (so a retransmission can set DUP in place)."""
-    topic = _b(topic)
-    if not topic or b"+" in topic or b"#" in topic:
-        raise ValueError("cannot publish to topic %r" % (topic,))
-    if qos not in (0, 1):
-        raise ValueError("publish QoS must be 0 or 1, not %r" % (qos,))
-    first = _PUBLISH | (0x08 if dup else 0) | (qos << 1) | (1 if retain else 0)
-    return bytearray(_packet(first, _field(topic) + (struct.pack("!H", pid) if qos else b"") + _b(payload)))
-
-
-def subscribe_packet(pid, topics):
-    """SUBSCRIBE for [(topic, qos), ...]."""
-    body = struct.pack("!H", pid)
-    for topic, qos in topics:
-        body += _field(topic) + bytes((qos,))
-    return _packet(_SUBSCRIBE | 0x02, body)
-
-
-def _ack(first, pid):
-    return bytes((first, 2)) + struct.pack("!H", pid)
-
-
-def puback_packet(pid):
-    return _ack(_PUBACK, pid)
-
-
-def parse_pid(body):
-    if len(body) < 2:
-        raise MqttError("packet too short for a packet id")
-    return (body[0] << 8) | body[1]
-
-
-def parse_connack(body):
-    """(session_present, return_code) from a CONNACK body."""
-    if len(body) != 2:
-        raise MqttError("CONNACK of %d bytes" % len(body))
-    return bool(body[0] & 1), body[1]
-
-
-def parse_suback(body):
-    """(pid, return codes) from a SUBACK body."""
-    return parse_pid(body), bytes(body[2:])
-
-
-def parse_publish(first, body):
-    """(topic, payload, qos, retain, dup, pid) from a PUBLISH; pid is 0 for QoS 0."""
-    qos = (first >> 1) & 3
-    if qos == 3:
-        raise MqttError("PUBLISH with QoS 3")
-    end = 2 + parse_pid(body)  # topic length, same layout as a packet id
-    if end + (2 if qos else 0) > len(body):
-        raise MqttError("PUBLISH topic runs past the packet")
-    try:
-        topic = bytes(body[2:end]).decode()
-    except ValueError:
-        raise MqttError("PUBLISH topic is not UTF-8")
-    pid = 0
-    if qos:
-        pid = (body[end] << 8) | body[end + 1]
-        end += 2
-    # On MicroPython the packet was read into a bytearray: hand out a view of it, so
-    # a 16 KB command costs one block of heap, not two.
-    payload = memoryview(body)[end:] if isinstance(body, bytearray) else bytes(body[end:])
-    return topic, payload, qos, bool(first & 1), bool(first & 8), pid
-
-
 class MqttClient:
     def __init__(self, host, port, client_id, *, user=None, password=None, keepalive=60,
                  will=None, clean=False, max_queue=16, max_inflight=8,
@@ -203,33 +58,34 @@ class MqttClient:
                  max_packet=20480, io_timeout_ms=10000, open_connection=None):
         self._host, self._port = host, port
         self._connect = connect_packet(client_id, keepalive, clean, will, user, password)
-        self._ka_ms = keepalive * 1000
+        self._keepalive_ms = keepalive * 1000
         self._max_queue = max(1, max_queue)
         self._max_inflight = max(1, max_inflight)
-        self._bmin = max(1, backoff_min_ms)
-        self._bmax = max(self._bmin, backoff_max_ms)
+        self._backoff_min_ms = max(1, backoff_min_ms)
+        self._backoff_max_ms = max(self._backoff_min_ms, backoff_max_ms)
         if rand is None:
             from os import urandom as rand
-        self._rand, self._log = rand, log
-        self._max_packet, self._io_ms = max_packet, io_timeout_ms
-        self._open = open_connection or asyncio.open_connection  # injectable: fakes, simulated networks
+        self._random_bytes, self._log = rand, log
+        self._max_packet, self._io_timeout_ms = max_packet, io_timeout_ms
+        self._open_connection = open_connection or asyncio.open_connection  # injectable: fakes, simulated networks
         self.up = asyncio.Event()  # set on every CONNACK; the application clears it
         self.down = asyncio.Event()  # set on every drop of a link that was up; the application clears it
         self.dropped = 0
         self.last_error = None  # why the last connection failed or dropped, for status reports
-        self._subs = []  # [topic, qos], sent on every (re)connect
-        self._sub_pending = {}  # pid -> topics awaiting SUBACK
+        self._subscriptions = []  # [topic, qos], sent on every (re)connect
+        self._suback_pending = {}  # pid -> topics awaiting SUBACK
         self._inflight = []  # [pid, packet, done event], oldest first
-        self._queue = []
-        self._pid = self._gen = 0  # _gen: connection number, so a stale send never lands on a newer link
-        self._r = self._w = None
+        self._incoming = []  # (topic, payload, retained), oldest first, at most max_queue
+        self._last_pid = 0
+        self._connection_number = 0  # counts CONNACKs: a send meant for an older link never lands on a newer one
+        self._reader = self._writer = None
         self._connected = self._broken = self._closing = False
         self._link = asyncio.Event()  # the link is up and usable (internal twin of `up`)
-        self._room = asyncio.Event()  # an in-flight slot was freed
-        self._msg_ev = asyncio.Event()  # a message was queued (or the client closed)
-        self._lock = asyncio.Lock()  # one packet at a time on the socket
-        self._run_task = self._sub_task = None
-        self._last_rx = self._last_tx = self._last_ping = 0
+        self._inflight_freed = asyncio.Event()  # an in-flight slot was freed
+        self._message_queued = asyncio.Event()  # a message was queued (or the client closed)
+        self._send_lock = asyncio.Lock()  # one packet at a time on the socket
+        self._run_task = self._subscribe_task = None
+        self._last_read_ms = self._last_write_ms = self._last_ping_ms = 0  # ticks of the last packet each way
 
     # ---- application API ---------------------------------------------------
     def is_up(self):
@@ -238,30 +94,30 @@ class MqttClient:
     def subscribe(self, topic, qos=1):
         if qos not in (0, 1):
             raise ValueError("subscribe QoS must be 0 or 1 (QoS 2 is not supported), not %r" % (qos,))
-        topic = _b(topic)
-        for sub in self._subs:
+        topic = as_bytes(topic)
+        for sub in self._subscriptions:
             if sub[0] == topic:
                 sub[1] = qos
                 break
         else:
-            self._subs.append([topic, qos])
+            self._subscriptions.append([topic, qos])
         if self.is_up():
-            self._sub_task = asyncio.create_task(self._subscribe([(topic, qos)], self._gen))
+            self._subscribe_task = asyncio.create_task(self._subscribe([(topic, qos)], self._connection_number))
 
     async def publish(self, topic, payload, qos=0, retain=False, timeout_ms=None):
-        payload = _b(payload)
+        payload = as_bytes(payload)
         packet = publish_packet(topic, payload, qos, retain, False, 1)  # validates before any wait
         deadline = None if timeout_ms is None else ticks_add(ticks_ms(), timeout_ms)
         while True:
             if self._closing:
                 return False
             if qos and len(self._inflight) >= self._max_inflight:
-                self._room.clear()
-                ok = await self._wait(self._room, deadline)
+                self._inflight_freed.clear()
+                ok = await self._wait(self._inflight_freed, deadline)
             elif not self._link.is_set():
                 ok = await self._wait(self._link, deadline)
             elif not qos:
-                ok = await self._send(packet, self._gen)
+                ok = await self._send(packet, self._connection_number)
                 if ok:
                     return True
             else:
@@ -273,21 +129,21 @@ class MqttClient:
         entry = [pid, packet, asyncio.Event()]
         self._inflight.append(entry)
         try:
-            await self._send(packet, self._gen)  # if the link drops, run() resends it after the reconnect
+            await self._send(packet, self._connection_number)  # if the link drops, run() resends it after the reconnect
             return await self._wait(entry[2], deadline)
         finally:  # on timeout the message is withdrawn: it may or may not have arrived
             self._inflight.remove(entry)
-            self._room.set()
+            self._inflight_freed.set()
 
     async def next_message(self, timeout_ms=None):
         deadline = None if timeout_ms is None else ticks_add(ticks_ms(), timeout_ms)
-        while not self._queue:
+        while not self._incoming:
             if self._closing:
                 return None
-            self._msg_ev.clear()
-            if not await self._wait(self._msg_ev, deadline):
+            self._message_queued.clear()
+            if not await self._wait(self._message_queued, deadline):
                 return None
-        return self._queue.pop(0)
+        return self._incoming.pop(0)
 
     def messages(self):
         """`async for topic, payload, retained in client.messages()`; ends after close()."""
@@ -321,11 +177,11 @@ class MqttClient:
         try:
             while not self._closing:
                 if delay:
-                    await asyncio.sleep((delay * 3 // 4 + delay * self._rand(1)[0] // 510) / 1000)  # +-25 %
+                    await asyncio.sleep((delay * 3 // 4 + delay * self._random_bytes(1)[0] // 510) / 1000)  # +-25 %
                 if self._closing:
                     break
                 stable = await self._session()
-                delay = self._bmin if stable or not delay else min(delay * 2, self._bmax)
+                delay = self._backoff_min_ms if stable or not delay else min(delay * 2, self._backoff_max_ms)
         except asyncio.CancelledError:
             if not self._closing:
                 raise
@@ -335,32 +191,33 @@ class MqttClient:
 
     async def _session(self):
         """One connection from open to drop; True if it stayed up long enough to count as stable."""
-        self._began = None  # ticks when this connection came up; None once it proved stable
+        self._up_since = None  # ticks when this connection came up; None once it proved stable
         self._stable = False
         try:
-            self._r, self._w = await _wait_for_ms(self._open(self._host, self._port), self._io_ms)
+            opening = self._open_connection(self._host, self._port)
+            self._reader, self._writer = await _wait_for_ms(opening, self._io_timeout_ms)
             self._broken = False
             if not await self._send(self._connect):
                 return False
-            first, body, _ = await _wait_for_ms(self._read_packet(), self._io_ms)
-            if first != _CONNACK:
+            first, body, _ = await _wait_for_ms(self._read_packet(), self._io_timeout_ms)
+            if first != CONNACK:
                 raise MqttError("expected CONNACK, got packet 0x%02x" % first)
             present, code = parse_connack(body)
             if code:
                 self._error("broker refused the connection: %d %s"
-                            % (code, _REFUSED[code] if code < len(_REFUSED) else "unknown"))
+                            % (code, connack_refusal(code)))
                 return False
-            self._gen += 1
+            self._connection_number += 1
             self._connected = True
-            self._last_rx = self._last_tx = self._last_ping = ticks_ms()
-            if self._subs:
-                await self._subscribe([(s[0], s[1]) for s in self._subs])
+            self._last_read_ms = self._last_write_ms = self._last_ping_ms = ticks_ms()
+            if self._subscriptions:
+                await self._subscribe([(s[0], s[1]) for s in self._subscriptions])
             for entry in list(self._inflight):  # unacknowledged QoS 1: same packet id, DUP set
                 entry[1][0] |= 0x08
                 await self._send(entry[1])
             if self._broken:
                 raise MqttError("link lost while resuming the session")
-            self._began = ticks_ms()
+            self._up_since = ticks_ms()
             self.last_error = None
             self._link.set()
             self.up.set()
@@ -378,91 +235,91 @@ class MqttClient:
     def _check_stable(self):
         # latched while the link is up (the read loop wakes every keepalive/4): ticks_diff of a
         # mark days old would wrap (only +-2**29 ms is valid on the ESP32)
-        if self._began is not None and ticks_diff(ticks_ms(), self._began) >= _STABLE_MS:
+        if self._up_since is not None and ticks_diff(ticks_ms(), self._up_since) >= _STABLE_MS:
             self._stable = True
-            self._began = None
+            self._up_since = None
 
     async def _read_loop(self):
-        ka = self._ka_ms
-        step = ka // 4 if ka else 15000
+        keepalive_ms = self._keepalive_ms
+        step = keepalive_ms // 4 if keepalive_ms else 15000
         while True:
             if self._broken:
                 raise MqttError("write failed")
             self._check_stable()
             now = ticks_ms()
-            if ka:
-                quiet = ticks_diff(now, self._last_rx)
-                if quiet >= ka * 3 // 2:
+            if keepalive_ms:
+                quiet = ticks_diff(now, self._last_read_ms)
+                if quiet >= keepalive_ms * 3 // 2:
                     raise MqttError("nothing from the broker for %d ms" % quiet)
-                idle = max(quiet, ticks_diff(now, self._last_tx))
-                if idle >= ka // 2 and ticks_diff(now, self._last_ping) >= ka // 2:
-                    self._last_ping = now
+                idle = max(quiet, ticks_diff(now, self._last_write_ms))
+                if idle >= keepalive_ms // 2 and ticks_diff(now, self._last_ping_ms) >= keepalive_ms // 2:
+                    self._last_ping_ms = now
                     await self._send(PINGREQ)
                     continue
             try:
-                head = await _wait_for_ms(self._r.readexactly(1), step)
+                head = await _wait_for_ms(self._reader.readexactly(1), step)
             except asyncio.TimeoutError:
                 continue
-            first, body, pid = await _wait_for_ms(self._read_packet(head[0]), self._io_ms)
-            self._last_rx = ticks_ms()
+            first, body, pid = await _wait_for_ms(self._read_packet(head[0]), self._io_timeout_ms)
+            self._last_read_ms = ticks_ms()
             if body is not None:
                 await self._handle(first, body)
             elif pid:  # an oversized QoS 1/2 PUBLISH: acknowledge it so it is not redelivered forever
-                await self._send(_ack(_PUBACK if first & 0x06 == 0x02 else _PUBREC, pid))
+                await self._send(ack_packet(PUBACK if first & 0x06 == 0x02 else PUBREC, pid))
 
     async def _handle(self, first, body):
         kind = first & 0xF0
-        if kind == _PUBLISH:
+        if kind == PUBLISH:
             topic, payload, qos, retain, _, pid = parse_publish(first, body)
             if qos == 2:
                 self._say("QoS 2 message on %s refused" % topic)
-                await self._send(_ack(_PUBREC, pid))
+                await self._send(ack_packet(PUBREC, pid))
                 return
-            self._queue.append((topic, payload, retain))
-            if len(self._queue) > self._max_queue:
-                self._queue.pop(0)
+            self._incoming.append((topic, payload, retain))
+            if len(self._incoming) > self._max_queue:
+                self._incoming.pop(0)
                 self.dropped += 1
                 self._say("incoming queue full: dropped the oldest message (%d so far)" % self.dropped)
-            self._msg_ev.set()
+            self._message_queued.set()
             if qos:
                 await self._send(puback_packet(pid))
-        elif kind == _PUBACK:
+        elif kind == PUBACK:
             pid = parse_pid(body)
             for entry in self._inflight:
                 if entry[0] == pid:
                     entry[2].set()
-        elif kind == _SUBACK:
+        elif kind == SUBACK:
             pid, codes = parse_suback(body)
-            topics = self._sub_pending.pop(pid, ())
+            topics = self._suback_pending.pop(pid, ())
             for i, code in enumerate(codes):
                 if code & 0x80:
                     name = topics[i][0] if i < len(topics) else b"?"
                     self._error("subscription refused: %s" % name.decode())
             self._say("subscribed: %d topic(s)" % len(codes))
-        elif kind == _PUBREL:
-            await self._send(_ack(_PUBCOMP, parse_pid(body)))
-        elif kind not in (_PINGRESP, _PUBREC, _PUBCOMP, _UNSUBACK):
+        elif kind == PUBREL:
+            await self._send(ack_packet(PUBCOMP, parse_pid(body)))
+        elif kind not in (PINGRESP, PUBREC, PUBCOMP, UNSUBACK):
             raise MqttError("unexpected packet 0x%02x from the broker" % first)
 
     # ---- plumbing ------------------------------------------------------------
     async def _read_packet(self, first=None):
         """(first byte, body, 0), or (first byte, None, pid to ack) for an oversized packet skipped unread."""
-        r = self._r
+        reader = self._reader
         if first is None:
-            first = (await r.readexactly(1))[0]
-        length = await r.readexactly(1)
+            first = (await reader.readexactly(1))[0]
+        length = await reader.readexactly(1)
         while length[-1] & 0x80 and len(length) < 4:
-            length += await r.readexactly(1)
+            length += await reader.readexactly(1)
         n = decode_remaining_length(length)[0]
         if n > self._max_packet:
             return first, None, await self._skip(first, n)
-        if not hasattr(r, "readinto"):  # CPython StreamReader
-            return first, await r.readexactly(n), 0
+        if not hasattr(reader, "readinto"):  # CPython StreamReader
+            return first, await reader.readexactly(n), 0
         buf = bytearray(n)  # MicroPython: read in place, no growing concatenation
         view = memoryview(buf)
         got = 0
         while got < n:
-            k = await r.readinto(view[got:])
+            k = await reader.readinto(view[got:])
             if k == 0:
                 raise EOFError("connection closed by the broker")
             got += k or 0
@@ -471,40 +328,41 @@ class MqttClient:
     async def _skip(self, first, n):
         self._error("discarded a %d-byte packet 0x%02x (max_packet %d)" % (n, first, self._max_packet))
         pid = 0
-        if first & 0xF0 == _PUBLISH and first & 0x06 and n >= 2:
-            topic_len = parse_pid(await self._r.readexactly(2))
+        if first & 0xF0 == PUBLISH and first & 0x06 and n >= 2:
+            topic_len = parse_pid(await self._reader.readexactly(2))
             n -= 2
             if topic_len + 2 <= n:
                 n -= topic_len + 2
                 while topic_len:  # read in small pieces: never allocate the packet whole
-                    topic_len -= len(await self._r.readexactly(min(topic_len, 256)))
-                pid = parse_pid(await self._r.readexactly(2))
+                    topic_len -= len(await self._reader.readexactly(min(topic_len, 256)))
+                pid = parse_pid(await self._reader.readexactly(2))
         while n:
-            n -= len(await self._r.readexactly(min(n, 256)))
+            n -= len(await self._reader.readexactly(min(n, 256)))
         return pid
 
-    async def _send(self, packet, gen=None):
+    async def _send(self, packet, connection_number=None):
         """Write one packet within io_timeout_ms; False (and the link marked broken) on failure."""
-        async with self._lock:
-            w = self._w
-            if w is None or self._broken or (gen is not None and gen != self._gen):
+        async with self._send_lock:
+            writer = self._writer
+            stale = connection_number is not None and connection_number != self._connection_number
+            if writer is None or self._broken or stale:
                 return False
             try:
-                w.write(packet)
-                await _wait_for_ms(w.drain(), self._io_ms)
+                writer.write(packet)
+                await _wait_for_ms(writer.drain(), self._io_timeout_ms)
             except (OSError, asyncio.TimeoutError) as exc:
                 self._error("send failed: " + _why(exc))
                 self._broken = True  # the read loop drops the link
                 self._link.clear()
                 return False
-            self._last_tx = ticks_ms()
+            self._last_write_ms = ticks_ms()
             return True
 
-    async def _subscribe(self, topics, gen=None):
+    async def _subscribe(self, topics, connection_number=None):
         pid = self._new_pid()
-        self._sub_pending[pid] = topics
-        if not await self._send(subscribe_packet(pid, topics), gen):
-            self._sub_pending.pop(pid, None)
+        self._suback_pending[pid] = topics
+        if not await self._send(subscribe_packet(pid, topics), connection_number):
+            self._suback_pending.pop(pid, None)
 
     async def _wait(self, event, deadline):
         """Wait for event until deadline (None: no limit); False on timeout."""
@@ -524,21 +382,21 @@ class MqttClient:
 
     def _new_pid(self):
         """Next packet id in 1..65535, skipping ids still awaiting an answer."""
-        pid = self._pid
+        pid = self._last_pid
         while True:
             pid = pid % 65535 + 1
-            if pid not in self._sub_pending and not [e for e in self._inflight if e[0] == pid]:
-                self._pid = pid
+            if pid not in self._suback_pending and not [e for e in self._inflight if e[0] == pid]:
+                self._last_pid = pid
                 return pid
 
     def _drop(self):
-        w = self._w
-        self._r = self._w = None
+        writer = self._writer
+        self._reader = self._writer = None
         self._link.clear()
-        self._sub_pending.clear()
-        if w is not None:
+        self._suback_pending.clear()
+        if writer is not None:
             try:
-                w.close()
+                writer.close()
             except Exception:  # closing a dead socket may fail; it is gone either way
                 pass
         if self._connected:
@@ -548,7 +406,7 @@ class MqttClient:
 
     def _stop(self):
         self._drop()
-        self._msg_ev.set()
+        self._message_queued.set()
         task = self._run_task
         try:
             current = asyncio.current_task()

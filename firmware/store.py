@@ -1,8 +1,10 @@
 """Files on the node's flash that survive power cuts.
 
-`Store` keeps named blobs in the storage directory the HAL gives as `fs`
-(open/rename/remove/listdir/stat, raising OSError). Each file is a 12-byte
-header (magic, data length, CRC-32 of the data) followed by the data.
+`Store` keeps named blobs in the storage directory the HAL gives as `fs`:
+any object with open/rename/remove/listdir/stat that raises OSError like `os`
+(`hardware.hal.Hal.fs`; `hardware.flashfs.DirFS` on a real filesystem).
+Each file is a 12-byte header (magic, data length, CRC-32 of the data)
+followed by the data.
 
 Crash safety of save(name), one step at a time:
   1. write the whole file to "name.tmp" and close it;
@@ -20,7 +22,6 @@ so that an older version cannot come back.
 """
 import binascii
 import json
-import os
 import struct
 
 try:
@@ -275,51 +276,3 @@ class BatchedValue:
         self._failing = False
         self._saved = value
         self.writes += 1
-
-
-class DirFS:
-    """The HAL `fs` interface over a real directory (MicroPython unix/ESP32, CPython)."""
-
-    def __init__(self, path):
-        self._path = path.rstrip("/") or "/"
-        _make_dirs(self._path)
-
-    def _full(self, name):
-        return self._path + name if self._path == "/" else self._path + "/" + name
-
-    def open(self, name, mode):
-        return open(self._full(name), mode)
-
-    def rename(self, old, new):
-        getattr(os, "replace", os.rename)(self._full(old), self._full(new))  # replace: atomic on Windows too
-
-    def remove(self, name):
-        os.remove(self._full(name))
-
-    def listdir(self):
-        return os.listdir(self._path)
-
-    def stat(self, name):
-        return os.stat(self._full(name))[6]
-
-
-def _is_dir(path):
-    try:
-        return (os.stat(path)[0] & 0o170000) == 0o040000
-    except OSError:
-        return False
-
-
-def _make_dirs(path):
-    if _is_dir(path):
-        return
-    parts = path.split("/")
-    for i in range(1, len(parts) + 1):
-        sub = "/".join(parts[:i])
-        if sub:
-            try:
-                os.mkdir(sub)
-            except OSError:
-                pass  # exists already, or the check below says why not
-    if not _is_dir(path):
-        raise StoreError("storage directory %r cannot be created: check the filesystem is mounted" % path)

@@ -35,13 +35,12 @@ import time
 import machine
 import network
 
-from firmware.store import DirFS
 from hardware import boards
 from hardware.ds3231 import DS3231, fields_from_unix, unix_from_fields
+from hardware.flashfs import DirFS
 from hardware.hal import Hal
+from protocol.messages import VALID_TIME_MAX, VALID_TIME_MIN
 
-_MIN_VALID_YEAR = 2024  # the internal RTC starts at 2000 after a power cut: earlier means never set
-_MAX_VALID_YEAR = 2099
 _RESET_MARK = b"denloa:reset"  # in RTC memory: survives a reset, lost on a power cut
 _AUDIO_CHUNK = 2048  # bytes copied per audio_write when the volume needs a shift
 _CT_PERIOD_MS = 5000  # a lamp current reading is reused for this long (a reading blocks ~20 ms)
@@ -403,9 +402,9 @@ class Esp32Hal(Hal):
 
     def _internal_time(self) -> "int | None":
         y, mo, d, _, h, mi, s, _ = self._rtc.datetime()
-        if not _MIN_VALID_YEAR <= y <= _MAX_VALID_YEAR:
-            return None
-        return unix_from_fields(y, mo, d, h, mi, s)
+        t = unix_from_fields(y, mo, d, h, mi, s)
+        # the internal RTC restarts at 2000 after a power cut: below the floor means never set
+        return t if VALID_TIME_MIN <= t <= VALID_TIME_MAX else None
 
     def _set_internal(self, t):
         y, mo, d, h, mi, s, wd = fields_from_unix(t)
@@ -425,9 +424,9 @@ class Esp32Hal(Hal):
 
     def set_time(self, unix):
         t = int(unix)
-        y = fields_from_unix(t)[0]
-        if not _MIN_VALID_YEAR <= y <= _MAX_VALID_YEAR:
-            self.log("hal: set_time(%r) ignored: not between %d and %d" % (unix, _MIN_VALID_YEAR, _MAX_VALID_YEAR))
+        if not VALID_TIME_MIN <= t <= VALID_TIME_MAX:
+            self.log("hal: set_time(%r) ignored: not between %d and %d (2026-01-01 and 2099-01-01)"
+                     % (unix, VALID_TIME_MIN, VALID_TIME_MAX))
             return
         self._set_internal(t)
         if self._ds is not None and not self._ds.set_time(t):

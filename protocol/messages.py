@@ -16,6 +16,9 @@ MAX_EVT = 1024
 MAX_ACK = 512
 
 MAX_TIME = 4102444800  # 2100-01-01, upper bound for any Unix time on the wire
+# A node's wall clock is valid only within these (node clock and ESP32 RTC alike), Unix seconds inclusive.
+VALID_TIME_MIN = 1767225600  # 2026-01-01: this firmware was built later; an RTC that lost power restarts at 2000
+VALID_TIME_MAX = 4070908800  # 2099-01-01: the sun calculator and the DS3231 end with 2099; stop before that year
 MAX_SEQ = 2**31 - 1
 
 # Clock states a node reports.

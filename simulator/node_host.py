@@ -46,7 +46,7 @@ import json  # noqa: E402
 
 from firmware.config import NodeConfig  # noqa: E402
 from firmware.node import Node  # noqa: E402
-from firmware.store import DirFS  # noqa: E402
+from hardware.flashfs import DirFS  # noqa: E402
 from hardware.softboard import RealClock, SoftBoard  # noqa: E402
 
 

@@ -3,7 +3,8 @@ import os
 
 from firmware.config import NodeConfig
 from firmware.node import Node
-from firmware.store import DirFS, PersistentCounter, Store
+from firmware.store import PersistentCounter, Store
+from hardware.flashfs import DirFS
 from hardware.softboard import SimClock, SoftBoard
 from protocol.commands import Command
 

@@ -1,4 +1,4 @@
-"""firmware.mqtt: exact packet bytes, and the client against an in-memory broker.
+"""firmware.mqtt_packets: exact packet bytes; firmware.mqtt: the client against an in-memory broker.
 
 Portable: runs under pytest and under MicroPython (tests/mpy_run.py). The fake
 broker below speaks MQTT the way Mosquitto does for these exchanges (CONNACK,
@@ -7,10 +7,10 @@ same client against the real Mosquitto.
 """
 import asyncio
 
-from firmware.mqtt import (
-    DISCONNECT, PINGREQ, MqttClient, MqttError, connect_packet, decode_remaining_length,
-    encode_remaining_length, parse_connack, parse_publish, parse_suback, puback_packet,
-    publish_packet, subscribe_packet, ticks_diff, ticks_ms,
+from firmware.mqtt import MqttClient, ticks_diff, ticks_ms
+from firmware.mqtt_packets import (
+    DISCONNECT, PINGREQ, MqttError, connect_packet, decode_remaining_length, encode_remaining_length,
+    parse_connack, parse_publish, parse_suback, puback_packet, publish_packet, subscribe_packet,
 )
 from tests.portable import raises
 

@@ -3,7 +3,7 @@ from protocol.messages import Ack, State
 from protocol.plan import EMERGENCY, ROUTINE
 from tests.firmware.flaky_fs import FullFS, PowerCut, PowerCutFS
 from tests.firmware.rig import KEY, MONDAY, PROGRAM, Rig, at, config
-from firmware.store import DirFS
+from hardware.flashfs import DirFS
 
 NEWS = at(MONDAY, 17)
 CLIP = "ab" * 32
@@ -49,18 +49,27 @@ def test_retry_of_a_large_applied_plan_keeps_the_plan():
         rig.close()
 
 
-def test_a_large_program_that_cannot_be_stored_leaves_program_and_plan_as_they_were():
-    rig = Rig(NEWS - 600, program=PROGRAM, plan=_big_plan(7, NEWS))
+def _boot_and_send_unstorable_program(rig):
+    """Boot, then a large set_program onto a full flash: ((plan, lamp) versions before, ack).
+
+    The payload lives only in this frame. MicroPython's GC scans stacks
+    conservatively: a stale copy of the reference left in the test's own
+    frame would keep the 16 KB alive, which the MQTT client's freed buffer
+    on the node does not."""
     topic, payload = rig.command("set_program", {"lamp": dict(PROGRAM, version=9), "plan": _big_plan(8, NEWS)})
     rig.boot()
+    before = rig.node.plan.version, rig.node.program.version
+    assert len(payload) > 2048
+    rig.node.store._fs = FullFS(DirFS(rig.path), free=100)
+    return before, _ack(rig, topic, payload)
+
+
+def test_a_large_program_that_cannot_be_stored_leaves_program_and_plan_as_they_were():
+    rig = Rig(NEWS - 600, program=PROGRAM, plan=_big_plan(7, NEWS))
     try:
-        before_plan, before_lamp = rig.node.plan.version, rig.node.program.version
-        assert len(payload) > 2048
-        rig.node.store._fs = FullFS(DirFS(rig.path), free=100)
-        ack = _ack(rig, topic, payload)
+        (before_plan, before_lamp), ack = _boot_and_send_unstorable_program(rig)
         assert not ack.applied and ack.reason == "storage"
-        payload = None  # the MQTT buffer is free again
-        rig.node.tick()
+        rig.node.tick()  # the MQTT buffer is free again: the plan comes back from flash
         assert rig.node.plan is not None and rig.node.plan.version == before_plan
         assert rig.node.program.version == before_lamp
     finally:

@@ -2,7 +2,8 @@
 import binascii
 import os
 
-from firmware.store import HEADER_SIZE, BatchedValue, DirFS, PersistentCounter, Store, StoreError
+from firmware.store import HEADER_SIZE, BatchedValue, PersistentCounter, Store, StoreError
+from hardware.flashfs import DirFS
 from tests.firmware.flaky_fs import FullFS, PowerCut, PowerCutFS
 from tests.portable import raises, raises_with
 

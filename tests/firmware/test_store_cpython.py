@@ -5,7 +5,8 @@ import tempfile
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from firmware.store import DirFS, Store
+from firmware.store import Store
+from hardware.flashfs import DirFS
 from tests.firmware.flaky_fs import PowerCut, PowerCutFS
 
 

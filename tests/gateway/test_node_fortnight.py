@@ -13,7 +13,7 @@ import asyncio
 
 from firmware.config import NodeConfig
 from firmware.node import Node
-from firmware.store import DirFS
+from hardware.flashfs import DirFS
 from hardware.softboard import SimClock, SoftBoard
 from protocol.program import LampProgram, SunSource
 from tests.firmware.rig import PROGRAM

@@ -137,7 +137,7 @@ MISTAKES = (
 
 def test_the_type_check_catches_real_api_mistakes(typeshed, tmp_path):
     tree = tmp_path / "tree"
-    for pkg in ("hardware", "firmware"):
+    for pkg in ("hardware", "protocol"):
         shutil.copytree(ROOT / pkg, tree / pkg, ignore=shutil.ignore_patterns("__pycache__", "*.md"))
     source = (ROOT / "hardware" / "esp32.py").read_text()
     for old, new, _ in MISTAKES:
@@ -528,33 +528,50 @@ def test_clock_from_the_ds3231(world, make_hal):
     hal = make_hal()
     assert hal.rtc_kind() == "ds3231"
     assert hal.time() is None  # a new DS3231: oscillator-stop flag set
-    hal.set_time(1756839907.6)
-    assert hal.time() == 1756839907
-    assert world.rtc_dt == (2025, 9, 2, 1, 19, 5, 7, 0)  # the internal RTC too (weekday 0 = Monday)
+    hal.set_time(1788375907.6)
+    assert hal.time() == 1788375907
+    assert world.rtc_dt == (2026, 9, 2, 2, 19, 5, 7, 0)  # the internal RTC too (weekday 0 = Monday)
     world.i2c.broken = True  # the DS3231 drops off the bus: the internal RTC stands in
-    assert hal.time() == 1756839907
+    assert hal.time() == 1788375907
     world.i2c.broken = False
     world.i2c.mem[0x0F] |= 0x80  # its battery ran out during a power cut
     assert hal.time() is None
 
 
 def test_boot_copies_a_valid_ds3231_time_into_the_internal_rtc(world, make_hal):
-    world.i2c.writeto_mem(0x68, 0, bytes((0x07, 0x05, 0x19, 2, 0x02, 0x09, 0x25)))
+    world.i2c.writeto_mem(0x68, 0, bytes((0x07, 0x05, 0x19, 3, 0x02, 0x09, 0x26)))
     world.i2c.writeto_mem(0x68, 0x0F, b"\x08")
     hal = make_hal()
-    assert hal.time() == 1756839907
-    assert world.rtc_dt[:3] == (2025, 9, 2)
+    assert hal.time() == 1788375907
+    assert world.rtc_dt[:3] == (2026, 9, 2)
 
 
 def test_internal_clock_is_invalid_until_set(world, make_hal):
     hal = make_hal("esp32-devkit-lamp")
     assert hal.rtc_kind() == "internal"
     assert hal.time() is None  # year 2000: never set since the power cut
-    hal.set_time(1756839907)
-    assert hal.time() == 1756839907
+    hal.set_time(1788375907)
+    assert hal.time() == 1788375907
     hal.set_time(0)  # nonsense from a bad sync is logged and ignored
-    assert hal.time() == 1756839907
+    assert hal.time() == 1788375907
     assert any("ignored" in line for line in make_hal.logs)
+
+
+def test_the_hal_and_the_node_clock_share_one_valid_time_range(world, make_hal):
+    from firmware.clock import NodeClock
+    from protocol.messages import VALID_TIME_MAX, VALID_TIME_MIN
+
+    hal = make_hal("esp32-devkit-lamp")
+    clock = NodeClock(hal, None)
+    hal.set_time(VALID_TIME_MIN - 1)  # 2025-12-31 23:59:59: before this firmware was built
+    assert hal.time() is None and clock.now() is None
+    world.rtc_dt = (2025, 12, 31, 2, 23, 59, 59, 0)  # an internal RTC left at a time below the floor
+    assert hal.time() is None
+    for t in (VALID_TIME_MIN, VALID_TIME_MAX):
+        hal.set_time(t)
+        assert hal.time() == t and clock.now() == t
+    hal.set_time(VALID_TIME_MAX + 1)  # in 2099: past what the sun calculator covers
+    assert hal.time() == VALID_TIME_MAX
 
 
 def test_missing_ds3231_falls_back_to_the_internal_rtc(world, make_hal):
