@@ -160,3 +160,13 @@ class Registry:
     def broker_users(self):
         """(username, password hash, node id) of every node that may connect."""
         return [(r[0], r[1], r[0]) for r in self.db.all("SELECT id, mqtt_hash FROM nodes WHERE revoked = 0")]
+
+
+def has_speaker(node: dict) -> bool:
+    """Does this node (a registry entry) have a loudspeaker?"""
+    return node["kind"] in ("speaker", "both")
+
+
+def has_lamp(node: dict) -> bool:
+    """Does this node (a registry entry) drive a lamp?"""
+    return node["kind"] in ("lamp", "both")
