@@ -1,7 +1,7 @@
 """Lamp programs and broadcast schedules → each node's program and plan, pushed when they change.
 
 Staff set lamp programs for the whole site (default), a zone or a node, and
-broadcast schedules (gateway/planner.py). For every node the gateway works
+broadcast schedules (gateway/schedules.py). For every node the gateway works
 out its lamp program and its plan over the rolling horizon; a content digest
 says whether anything changed, and only then is the version bumped and a
 signed set_program sent. A node whose birth reports other versions than the
@@ -10,7 +10,7 @@ ones on record gets the current ones again.
 import hashlib
 import json
 
-from gateway import planner
+from gateway import node_plans, schedules
 from gateway.errors import GatewayError, NotFound
 from protocol import commands as ops
 from protocol.errors import ProtocolError
@@ -83,7 +83,7 @@ class PlanService:
 
     # ---- schedules ---------------------------------------------------------
     def put_schedule(self, body, user, new):
-        schedule = planner.parse_schedule(body, self.gw.registry.zone_ids(), self.cfg.utc_offset)
+        schedule = schedules.parse_schedule(body, self.gw.registry.zone_ids(), self.cfg.utc_offset)
         with self.db.tx():
             exists = self.db.one("SELECT 1 FROM schedules WHERE id = ?", schedule.id)
             if new and exists:
@@ -110,14 +110,14 @@ class PlanService:
         out = []
         for r in self.db.all("SELECT body FROM schedules"):
             try:
-                out.append(planner.parse_schedule(json.loads(r["body"]), zones, self.cfg.utc_offset))
+                out.append(schedules.parse_schedule(json.loads(r["body"]), zones, self.cfg.utc_offset))
             except GatewayError as exc:  # e.g. a zone deleted since: the schedule waits for staff
                 self.gw.log("schedule skipped: %s" % exc.en)
         return out
 
     def upcoming(self, days):
         now = int(self.clock.now())
-        occurrences = planner.expand(self._schedules(), now, now + max(1, min(days, 31)) * 86400, self.cfg.utc_offset)
+        occurrences = schedules.expand(self._schedules(), now, now + max(1, min(days, 31)) * 86400, self.cfg.utc_offset)
         return [{"schedule": o.schedule_id, "id": o.item_id, "start": o.start_utc, "end": o.end_utc,
                  "priority": o.priority, "zones": list(o.zones), "source": o.source, "ref": o.ref,
                  "volume": o.volume, "category": o.category} for o in occurrences]
@@ -128,7 +128,7 @@ class PlanService:
         now = int(self.clock.now())
         tables = self._program_tables()
         default = tables["default"].get("site") or default_program()
-        occurrences = planner.expand(self._schedules(), now, now + self.cfg.horizon_days * 86400, self.cfg.utc_offset)
+        occurrences = schedules.expand(self._schedules(), now, now + self.cfg.horizon_days * 86400, self.cfg.utc_offset)
         sent = []
         for node in self.gw.registry.nodes():
             if node_ids is not None and node["id"] not in node_ids:
@@ -147,12 +147,12 @@ class PlanService:
         lamp = plan = None
         lamp_changed = plan_changed = False
         if node["kind"] in ("lamp", "both"):
-            program = planner.lamp_program_for(node["id"], node["zones"], tables["node"], tables["zone"], default)
+            program = node_plans.lamp_program_for(node["id"], node["zones"], tables["node"], tables["zone"], default)
             lamp = dict(program.to_json(), version=0)
             lamp_digest = _digest(lamp)
             lamp_changed = lamp_digest != row["lamp_digest"]
         if node["kind"] in ("speaker", "both"):
-            result = planner.node_plan(occurrences, node["zones"], 0, now)
+            result = node_plans.node_plan(occurrences, node["zones"], 0, now)
             plan = result.plan.to_json()
             sent = {i[0]: [_digest(i), i[1] + i[2]] for i in plan["items"]}  # id -> [digest, end]
             plan_changed = _plan_changed(row["plan_digest"], sent, now)
@@ -191,7 +191,7 @@ class PlanService:
     def check_missed(self, grace_s=120, lookback_s=3600):
         """Alert for scheduled items a loudspeaker did not start (its own events say what aired)."""
         now = int(self.clock.now())
-        occurrences = planner.expand(self._schedules(), now - lookback_s, now - grace_s, self.cfg.utc_offset)
+        occurrences = schedules.expand(self._schedules(), now - lookback_s, now - grace_s, self.cfg.utc_offset)
         speakers = [n for n in self.gw.registry.nodes() if n["kind"] in ("speaker", "both")]
         opened = 0
         for occ in occurrences:
@@ -222,7 +222,7 @@ class PlanService:
             now = int(self.clock.now())
             tables = self._program_tables()
             default = tables["default"].get("site") or default_program()
-            occurrences = planner.expand(self._schedules(), now, now + self.cfg.horizon_days * 86400,
+            occurrences = schedules.expand(self._schedules(), now, now + self.cfg.horizon_days * 86400,
                                          self.cfg.utc_offset)
             with self.db.tx():
                 self._refresh_node(node, tables, default, occurrences, now, force=True)
