@@ -19,7 +19,7 @@ from gateway.emergency import Emergencies
 from gateway.ingest import Ingest
 from gateway.link import MqttLink
 from gateway.metrics import Metrics
-from gateway.plans import PlanService
+from gateway.plan_push import PlanPusher
 from gateway.registry import Registry
 from gateway.service import GATEWAY_USER, Gateway, load_secrets
 from gateway.timesync import TimeService
@@ -61,12 +61,12 @@ def make_gateway(cfg: GatewayConfig, clock: Clock | None = None,
                     metrics=metrics, log=log)
     timesync = TimeService(clock=clock, commands=commands, log=log)
     emergencies = Emergencies(db=db, registry=registry, commands=commands)
+    plans = PlanPusher(db=db, clock=clock, registry=registry, alerts=alerts, command=commands.create, log=log,
+                       utc_offset=cfg.utc_offset, horizon_days=cfg.horizon_days)
     users = Users(db, clock)
     gw = Gateway(cfg=cfg, clock=clock, log=log, db=db, secrets=secrets, metrics=metrics, registry=registry,
                  alerts=alerts, commands=commands, ingest=ingest, link=link, timesync=timesync,
-                 emergencies=emergencies, users=users, plans=None, broker=broker)
-    gw.command = commands.create  # type: ignore[attr-defined]  # TEMP until PlanPusher lands
-    gw.plans = plans = PlanService(gw)
+                 emergencies=emergencies, plans=plans, users=users, broker=broker)
 
     # ---- hooks, all of them ----
     link.on_connect.append(commands.work.set)  # send what waited for the link

@@ -23,6 +23,7 @@ from gateway.emergency import Emergencies
 from gateway.ingest import Ingest
 from gateway.link import MqttLink
 from gateway.metrics import Metrics
+from gateway.plan_push import PlanPusher
 from gateway.registry import Registry
 from gateway.timesync import TimeService
 from gateway.users import Users
@@ -52,7 +53,7 @@ class Gateway:
     def __init__(self, *, cfg: GatewayConfig, clock: Clock, log: Callable[[str], None], db: Database,
                  secrets: dict[str, str], metrics: Metrics, registry: Registry, alerts: Alerts,
                  commands: CommandService, ingest: Ingest, link: MqttLink, timesync: TimeService,
-                 emergencies: Emergencies, users: Users, plans: Any, broker: Any) -> None:
+                 emergencies: Emergencies, plans: PlanPusher, users: Users, broker: Any) -> None:
         self.cfg = cfg
         self.clock = clock
         self.log = log

@@ -1,4 +1,5 @@
-"""The broadcast planner: schedules -> occurrences -> per-node plans (pure, CPython only)."""
+"""The broadcast pipeline (gateway/recurrence.py, schedules.py, node_plans.py): schedules -> occurrences ->
+per-node plans (pure, CPython only)."""
 import calendar
 import time
 from datetime import date, datetime, timedelta
@@ -9,8 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway.errors import GatewayError
-from gateway.planner import (Schedule, conflicts, expand, lamp_program_for, node_plan, parse_schedule,
-                             plan_digest)
+from gateway.node_plans import lamp_program_for, node_plan, plan_digest
+from gateway.schedules import Schedule, conflicts, expand, parse_schedule
 from protocol.messages import check_token
 from protocol.plan import EMERGENCY, MAX_ITEMS, PRIORITY, ROUTINE, BroadcastPlan
 from protocol.program import default_program

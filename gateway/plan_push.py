@@ -1,29 +1,60 @@
-"""Lamp programs and broadcast schedules → each node's program and plan, pushed when they change.
+"""Step 4 of the broadcast pipeline: each node's lamp program and plan, pushed when they change.
 
 Staff set lamp programs for the whole site (default), a zone or a node, and
-broadcast schedules (gateway/planner.py). For every node the gateway works
-out its lamp program and its plan over the rolling horizon; a content digest
-says whether anything changed, and only then is the version bumped and a
-signed set_program sent. A node whose birth reports other versions than the
-ones on record gets the current ones again.
+broadcast schedules (gateway/schedules.py). For every node `PlanPusher` works
+out its lamp program and its plan over the rolling horizon
+(gateway/node_plans.py); a content digest says whether anything changed, and
+only then is the version bumped and a signed set_program sent. A node whose
+birth reports other versions than the ones on record gets the current ones
+again.
+
+This module owns the tables `programs`, `schedules` and `node_plans`: no
+other gateway module queries them (their schema is in gateway/db.py's
+migrations). Everything here is synchronous, so no transaction spans an
+`await`; it is meant to run on the event loop thread, the database's owner.
 """
+from __future__ import annotations
+
 import hashlib
 import json
+from collections.abc import Callable, Collection
+from typing import TYPE_CHECKING, Any, Protocol
 
-from gateway import planner
 from gateway.errors import GatewayError, NotFound
+from gateway.node_plans import lamp_program_for, node_plan
+from gateway.registry import has_lamp, has_speaker
+from gateway.schedules import Occurrence, Schedule, expand, parse_schedule
 from protocol import commands as ops
 from protocol.errors import ProtocolError
+from protocol.messages import State
 from protocol.program import LampProgram, default_program
+
+if TYPE_CHECKING:
+    from gateway.alerts import Alerts
+    from gateway.db import Database
+    from gateway.registry import Registry
 
 ROLL_EVERY_S = 600
 
 
-def _digest(obj):
+class Clock(Protocol):
+    def now(self) -> float: ...
+
+
+class CommandFn(Protocol):
+    """Stores a signed command for a node and wakes the sender; returns the command id."""
+
+    def __call__(self, node_id: str, op: str, args: dict[str, Any], user: str | None = None) -> str: ...
+
+
+ProgramTables = dict[str, dict[str, LampProgram]]
+
+
+def _digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
 
 
-def _plan_changed(previous_json, current, now):
+def _plan_changed(previous_json: str | None, current: dict[str, list[Any]], now: int) -> bool:
     """Does the node need a new plan? Not when items merely ended (the node drops those itself):
     only when an item is new or different, or one it holds was cancelled before its end."""
     if previous_json is None:
@@ -35,20 +66,27 @@ def _plan_changed(previous_json, current, now):
     return any(end > now and item_id not in current for item_id, (_d, end) in previous.items())
 
 
-class PlanService:
-    def __init__(self, gw):
-        self.gw = gw
-        self.db = gw.db
-        self.cfg = gw.cfg
-        self.clock = gw.clock
+class PlanPusher:
+    """Lamp programs and schedules as staff set them, and each node's program and plan pushed as commands."""
+
+    def __init__(self, *, db: Database, clock: Clock, registry: Registry, alerts: Alerts, command: CommandFn,
+                 log: Callable[[str], None], utc_offset: float, horizon_days: int) -> None:
+        self.db = db
+        self.clock = clock
+        self.registry = registry
+        self.alerts = alerts
+        self.command = command
+        self.log = log
+        self.utc_offset = utc_offset  # hours: the site's fixed UTC offset
+        self.horizon_days = horizon_days  # how far ahead each node's plan reaches
         self._last_roll = 0.0
 
     # ---- lamp programs -----------------------------------------------------
-    def set_program(self, scope, target, body, user):
+    def set_program(self, scope: str, target: str, body: Any, user: str | None) -> dict[str, Any]:
         if scope == "zone":
-            self.gw.registry.zone(target)
+            self.registry.zone(target)
         elif scope == "node":
-            self.gw.registry.node(target)
+            self.registry.node(target)
         elif target != "site":
             raise GatewayError("program.target", "Chương trình mặc định có đích là 'site'",
                                "The default program's target is 'site'", "target")
@@ -63,27 +101,27 @@ class PlanService:
             pushed = self.refresh()
         return {"scope": scope, "target": target, "program": program.to_json(), "pushed": pushed}
 
-    def delete_program(self, scope, target):
+    def delete_program(self, scope: str, target: str) -> None:
         with self.db.tx():
             if self.db.run("DELETE FROM programs WHERE scope = ? AND target = ?", scope, target).rowcount == 0:
                 raise NotFound("program.unknown", "Không có chương trình %s/%s" % (scope, target),
                                "No program %s/%s" % (scope, target))
             self.refresh()
 
-    def programs(self):
+    def programs(self) -> list[dict[str, Any]]:
         return [{"scope": r["scope"], "target": r["target"], "program": json.loads(r["body"]),
                  "updated": r["updated"], "updated_by": r["updated_by"]}
                 for r in self.db.all("SELECT * FROM programs ORDER BY scope, target")]
 
-    def _program_tables(self):
-        by = {"default": {}, "zone": {}, "node": {}}
+    def _program_tables(self) -> ProgramTables:
+        by: ProgramTables = {"default": {}, "zone": {}, "node": {}}
         for r in self.db.all("SELECT scope, target, body FROM programs"):
             by[r["scope"]][r["target"]] = LampProgram.from_json(json.loads(r["body"]))
         return by
 
     # ---- schedules ---------------------------------------------------------
-    def put_schedule(self, body, user, new):
-        schedule = planner.parse_schedule(body, self.gw.registry.zone_ids(), self.cfg.utc_offset)
+    def put_schedule(self, body: Any, user: str | None, new: bool) -> dict[str, Any]:
+        schedule = parse_schedule(body, self.registry.zone_ids(), self.utc_offset)
         with self.db.tx():
             exists = self.db.one("SELECT 1 FROM schedules WHERE id = ?", schedule.id)
             if new and exists:
@@ -96,41 +134,41 @@ class PlanService:
             pushed = self.refresh()
         return dict(schedule.to_json(), pushed=pushed)
 
-    def delete_schedule(self, schedule_id):
+    def delete_schedule(self, schedule_id: str) -> None:
         with self.db.tx():
             if self.db.run("DELETE FROM schedules WHERE id = ?", schedule_id).rowcount == 0:
                 raise NotFound("schedule.unknown", "Không có lịch %s" % schedule_id, "No schedule %s" % schedule_id)
             self.refresh()
 
-    def schedules(self):
+    def schedules(self) -> list[dict[str, Any]]:
         return [json.loads(r["body"]) for r in self.db.all("SELECT body FROM schedules ORDER BY id")]
 
-    def _schedules(self):
-        zones = self.gw.registry.zone_ids()
+    def _schedules(self) -> list[Schedule]:
+        zones = self.registry.zone_ids()
         out = []
         for r in self.db.all("SELECT body FROM schedules"):
             try:
-                out.append(planner.parse_schedule(json.loads(r["body"]), zones, self.cfg.utc_offset))
+                out.append(parse_schedule(json.loads(r["body"]), zones, self.utc_offset))
             except GatewayError as exc:  # e.g. a zone deleted since: the schedule waits for staff
-                self.gw.log("schedule skipped: %s" % exc.en)
+                self.log("schedule skipped: %s" % exc.en)
         return out
 
-    def upcoming(self, days):
+    def upcoming(self, days: int) -> list[dict[str, Any]]:
         now = int(self.clock.now())
-        occurrences = planner.expand(self._schedules(), now, now + max(1, min(days, 31)) * 86400, self.cfg.utc_offset)
+        occurrences = expand(self._schedules(), now, now + max(1, min(days, 31)) * 86400, self.utc_offset)
         return [{"schedule": o.schedule_id, "id": o.item_id, "start": o.start_utc, "end": o.end_utc,
                  "priority": o.priority, "zones": list(o.zones), "source": o.source, "ref": o.ref,
                  "volume": o.volume, "category": o.category} for o in occurrences]
 
     # ---- per-node program and plan -----------------------------------------
-    def refresh(self, node_ids=None):
+    def refresh(self, node_ids: Collection[str] | None = None) -> list[str]:
         """Recompute programs and plans; send set_program where content changed. Returns command ids."""
         now = int(self.clock.now())
         tables = self._program_tables()
         default = tables["default"].get("site") or default_program()
-        occurrences = planner.expand(self._schedules(), now, now + self.cfg.horizon_days * 86400, self.cfg.utc_offset)
+        occurrences = expand(self._schedules(), now, now + self.horizon_days * 86400, self.utc_offset)
         sent = []
-        for node in self.gw.registry.nodes():
+        for node in self.registry.nodes():
             if node_ids is not None and node["id"] not in node_ids:
                 continue
             cmd = self._refresh_node(node, tables, default, occurrences, now)
@@ -138,7 +176,8 @@ class PlanService:
                 sent.append(cmd)
         return sent
 
-    def _refresh_node(self, node, tables, default, occurrences, now, force=False):
+    def _refresh_node(self, node: dict[str, Any], tables: ProgramTables, default: LampProgram,
+                      occurrences: list[Occurrence], now: int, force: bool = False) -> str | None:
         """Send set_program if the node's program or plan changed (or `force`); returns the command id."""
         row = self.db.one("SELECT * FROM node_plans WHERE node_id = ?", node["id"])
         if row is None:
@@ -146,13 +185,13 @@ class PlanService:
             row = self.db.one("SELECT * FROM node_plans WHERE node_id = ?", node["id"])
         lamp = plan = None
         lamp_changed = plan_changed = False
-        if node["kind"] in ("lamp", "both"):
-            program = planner.lamp_program_for(node["id"], node["zones"], tables["node"], tables["zone"], default)
+        if has_lamp(node):
+            program = lamp_program_for(node["id"], node["zones"], tables["node"], tables["zone"], default)
             lamp = dict(program.to_json(), version=0)
             lamp_digest = _digest(lamp)
             lamp_changed = lamp_digest != row["lamp_digest"]
-        if node["kind"] in ("speaker", "both"):
-            result = planner.node_plan(occurrences, node["zones"], 0, now)
+        if has_speaker(node):
+            result = node_plan(occurrences, node["zones"], 0, now)
             plan = result.plan.to_json()
             sent = {i[0]: [_digest(i), i[1] + i[2]] for i in plan["items"]}  # id -> [digest, end]
             plan_changed = _plan_changed(row["plan_digest"], sent, now)
@@ -172,15 +211,15 @@ class PlanService:
             self.db.run("UPDATE node_plans SET plan_version = ?, plan_digest = ?, dropped = ? WHERE node_id = ?",
                         version, json.dumps(sent), result.dropped, node["id"])
             if result.dropped:
-                self.gw.alerts.open("plan_truncated", node["id"], {"dropped": result.dropped})
+                self.alerts.open("plan_truncated", node["id"], {"dropped": result.dropped})
         if not args:
             return None
         self.db.run("UPDATE node_plans SET updated = ? WHERE node_id = ?", self.clock.now(), node["id"])
         self.db.run("UPDATE commands SET status = 'superseded' WHERE node_id = ? AND op = ? AND status IN ('pending', 'sent')",
                     node["id"], ops.SET_PROGRAM)  # an older program arriving late must not undo this one
-        return self.gw.command(node["id"], ops.SET_PROGRAM, args, user="planner")
+        return self.command(node["id"], ops.SET_PROGRAM, args, user="planner")
 
-    def roll(self):
+    def roll(self) -> None:
         """Called by housekeeping: the horizon moves, new occurrences come into it."""
         now = self.clock.now()
         if now - self._last_roll >= ROLL_EVERY_S:
@@ -188,11 +227,11 @@ class PlanService:
             with self.db.tx():
                 self.refresh()
 
-    def check_missed(self, grace_s=120, lookback_s=3600):
+    def check_missed(self, grace_s: int = 120, lookback_s: int = 3600) -> int:
         """Alert for scheduled items a loudspeaker did not start (its own events say what aired)."""
         now = int(self.clock.now())
-        occurrences = planner.expand(self._schedules(), now - lookback_s, now - grace_s, self.cfg.utc_offset)
-        speakers = [n for n in self.gw.registry.nodes() if n["kind"] in ("speaker", "both")]
+        occurrences = expand(self._schedules(), now - lookback_s, now - grace_s, self.utc_offset)
+        speakers = [n for n in self.registry.nodes() if has_speaker(n)]
         opened = 0
         for occ in occurrences:
             if occ.start_utc > now - grace_s:
@@ -207,26 +246,25 @@ class PlanService:
                     "SELECT 1 FROM alerts WHERE node_id = ? AND kind = 'broadcast_missed'"
                     " AND json_extract(data, '$.item') = ?", node["id"], occ.item_id)
                 if not started and not noted:
-                    self.gw.alerts.open("broadcast_missed", node["id"], {"item": occ.item_id}, at=occ.start_utc)
+                    self.alerts.open("broadcast_missed", node["id"], {"item": occ.item_id}, at=occ.start_utc)
                     opened += 1
         return opened
 
-    def on_birth(self, node_id, state):
+    def on_birth(self, node_id: str, state: State) -> None:
         """A node that runs other versions than the ones on record gets the current ones again."""
         row = self.db.one("SELECT lamp_version, plan_version FROM node_plans WHERE node_id = ?", node_id)
-        node = self.gw.registry.node(node_id)
-        wants_lamp = node["kind"] in ("lamp", "both")
-        wants_plan = node["kind"] in ("speaker", "both")
+        node = self.registry.node(node_id)
+        wants_lamp = has_lamp(node)
+        wants_plan = has_speaker(node)
         if row is None or (wants_lamp and state.lamp_version != row["lamp_version"]) or (
                 wants_plan and state.plan_version != row["plan_version"]):
             now = int(self.clock.now())
             tables = self._program_tables()
             default = tables["default"].get("site") or default_program()
-            occurrences = planner.expand(self._schedules(), now, now + self.cfg.horizon_days * 86400,
-                                         self.cfg.utc_offset)
+            occurrences = expand(self._schedules(), now, now + self.horizon_days * 86400, self.utc_offset)
             with self.db.tx():
                 self._refresh_node(node, tables, default, occurrences, now, force=True)
 
-    def _pending_program(self, node_id):
+    def _pending_program(self, node_id: str) -> bool:
         return self.db.one("SELECT 1 FROM commands WHERE node_id = ? AND op = ? AND status IN ('pending', 'sent')",
                            node_id, ops.SET_PROGRAM) is not None
