@@ -29,6 +29,12 @@ wildcard at all.
 
 How each broker enforces it (checked by tests/gateway/test_broker_acl.py):
 
+- Both: the MQTT client id is the username, whatever the client sends
+  (`bound_client_id()`), so no login can take over another user's connection or
+  persistent session. Mosquitto: `use_username_as_clientid true`. Embedded:
+  `_SiteBroker` checks the login and rewrites the id before amqtt touches any
+  session (amqtt 0.12.1 alone takes over the named id even for a failed login).
+
 - Mosquitto 2.0 (`acl_file`): publish and delivery are checked per message
   (live, queued for an offline session, retained). Subscriptions are not
   checked: the default ACL check returns success for SUBSCRIBE ("FIXME -

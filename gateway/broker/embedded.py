@@ -17,11 +17,17 @@ import typing
 
 from gateway.broker.errors import BrokerConfigError, BrokerError
 from gateway.broker.passwords import hash_password, verify_password
-from gateway.broker.rules import _check_users, _site, allowed
+from gateway.broker.rules import _check_users, _site, allowed, bound_client_id
 
 try:  # only the embedded broker needs amqtt
     from amqtt.broker import Broker as _AmqttBroker
     from amqtt.contexts import Action as _AmqttAction
+    from amqtt.errors import AMQTTError as _AMQTTError
+    from amqtt.errors import MQTTError as _MQTTError
+    from amqtt.errors import NoDataError as _NoDataError
+    from amqtt.mqtt.connack import NOT_AUTHORIZED as _NOT_AUTHORIZED
+    from amqtt.mqtt.connack import ConnackPacket as _ConnackPacket
+    from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler as _BrokerProtocolHandler
     from amqtt.plugins.base import BaseAuthPlugin as _BaseAuthPlugin
     from amqtt.plugins.base import BaseTopicPlugin as _BaseTopicPlugin
 except ImportError:  # pragma: no cover - depends on the install
@@ -30,7 +36,6 @@ except ImportError:  # pragma: no cover - depends on the install
 
 def _default_log():
     return logging.getLogger(__name__).info
-
 
 
 class _Logins:
@@ -51,6 +56,30 @@ class _Logins:
         user = self.users.get(username) if isinstance(username, str) else None
         return user is not None and allowed(self.site, user, topic, action)
 
+    def check(self, session):
+        """The user a CONNECT logs in as, or None (logged) for a bad login or a will topic not its own."""
+        user = self.login(session.username, session.password)
+        if user is None:
+            self.log("broker: refused login %r from client %r" % (session.username, session.client_id))
+            return None
+        if session.will_flag and not allowed(self.site, user, session.will_topic or "", "publish"):
+            # amqtt would publish the will without any check: refuse the connection instead.
+            self.log("broker: refused %r: will topic %r is not its own" % (user.username, session.will_topic))
+            return None
+        return user
+
+    def bind(self, session, user):
+        """Give the session its user's own client id, whatever the client sent (as Mosquitto's
+        use_username_as_clientid does); say so when the id sent names another user."""
+        sent, own = session.client_id, bound_client_id(user)
+        if sent != own:
+            for other in self.users:
+                if other != user.username and sent in (other, "%s.%s" % (self.site, other)):
+                    self.log("broker: %r connected with the client id %r of user %r; it gets its own id %r"
+                             % (user.username, sent, other, own))
+                    break
+        session.client_id = own
+
 
 if _AmqttBroker is not None:
 
@@ -62,14 +91,10 @@ if _AmqttBroker is not None:
             logins: typing.Any = None
 
         async def authenticate(self, *, session):
+            # _SiteBroker already refused a bad login before amqtt touched any session; this is
+            # the second line, and what amqtt itself asks.
             logins = self.config.logins
-            user = logins.login(session.username, session.password)
-            if user is None:
-                logins.log("broker: refused login %r from client %r" % (session.username, session.client_id))
-                return False
-            if session.will_flag and not allowed(logins.site, user, session.will_topic or "", "publish"):
-                # amqtt would publish the will without any check: refuse the connection instead.
-                logins.log("broker: refused %r: will topic %r is not its own" % (user.username, session.will_topic))
+            if logins.check(session) is None:
                 return False
             _drop_unreadable(session, logins)
             return True
@@ -108,9 +133,61 @@ if _AmqttBroker is not None:
             return [(k, list(v)) for k, v in super().items()]
 
     class _SiteBroker(_AmqttBroker):
-        def __init__(self, *args, **kwargs):
+        def __init__(self, *args, logins=None, **kwargs):
             super().__init__(*args, **kwargs)
             self._subscriptions = _Snapshot(self._subscriptions)
+            self._logins = logins
+
+        async def _initialize_client_session(self, reader, writer, remote_address, remote_port):
+            # amqtt 0.12.1's own method, with one change: the login is checked and the client id
+            # bound to the user *before* any session is looked up. amqtt alone deletes (clean
+            # session) or reuses (persistent) the session of whatever client id a CONNECT names
+            # before it authenticates, then takes over its connection even when the login fails:
+            # any client, even without a password, could knock any node off and take its session.
+            try:
+                handler, client_session = await _BrokerProtocolHandler.init_from_connect(
+                    reader, writer, self.plugins_manager)
+            except _AMQTTError as exc:
+                self.logger.warning("[MQTT-3.1.0-1] %s:%s: Can't read first packet as CONNECT: %s"
+                                    % (remote_address, remote_port, exc))
+                raise _AMQTTError(exc) from exc
+            except _MQTTError as exc:
+                self.logger.warning("Invalid connection from %s:%s" % (remote_address, remote_port))
+                await writer.close()
+                raise _MQTTError(exc) from exc
+            except _NoDataError as exc:
+                self.logger.error("No data from %s:%s : %s" % (remote_address, remote_port, exc))
+                raise _AMQTTError(exc) from exc
+
+            user = self._logins.check(client_session)
+            if user is None:  # refused here, with the CONNACK amqtt sends for a failed login
+                await _ConnackPacket.build(0, _NOT_AUTHORIZED).to_stream(writer)
+                await writer.close()
+                raise _MQTTError("refused login %r" % (client_session.username,))
+            self._logins.bind(client_session, user)
+
+            if client_session.clean_session:
+                await self._delete_session(client_session.client_id)  # the user's own, never another's
+                client_session.parent = 0
+            elif client_session.client_id in self._sessions:
+                # The user's own persistent session: the new connection brings its will and credentials.
+                existing_client_session, _ = self._sessions[client_session.client_id]
+                existing_client_session.will_flag = client_session.will_flag
+                existing_client_session.will_message = client_session.will_message
+                existing_client_session.will_topic = client_session.will_topic
+                existing_client_session.will_qos = client_session.will_qos
+                existing_client_session.keep_alive = client_session.keep_alive
+                existing_client_session.username = client_session.username
+                existing_client_session.password = client_session.password
+                client_session = existing_client_session
+                client_session.parent = 1
+            else:
+                client_session.parent = 0
+
+            timeout_disconnect_delay = self.config.get("timeout-disconnect-delay", 0)
+            if client_session.keep_alive > 0 and isinstance(timeout_disconnect_delay, int):
+                client_session.keep_alive += timeout_disconnect_delay
+            return handler, client_session
 
         async def _publish_retained_messages_for_subscription(self, subscription, session):
             # amqtt 0.12.1 calls this on every connect with *every* client's filters, and
@@ -170,7 +247,7 @@ class EmbeddedBroker:
                 "%s.SiteAclPlugin" % __name__: {"logins": self._logins},
             },
         }
-        broker = _SiteBroker(config)
+        broker = _SiteBroker(config, logins=self._logins)
         try:
             await asyncio.wait_for(broker.start(), timeout)
         except Exception as e:  # amqtt wraps bind errors in BrokerError; a timeout is ours

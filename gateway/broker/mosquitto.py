@@ -205,6 +205,9 @@ class MosquittoBroker:
             "per_listener_settings false",
             listener,
             "allow_anonymous false",
+            # The client id is the username, whatever the client sends: one node can never take
+            # over another's connection or session with its client id (rules.bound_client_id).
+            "use_username_as_clientid true",
             "password_file %s" % self.passwd_path,
             "acl_file %s" % self.acl_path,
             "persistence true",

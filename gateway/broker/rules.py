@@ -59,6 +59,16 @@ class BrokerUser:
         return cls(username, hash_password(password), role, node_id)
 
 
+def bound_client_id(user):
+    """The one MQTT client id a user's connections get, whatever id the client sends: its username.
+
+    Both brokers replace the client id with this (Mosquitto: `use_username_as_clientid`),
+    so a client logged in as one user can never take over, or be handed, the session of
+    another user (a node's firmware sends `<site>.<node>`; it gets `<node>`).
+    """
+    return user.username
+
+
 def _site(site):
     try:
         return topics.check_id(site, "site id")
