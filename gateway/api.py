@@ -172,9 +172,8 @@ def create_app(gw):
 
     @app.post("/api/nodes", status_code=201)
     async def add_node(body: NewNode, user=Depends(admin)):
-        node, bundle = gw.registry.add_node(body.model_dump(exclude_none=True), gw.cfg.site, gw.cfg.broker_host,
-                                            gw.cfg.broker_port, gw.location)
-        await gw.reload_broker()
+        node, bundle = await gw.provisioning.add_node(body.model_dump(exclude_none=True), gw.cfg.site,
+                                                      gw.cfg.broker_host, gw.cfg.broker_port, gw.location)
         users.audit(user["username"], "node.add", node["id"], {"zones": node["zones"]})
         if gw.plans is not None:
             gw.plans.refresh([node["id"]])
@@ -182,15 +181,14 @@ def create_app(gw):
 
     @app.post("/api/nodes/{node_id}/reprovision")
     async def reprovision(node_id: str, user=Depends(admin)):
-        bundle = gw.registry.reprovision(node_id, gw.cfg.site, gw.cfg.broker_host, gw.cfg.broker_port, gw.location)
-        await gw.reload_broker()
+        bundle = await gw.provisioning.reprovision(node_id, gw.cfg.site, gw.cfg.broker_host, gw.cfg.broker_port,
+                                                   gw.location)
         users.audit(user["username"], "node.reprovision", node_id, {})
         return {"provisioning": bundle}
 
     @app.delete("/api/nodes/{node_id}")
     async def revoke(node_id: str, user=Depends(admin)):
-        gw.registry.revoke(node_id)
-        await gw.reload_broker()
+        await gw.provisioning.revoke(node_id)
         users.audit(user["username"], "node.revoke", node_id, {})
         return {"ok": True}
 

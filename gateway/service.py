@@ -18,6 +18,7 @@ from gateway.commands import CommandService
 from gateway.db import Database
 from gateway.ingest import Ingest
 from gateway.metrics import Metrics
+from gateway.provisioning import Provisioning
 from gateway.registry import Registry
 from protocol import commands as ops
 from protocol import topics
@@ -44,6 +45,8 @@ class Gateway:
         self.ingest.on_clock_skew.append(self._clock_skew)
         self.plans = None  # gateway.plans.PlanService, attached by make_gateway()
         self.secrets = self._secrets()
+        self.provisioning = Provisioning(self.registry, self.reload_broker, brokers.BrokerUser(
+            GATEWAY_USER, brokers.hash_password(self.secrets["mqtt_password"]), "gateway"), self.log)
         self.broker = None
         self.client = None
         self.connected = asyncio.Event()
@@ -95,10 +98,7 @@ class Gateway:
         return {"lat": self.cfg.lat, "lon": self.cfg.lon, "tz": self.cfg.utc_offset}
 
     def broker_users(self):
-        users = [brokers.BrokerUser(GATEWAY_USER, brokers.hash_password(self.secrets["mqtt_password"]), "gateway")]
-        for username, hashed, node_id in self.registry.broker_users():
-            users.append(brokers.BrokerUser(username, hashed, "node", node_id))
-        return users
+        return self.provisioning.broker_users()
 
     # ---- lifecycle ---------------------------------------------------------
     async def start(self):
@@ -126,10 +126,10 @@ class Gateway:
             await self.broker.stop()
         self.db.close()
 
-    async def reload_broker(self):
+    async def reload_broker(self, users=None):
         """After a node is added, re-provisioned or revoked: the broker's users and ACL follow."""
         if self.broker is not None:
-            await self.broker.reload(self.broker_users())
+            await self.broker.reload(self.broker_users() if users is None else users)
 
     # ---- MQTT --------------------------------------------------------------
     def _mqtt_params(self):
