@@ -95,7 +95,9 @@ class Provisioning:
     # ---- the unit -------------------------------------------------------------
     async def _unit(self, what, change):
         # A task of its own: a cancelled request does not stop it between the change and its undo.
-        return await asyncio.shield(asyncio.ensure_future(self._run(what, change)))
+        task = asyncio.ensure_future(self._run(what, change))
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())  # retrieved even if nobody awaits it
+        return await asyncio.shield(task)
 
     async def _run(self, what, change):
         async with self._lock:
