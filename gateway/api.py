@@ -185,24 +185,21 @@ def create_app(gw: Gateway) -> FastAPI:
 
     @app.post("/api/nodes", status_code=201)
     async def add_node(body: NewNode, user: dict = Depends(admin)) -> dict[str, Any]:
-        node, bundle = gw.registry.add_node(body.model_dump(exclude_none=True), gw.cfg.site, gw.cfg.broker_host,
-                                            gw.cfg.broker_port, gw.location)
-        await gw.reload_broker()
+        node, bundle = await gw.provisioning.add_node(body.model_dump(exclude_none=True), gw.cfg.site,
+                                                      gw.cfg.broker_host, gw.cfg.broker_port, gw.location)
         audit(user, "node.add", node["id"], {"zones": node["zones"]})
-        gw.plans.refresh([node["id"]])
         return {"node": node, "provisioning": bundle}
 
     @app.post("/api/nodes/{node_id}/reprovision")
     async def reprovision(node_id: str, user: dict = Depends(admin)) -> dict[str, Any]:
-        bundle = gw.registry.reprovision(node_id, gw.cfg.site, gw.cfg.broker_host, gw.cfg.broker_port, gw.location)
-        await gw.reload_broker()
+        bundle = await gw.provisioning.reprovision(node_id, gw.cfg.site, gw.cfg.broker_host, gw.cfg.broker_port,
+                                                   gw.location)
         audit(user, "node.reprovision", node_id)
         return {"provisioning": bundle}
 
     @app.delete("/api/nodes/{node_id}")
     async def revoke(node_id: str, user: dict = Depends(admin)) -> dict[str, Any]:
-        gw.registry.revoke(node_id)
-        await gw.reload_broker()
+        await gw.provisioning.revoke(node_id)
         audit(user, "node.revoke", node_id)
         return {"ok": True}
 

@@ -20,6 +20,7 @@ from gateway.ingest import Ingest
 from gateway.link import MqttLink
 from gateway.metrics import Metrics
 from gateway.plan_push import PlanPusher
+from gateway.provisioning import Provisioning
 from gateway.registry import Registry
 from gateway.service import GATEWAY_USER, Gateway, load_secrets
 from gateway.timesync import TimeService
@@ -64,9 +65,17 @@ def make_gateway(cfg: GatewayConfig, clock: Clock | None = None,
     plans = PlanPusher(db=db, clock=clock, registry=registry, alerts=alerts, command=commands.create, log=log,
                        utc_offset=cfg.utc_offset, horizon_days=cfg.horizon_days)
     users = Users(db, clock)
+
+    async def reload_broker(broker_users: list[brokers.BrokerUser]) -> None:
+        if broker is not None:
+            await broker.reload(broker_users)
+
+    gateway_user = brokers.BrokerUser(GATEWAY_USER, brokers.hash_password(secrets["mqtt_password"]), "gateway")
+    provisioning = Provisioning(registry, reload_broker, gateway_user, log)
     gw = Gateway(cfg=cfg, clock=clock, log=log, db=db, secrets=secrets, metrics=metrics, registry=registry,
                  alerts=alerts, commands=commands, ingest=ingest, link=link, timesync=timesync,
-                 emergencies=emergencies, plans=plans, users=users, broker=broker)
+                 emergencies=emergencies, plans=plans, users=users, provisioning=provisioning,
+                 broker=broker)
 
     # ---- hooks, all of them ----
     link.on_connect.append(commands.work.set)  # send what waited for the link
@@ -75,4 +84,5 @@ def make_gateway(cfg: GatewayConfig, clock: Clock | None = None,
     ingest.on_clock_skew.append(timesync.on_clock_skew)
     ingest.on_birth.append(timesync.on_birth)
     ingest.on_birth.append(plans.on_birth)
+    provisioning.on_changed.append(lambda what, node_id: plans.refresh([node_id]) if what == "add" else None)
     return gw

@@ -23,6 +23,15 @@ def _id(value, what_vi, what_en, field):
                            "%s may contain only a-z, 0-9 and '-', at most 32 characters" % what_en, field)
 
 
+def check_not_reserved(node_id, reserved):
+    """Refuse a node id that is a broker username the gateway itself uses (a node logs in as its id)."""
+    if node_id in reserved:
+        raise Conflict("id.reserved",
+                       "Mã thiết bị '%s' đã được gateway dùng làm tên đăng nhập MQTT; hãy chọn mã khác" % node_id,
+                       "Node id '%s' is the gateway's own MQTT login name; choose another id" % node_id, "id")
+    return node_id
+
+
 def _text(obj, key, max_len, default=None):
     value = obj.get(key, default)
     if not isinstance(value, str) or not value.strip() or len(value) > max_len:
@@ -65,9 +74,11 @@ class Registry:
         return {r[0] for r in self.db.all("SELECT id FROM zones")}
 
     # ---- nodes ---------------------------------------------------------------
-    def add_node(self, obj, site, broker_host, broker_port, location):
-        """Register a node; returns (node, provisioning bundle with its secrets, shown once)."""
-        node_id = _id(obj.get("id"), "Mã thiết bị", "Node id", "id")
+    def add_node(self, obj, site, broker_host, broker_port, location, reserved=()):
+        """Register a node; returns (node, provisioning bundle with its secrets, shown once).
+
+        `reserved`: ids that may not be used (the gateway's own broker users)."""
+        node_id = check_not_reserved(_id(obj.get("id"), "Mã thiết bị", "Node id", "id"), reserved)
         name = _text(obj, "name", 80, node_id)
         zones = obj.get("zones", [])
         known = self.zone_ids()
@@ -156,6 +167,21 @@ class Registry:
             "relays": json.loads(row["relays"]), "lat": row["lat"], "lon": row["lon"], "board": row["board"],
             "kind": row["kind"], "revoked": bool(row["revoked"]),
         }
+
+    def snapshot(self, node_id):
+        """A node's registry row as it is (None if there is none), for `restore`."""
+        return self.db.one("SELECT * FROM nodes WHERE id = ?", node_id)
+
+    def restore(self, node_id, row):
+        """Put a node's registry row back as `snapshot` saw it (None: the node did not exist)."""
+        with self.db.tx():
+            if row is None:  # it was added: take it away again
+                self.db.run("DELETE FROM node_state WHERE node_id = ?", node_id)
+                self.db.run("DELETE FROM nodes WHERE id = ?", node_id)
+                return
+            columns = [c for c in row.keys() if c != "id"]
+            self.db.run("UPDATE nodes SET %s WHERE id = ?" % ", ".join("%s = ?" % c for c in columns),
+                        *[row[c] for c in columns], node_id)
 
     def name(self, node_id):
         """A node's display name (its id when unknown)."""

@@ -13,7 +13,6 @@ import secrets
 from collections.abc import Callable
 from typing import Any
 
-from gateway import broker as brokers
 from gateway.alerts import Alerts
 from gateway.clock import Clock
 from gateway.commands import CommandService
@@ -24,6 +23,7 @@ from gateway.ingest import Ingest
 from gateway.link import MqttLink
 from gateway.metrics import Metrics
 from gateway.plan_push import PlanPusher
+from gateway.provisioning import Provisioning
 from gateway.registry import Registry
 from gateway.timesync import TimeService
 from gateway.users import Users
@@ -53,7 +53,8 @@ class Gateway:
     def __init__(self, *, cfg: GatewayConfig, clock: Clock, log: Callable[[str], None], db: Database,
                  secrets: dict[str, str], metrics: Metrics, registry: Registry, alerts: Alerts,
                  commands: CommandService, ingest: Ingest, link: MqttLink, timesync: TimeService,
-                 emergencies: Emergencies, plans: PlanPusher, users: Users, broker: Any) -> None:
+                 emergencies: Emergencies, plans: PlanPusher, users: Users, provisioning: Provisioning,
+                 broker: Any) -> None:
         self.cfg = cfg
         self.clock = clock
         self.log = log
@@ -68,6 +69,7 @@ class Gateway:
         self.timesync = timesync
         self.emergencies = emergencies
         self.users = users
+        self.provisioning = provisioning
         self.plans = plans
         self.broker = broker  # None when the broker is external
         self._tasks: list[asyncio.Task[None]] = []
@@ -96,15 +98,12 @@ class Gateway:
 
     # ---- broker users ---------------------------------------------------------
     def broker_users(self) -> list[Any]:
-        users = [brokers.BrokerUser(GATEWAY_USER, brokers.hash_password(self.secrets["mqtt_password"]), "gateway")]
-        for username, hashed, node_id in self.registry.broker_users():
-            users.append(brokers.BrokerUser(username, hashed, "node", node_id))
-        return users
+        return self.provisioning.broker_users()
 
-    async def reload_broker(self) -> None:
-        """After a node is added, re-provisioned or revoked: the broker's users and ACL follow."""
+    async def reload_broker(self, users: list[Any] | None = None) -> None:
+        """The broker's users and ACL follow the registry (Provisioning calls this after each change)."""
         if self.broker is not None:
-            await self.broker.reload(self.broker_users())
+            await self.broker.reload(self.broker_users() if users is None else users)
 
     # ---- lifecycle ------------------------------------------------------------
     async def start(self) -> None:

@@ -520,6 +520,49 @@ def test_persistent_session_taken_over_by_another_user_keeps_nothing(broker, pee
     gw.publish(topic("n-a", "cmd"), b"live 3")
     gw.publish(GATEWAY_STATE, b"sentinel")
     assert b.settle().seen == []
+    b.close()
+    # Both brokers bind the client id to the login: B got a session of its own, A's is untouched.
+    a = peer(broker.port, "n-a", PASSWORDS["n-a"], client_id=cid, clean=False)
+    assert a.expect(topic("n-a", "cmd"), b"queued 2") == b"queued 2"
+    assert a.expect(topic("n-a", "cmd"), b"live 3") == b"live 3"
+
+
+# ---- both brokers: the client id belongs to the login -------------------------------
+
+
+def test_a_node_cannot_take_over_another_nodes_client_id(broker, peer):
+    """Node A, logged in with its own password but B's client id, neither knocks B off nor gets B's session."""
+    gw = peer(broker.port, "gw", PASSWORDS["gw"], client_id="denloa-gw-" + SITE, clean=False)
+    b_id = "%s.n-b" % SITE  # the client id the firmware uses: <site>.<node> (firmware/node.py make_client)
+    b = peer(broker.port, "n-b", PASSWORDS["n-b"], client_id=b_id, clean=False)
+    assert not b.subscribe(topic("n-b", "cmd")).is_failure
+    # A with B's client id: the login is A's own and valid.
+    a = peer(broker.port, "n-a", PASSWORDS["n-a"], client_id=b_id, clean=False)
+    assert not a.subscribe(topic("n-a", "cmd")).is_failure  # A still works, as itself
+    # Wrong password with B's client id: refused, and touches nothing.
+    assert peer(broker.port, "n-a", "wrong", client_id=b_id, clean=False, expect_ok=False).rc.is_failure
+    assert peer(broker.port, "n-b", "wrong", client_id=b_id, clean=True, expect_ok=False).rc.is_failure
+    gw.publish(topic("n-b", "cmd"), b"live for b")
+    gw.publish(topic("n-a", "cmd"), b"live for a")
+    assert a.expect(topic("n-a", "cmd")) == b"live for a"
+    assert not b.dropped.is_set(), "B was knocked off the broker"
+    assert b.expect(topic("n-b", "cmd")) == b"live for b"
+    # B away: a QoS 1 cmd is queued in B's persistent session; A tries B's client id again.
+    b.close()
+    gw.publish(topic("n-b", "cmd"), b"queued for b")
+    a.close()
+    a2 = peer(broker.port, "n-a", PASSWORDS["n-a"], client_id=b_id, clean=False)
+    gw.publish(topic("n-a", "cmd"), b"sentinel for a")
+    a2.expect(topic("n-a", "cmd"), b"sentinel for a")  # A's own session, with its own subscription
+    a2.settle()
+    assert b"queued for b" not in [p for _, p, _ in a2.seen] and topic("n-b", "cmd") not in a2.topics()
+    a2.close()
+    # B comes back without subscribing again: its session kept the subscription and the queued cmd.
+    b2 = peer(broker.port, "n-b", PASSWORDS["n-b"], client_id=b_id, clean=False)
+    assert b2.expect(topic("n-b", "cmd"), b"queued for b") == b"queued for b"
+    gw.publish(topic("n-b", "cmd"), b"live again")
+    assert b2.expect(topic("n-b", "cmd"), b"live again") == b"live again"
+    assert not gw.dropped.is_set()
 
 
 # ---- both brokers: wills --------------------------------------------------------------

@@ -1,0 +1,132 @@
+"""Adding, re-provisioning and revoking a node: the registry change and the broker reload as one unit.
+
+    prov = Provisioning(registry, reload, gateway_user, log)   # reload: async (users) -> None
+    node, bundle = await prov.add_node(obj, site, broker_host, broker_port, location)
+    bundle = await prov.reprovision(node_id, site, broker_host, broker_port, location)
+    await prov.revoke(node_id)
+    users = prov.broker_users()                                 # for the broker's start
+
+Each operation commits the registry change, then reloads the broker with the
+new user list. If the reload fails, the node's registry rows are put back
+exactly as they were, the broker is reloaded with the users the registry now
+holds, and a GatewayError (503, Vietnamese and English) says nothing was
+changed: a node is never in the registry without being in the broker, or the
+other way round. Operations run one at a time (a lock), and each runs to its
+end even if the HTTP request that started it goes away.
+
+Ids: a node logs in to the broker as its id, so an id equal to a broker
+username the gateway itself uses (its own user, `gateway`) is refused at
+registration (409 `id.reserved`, field `id`). A database written before that
+check may still hold such a node: `broker_users()` leaves it out with a log
+line instead of building a user list the broker refuses, so the gateway still
+starts; staff can revoke the node.
+
+Owner: the event loop. The database is used only on the loop thread, and no
+`await` happens inside a transaction.
+"""
+import asyncio
+
+from gateway.broker import BrokerConfigError, BrokerUser
+from gateway.errors import GatewayError
+from gateway.registry import check_not_reserved
+
+
+class Provisioning:
+    def __init__(self, registry, reload, gateway_user, log):
+        """`reload`: coroutine function taking the full list of BrokerUser; `gateway_user`: the
+        gateway's own BrokerUser (role gateway), first in every list; `log`: a callable taking text."""
+        if not isinstance(gateway_user, BrokerUser) or gateway_user.role != "gateway":
+            raise TypeError("gateway_user must be the gateway's BrokerUser (role gateway)")
+        self.registry = registry
+        self.reload = reload
+        self.gateway_user = gateway_user
+        self.log = log
+        self._lock = asyncio.Lock()
+        self.on_changed = []  # callables(what, node_id) after a change the broker took
+
+    @property
+    def reserved(self):
+        """Node ids that would collide with a broker user of the gateway's own."""
+        return frozenset({self.gateway_user.username})
+
+    # ---- the broker's users ---------------------------------------------------
+    def broker_users(self):
+        """The gateway's user and one user per node that may connect; a node that cannot be one is left out."""
+        users = [self.gateway_user]
+        seen = {self.gateway_user.username}
+        for username, hashed, node_id in self.registry.broker_users():
+            if username in seen:
+                self.log("broker: node %r left out of the broker: its id is the broker user of the gateway "
+                         "(or another node); revoke it and register the board under another id" % (node_id,))
+                continue
+            try:
+                users.append(BrokerUser(username, hashed, "node", node_id))
+            except BrokerConfigError as exc:
+                self.log("broker: node %r left out of the broker: %s" % (node_id, exc))
+                continue
+            seen.add(username)
+        return users
+
+    # ---- the three operations -------------------------------------------------
+    async def add_node(self, obj, site, broker_host, broker_port, location):
+        """Register a node and let it on the broker; returns (node, provisioning bundle)."""
+        def change():
+            node, bundle = self.registry.add_node(obj, site, broker_host, broker_port, location,
+                                                  reserved=self.reserved)
+            return node["id"], None, (node, bundle)  # None: it did not exist (add_node refuses an existing id)
+        return await self._unit("add", change)
+
+    async def reprovision(self, node_id, site, broker_host, broker_port, location):
+        """New password and key for a node; the broker takes the new password at once."""
+        def change():
+            check_not_reserved(node_id, self.reserved)
+            before = self._row(node_id)
+            bundle = self.registry.reprovision(node_id, site, broker_host, broker_port, location)
+            return node_id, before, bundle
+        return await self._unit("reprovision", change)
+
+    async def revoke(self, node_id):
+        """Take a node off the registry's active list and off the broker (its connection is closed)."""
+        def change():
+            before = self._row(node_id)
+            self.registry.revoke(node_id)
+            return node_id, before, None
+        return await self._unit("revoke", change)
+
+    # ---- the unit -------------------------------------------------------------
+    async def _unit(self, what, change):
+        # A task of its own: a cancelled request does not stop it between the change and its undo.
+        task = asyncio.ensure_future(self._run(what, change))
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())  # retrieved even if nobody awaits it
+        return await asyncio.shield(task)
+
+    async def _run(self, what, change):
+        async with self._lock:
+            node_id, before, result = change()  # validates, then commits (GatewayError: nothing written)
+            try:
+                await self.reload(self.broker_users())
+            except Exception as exc:
+                self.log("broker: reload after %s of node %s failed (%r); undoing the registry change"
+                         % (what, node_id, exc))
+                self._restore(node_id, before)
+                try:
+                    await self.reload(self.broker_users())
+                except Exception as again:
+                    self.log("broker: reload with the previous users failed too: %r" % (again,))
+                raise GatewayError(
+                    "broker.unavailable",
+                    "Máy chủ MQTT không áp dụng được thay đổi, nên thiết bị %s chưa được thay đổi gì. "
+                    "Hãy thử lại sau ít phút; nếu vẫn lỗi, kiểm tra dịch vụ MQTT trên gateway." % node_id,
+                    "The MQTT broker could not apply the change, so nothing was changed for node %s. "
+                    "Try again in a few minutes; if it keeps failing, check the gateway's MQTT broker." % node_id,
+                    status=503) from exc
+            for fn in self.on_changed:
+                fn(what, node_id)
+            return result
+
+    # ---- rows, exactly as they were ------------------------------------------
+    def _row(self, node_id):
+        return self.registry.snapshot(node_id)
+
+    def _restore(self, node_id, node_row):
+        self.registry.restore(node_id, node_row)
