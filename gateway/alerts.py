@@ -5,6 +5,7 @@ name and the local time: "Loa cụm 3 mất kết nối từ 17:02".
 """
 from __future__ import annotations
 
+import builtins
 import json
 import re
 import string
@@ -136,7 +137,7 @@ class Alerts:
         rows = self.db.all("SELECT * FROM alerts WHERE opened >= ? ORDER BY opened DESC LIMIT ?", since, limit)
         return [dict(r) | {"data": json.loads(r["data"])} for r in rows]
 
-    def messages_for(self, node_id: str) -> list[str]:
+    def messages_for(self, node_id: str) -> builtins.list[str]:
         """The open alerts of one node, newest first, in Vietnamese."""
         rows = self.db.all("SELECT message_vi FROM alerts WHERE closed IS NULL AND node_id = ? ORDER BY opened DESC",
                            node_id)

@@ -17,6 +17,7 @@ took in another.
 """
 from __future__ import annotations
 
+import builtins
 import asyncio
 import json
 from collections.abc import Awaitable, Callable, Iterable
@@ -198,8 +199,8 @@ class CommandService:
         return _row(row)
 
     def list(self, node_id: str | None = None, batch: str | None = None, status: str | None = None,
-             limit: int = 200) -> list[dict[str, Any]]:
-        sql, args = "SELECT * FROM commands WHERE 1=1", []
+             limit: int = 200) -> builtins.list[dict[str, Any]]:
+        sql, args = "SELECT * FROM commands WHERE 1=1", builtins.list[Any]()
         for column, value in (("node_id", node_id), ("batch", batch), ("status", status)):
             if value is not None:
                 sql += " AND %s = ?" % column
@@ -208,7 +209,7 @@ class CommandService:
         args.append(limit)
         return [_row(r) for r in self.db.all(sql, *args)]
 
-    def nodes_of_batch(self, batch: str) -> list[str]:
+    def nodes_of_batch(self, batch: str) -> builtins.list[str]:
         """The nodes a batch of commands went to."""
         return [r[0] for r in self.db.all("SELECT DISTINCT node_id FROM commands WHERE batch = ? ORDER BY node_id",
                                           batch)]

@@ -27,7 +27,7 @@ class Emergencies:
     def zones(self, zones: list[str] | str) -> list[str]:
         """The zones asked for ("all" or a list), checked against the registry."""
         known = self.registry.zone_ids()
-        chosen = sorted(known) if zones == "all" else list(zones)
+        chosen = sorted(known) if isinstance(zones, str) and zones == "all" else [str(z) for z in zones]
         unknown = [z for z in chosen if z not in known]
         if unknown or not chosen:
             raise GatewayError("zones.unknown", "Không có cụm: %s" % ", ".join(unknown or ["(trống)"]),

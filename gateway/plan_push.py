@@ -183,6 +183,8 @@ class PlanPusher:
         if row is None:
             self.db.run("INSERT INTO node_plans (node_id) VALUES (?)", node["id"])
             row = self.db.one("SELECT * FROM node_plans WHERE node_id = ?", node["id"])
+        if row is None:
+            raise RuntimeError("node_plans row of %s vanished inside its transaction" % node["id"])
         lamp = plan = None
         lamp_changed = plan_changed = False
         if has_lamp(node):

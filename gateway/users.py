@@ -11,6 +11,7 @@ the event loop (gateway/db.py).
 """
 from __future__ import annotations
 
+import builtins
 import asyncio
 import json
 import secrets
@@ -71,7 +72,7 @@ class Users:
             raise NotFound("user.unknown", "Không có người dùng %s" % username, "No user %s" % username)
         return dict(row)
 
-    def list(self) -> list[dict[str, Any]]:
+    def list(self) -> builtins.list[dict[str, Any]]:
         return [dict(r) for r in self.db.all("SELECT id, username, name, role, disabled FROM users ORDER BY username")]
 
     def count(self) -> int:
@@ -121,6 +122,6 @@ class Users:
         self.db.run("INSERT INTO audit (at, username, action, target, detail) VALUES (?, ?, ?, ?, ?)",
                     self.clock.now(), username, action, target, json.dumps(detail, ensure_ascii=False))
 
-    def audit_log(self, limit: int = 200) -> list[dict[str, Any]]:
+    def audit_log(self, limit: int = 200) -> builtins.list[dict[str, Any]]:
         rows = self.db.all("SELECT * FROM audit ORDER BY id DESC LIMIT ?", limit)
         return [dict(r) | {"detail": json.loads(r["detail"])} for r in rows]

@@ -213,6 +213,11 @@ class MosquittoBroker:
             "persistence true",
             "persistence_location %s/" % self.data_dir,
             "autosave_interval 300",  # a power cut loses at most 5 min of queued QoS 1; SD cards wear
+            # Mosquitto silently DROPS QoS 1 messages for a client beyond 1,000 queued (its default):
+            # a burst from 1,000 nodes reconnecting (each with up to 32 buffered events) must reach the
+            # gateway whole. Bounded, and a node's own queue (its commands) never comes near it.
+            "max_queued_messages 100000",
+            "max_inflight_messages 100",  # per client in flight: the gateway's link is the busy one
             "log_dest stderr",
             "log_dest file %s" % self.log_path,
             "log_type error",
