@@ -57,7 +57,7 @@ def make_gateway(cfg: GatewayConfig, clock: Clock | None = None,
 
     link = MqttLink(site=cfg.site, host=host, port=port, username=username, password=password,
                     deliver=deliver, metrics=metrics, log=log)
-    commands = CommandService(db=db, cfg=cfg, clock=clock, registry=registry, publish=link.publish, log=log)
+    commands = CommandService(db=db, cfg=cfg, clock=clock, registry=registry, publish=link.publish_many, log=log)
     ingest = Ingest(db=db, cfg=cfg, clock=clock, registry=registry, commands=commands, alerts=alerts,
                     metrics=metrics, log=log)
     timesync = TimeService(clock=clock, commands=commands, log=log)

@@ -32,7 +32,7 @@ from protocol.commands import Command
 from protocol.errors import ProtocolError
 from protocol.messages import APPLIED, Ack
 
-Publish = Callable[[str, bytes], Awaitable[bool]]
+PublishMany = Callable[[list[tuple[str, bytes]]], Awaitable[list[bool]]]  # QoS 1; True: the broker took it
 
 PENDING = "pending"  # stored, not yet published
 SENT = "sent"  # published at least once, no answer yet
@@ -43,12 +43,12 @@ DONE_STATES = (APPLIED, "rejected", "expired", "superseded")  # superseded: a ne
 
 class CommandService:
     def __init__(self, *, db: Database, cfg: GatewayConfig, clock: Clock, registry: Registry,
-                 publish: Publish | None, log: Callable[[str], None]) -> None:
+                 publish: PublishMany | None, log: Callable[[str], None]) -> None:
         self.db = db
         self.cfg = cfg
         self.clock = clock
         self.registry = registry
-        self.publish = publish  # async (topic, payload) -> bool: False while the link is down
+        self.publish = publish  # async [(topic, payload)] -> [bool]: False while the link is down
         self.log = log
         self.on_result: list[Callable[[dict[str, Any]], None]] = []  # a command answered or expired
         self.work = asyncio.Event()  # set when there is something new to send
@@ -127,7 +127,7 @@ class CommandService:
                 out.append((cmd_id, topic, payload))
         if not out:
             return 0
-        results = await asyncio.gather(*(publish(topic, payload) for _id, topic, payload in out))
+        results = await publish([(topic, payload) for _id, topic, payload in out])
         sent = [cmd_id for (cmd_id, _t, _p), ok in zip(out, results) if ok]
         now = self.clock.now()
         with self.db.tx():

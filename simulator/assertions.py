@@ -22,6 +22,7 @@
 """
 import json
 
+from gateway.registry import has_lamp, has_speaker
 from protocol.program import LampProgram, SunSource, default_program
 from simulator.scenario import seconds
 
@@ -79,7 +80,7 @@ def lamps_follow_program(spec, sc, record, db, run):
     jump_window = seconds(spec.get("jump_window_s", 900), "jump_window_s")
     faulted = {n["id"] for n in sc.nodes if {k for k in n["faults"] if k != "clock_jump"}}
     faulted |= {t for f in record["faults"] for t in f["targets"] if f["kind"] in ("burnt", "stuck", "rtc_dead")}
-    nodes = [n for n in sc.nodes if n["kind"] in ("lamp", "both") and (spec.get("zone") in (None, n["zone"]))
+    nodes = [n for n in sc.nodes if has_lamp(n) and (spec.get("zone") in (None, n["zone"]))
              and not (spec.get("except_faulted", True) and n["id"] in faulted)]
     checked = bad = 0
     worst = None
@@ -124,7 +125,7 @@ def amplifiers_on_within(spec, sc, record, db, run):
     batch = run.batches[index]
     limit = float(spec.get("seconds", 1.0))
     zones = batch["zones"]
-    speakers = [n for n in sc.nodes if n["kind"] in ("speaker", "both") and (zones == "all" or n["zone"] in zones)]
+    speakers = [n for n in sc.nodes if has_speaker(n) and (zones == "all" or n["zone"] in zones)]
     late, worst = [], 0.0
     for node in speakers:
         on = [t for t, v in state_series(record["truth"][node["id"]], "amp") if v is True and t >= batch["t"] - 1]
@@ -144,7 +145,7 @@ def amplifiers_on_within(spec, sc, record, db, run):
 def aired(spec, sc, record, db, run):
     t0 = record["start"] + seconds(spec["from"], "from")
     t1 = record["start"] + seconds(spec["to"], "to")
-    nodes = [n for n in sc.nodes if n["kind"] in ("speaker", "both") and spec.get("zone") in (None, n["zone"])]
+    nodes = [n for n in sc.nodes if has_speaker(n) and spec.get("zone") in (None, n["zone"])]
     airing = []
     for n in nodes:
         source = state_series(record["truth"][n["id"]], "source")
@@ -340,7 +341,7 @@ def airings(spec, sc, record, db, run):
     per_day = int(spec.get("per_day", 1))
     tz_s = int(sc.site["utc_offset"] * 3600)
     day = lambda t: time.strftime("%Y-%m-%d", time.gmtime(t + tz_s))
-    speakers = [n["id"] for n in sc.nodes if n["kind"] in ("speaker", "both") and spec.get("zone") in (None, n["zone"])]
+    speakers = [n["id"] for n in sc.nodes if has_speaker(n) and spec.get("zone") in (None, n["zone"])]
     days = []
     t = record["start"]
     last = min(record["end"], sc.start + sc.duration) - 1  # the run ends a moment after its duration

@@ -24,9 +24,9 @@ class Bench:
         self.sent = []
         self.seq = {}
 
-        async def publish(topic, payload):
-            self.sent.append((topic, bytes(payload)))
-            return True
+        async def publish(items):
+            self.sent.extend((topic, bytes(payload)) for topic, payload in items)
+            return [True] * len(items)
         self.gw.commands.publish = publish
         self.gw.registry.add_zone({"id": "thon-3", "name": "Thôn 3"})
         for n in nodes:
