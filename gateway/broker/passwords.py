@@ -85,5 +85,5 @@ def new_password(nbytes: int = 18) -> str:
     return secrets.token_urlsafe(nbytes)
 
 
-def _is_hash(text):
+def _is_hash(text: object) -> bool:
     return isinstance(text, str) and bool(_HASH7.match(text) or _HASH6.match(text))
