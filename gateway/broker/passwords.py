@@ -6,6 +6,8 @@
 constant time, treating any malformed hash as a mismatch; `new_password()` makes
 the random passwords given to nodes and the gateway. Only hashes are ever stored.
 """
+from __future__ import annotations
+
 import base64
 import hashlib
 import hmac
