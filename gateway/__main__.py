@@ -4,18 +4,26 @@ With no --config it starts on safe defaults with its data in ./data and
 says so. At first start it creates the staff account "admin" with a
 generated password, printed once and kept in DATA/admin-password.txt (0600).
 """
+from __future__ import annotations
+
 import argparse
 import asyncio
 import os
 import secrets
 import signal
 import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from gateway.config import GatewayConfig
 from gateway.errors import GatewayError
 
+if TYPE_CHECKING:
+    from gateway.clock import Clock
+    from gateway.service import Gateway
 
-def parse_args(argv):
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m gateway",
         description="denloa gateway: commune security lighting and loudspeakers "
@@ -29,7 +37,7 @@ def parse_args(argv):
     return p.parse_args(argv)
 
 
-def load_config(args):
+def load_config(args: argparse.Namespace) -> GatewayConfig:
     cfg = GatewayConfig.load(args.config) if args.config else GatewayConfig()
     if args.data_dir:
         cfg.data_dir = os.path.abspath(args.data_dir)
@@ -42,7 +50,7 @@ def load_config(args):
     return cfg
 
 
-async def first_admin(gw):
+async def first_admin(gw: Gateway) -> str | None:
     """Create the admin account on an empty database; returns its password or None."""
     if gw.users.count():
         return None
@@ -55,7 +63,8 @@ async def first_admin(gw):
     return password
 
 
-async def serve(cfg, clock=None, ready=None):
+async def serve(cfg: GatewayConfig, clock: Clock | None = None,
+                ready: Callable[[Gateway, str], object] | None = None) -> None:
     import uvicorn
 
     from gateway.api import create_app
@@ -75,7 +84,7 @@ async def serve(cfg, clock=None, ready=None):
         print("  login:  admin / %s   (first start; also in %s)" % (
             password, os.path.join(cfg.data_dir, "admin-password.txt")), flush=True)
     server = uvicorn.Server(uvicorn.Config(app, host=cfg.http_bind, port=cfg.http_port, log_level="warning"))
-    server.install_signal_handlers = lambda: None
+    server.install_signal_handlers = lambda: None  # type: ignore[attr-defined]  # gone since uvicorn 0.29
     task = asyncio.create_task(server.serve())
     if ready is not None:
         result = ready(gw, url)
@@ -91,7 +100,7 @@ async def serve(cfg, clock=None, ready=None):
     await gw.stop()
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
         cfg = load_config(args)

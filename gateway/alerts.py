@@ -10,6 +10,11 @@ import json
 import re
 import string
 import time
+from collections.abc import Callable, Collection
+from typing import Any
+
+from gateway.clock import Clock
+from gateway.db import Database
 
 # kind -> (severity, Vietnamese template, English template); {name} {since} (and {part_vi} {part_en}) are
 # ours; other placeholders take the alert data's value of that key, as plain text, never as a template
@@ -59,7 +64,7 @@ PARTS = {
 ZONE_RELAY = re.compile(r"^zone (\d{1,2}) relay$")
 
 
-def part_names(part):
+def part_names(part: object) -> tuple[str, str]:
     """A failed part's (Vietnamese, English) name; an unknown one is shown as the node named it."""
     part = _value(part)
     if part in PARTS:
@@ -70,26 +75,27 @@ def part_names(part):
     return part, part
 
 
-def _value(v):
+def _value(v: object) -> str:
     text = str(v)
     return text if len(text) <= MAX_VALUE else text[:MAX_VALUE - 1] + "…"
 
 
-def _fields(template):
+def _fields(template: str) -> set[str]:
     return {field for _, field, _, _ in string.Formatter().parse(template) if field}
 
 
 class Alerts:
-    def __init__(self, db, clock, tz_s, names):
+    def __init__(self, db: Database, clock: Clock, tz_s: int, names: Callable[[str], str]) -> None:
         self.db = db
         self.clock = clock
         self.tz_s = tz_s
         self.names = names  # node_id -> display name
 
-    def _hhmm(self, t):
+    def _hhmm(self, t: float) -> str:
         return time.strftime("%H:%M %d/%m", time.gmtime(t + self.tz_s))
 
-    def open(self, kind, node_id, data=None, at=None, subject=None):
+    def open(self, kind: str, node_id: str | None, data: dict[str, Any] | None = None, at: float | None = None,
+             subject: str | None = None) -> int | None:
         """Open an alert (a stateful kind only once per node and subject while open); returns its id or None."""
         at = self.clock.now() if at is None else at
         if kind in STATEFUL and self.db.one(
@@ -117,7 +123,8 @@ class Alerts:
             json.dumps(data), at, None if kind in STATEFUL else at, subject)
         return cur.lastrowid
 
-    def close(self, kind, node_id, subject=None, keep=None):
+    def close(self, kind: str, node_id: str | None, subject: str | None = None,
+              keep: Collection[str] | None = None) -> None:
         """Close open alerts of this kind for the node: all of them, or one subject's, or all but `keep`'s."""
         sql, args = "UPDATE alerts SET closed = ? WHERE kind = ? AND node_id IS ? AND closed IS NULL", [
             self.clock.now(), kind, node_id]
@@ -129,11 +136,11 @@ class Alerts:
             args.extend(keep)
         self.db.run(sql, *args)
 
-    def list(self, open_only=True, limit=200):
+    def list(self, open_only: bool = True, limit: int = 200) -> builtins.list[dict[str, Any]]:
         sql = "SELECT * FROM alerts" + (" WHERE closed IS NULL" if open_only else "") + " ORDER BY opened DESC LIMIT ?"
         return [dict(r) | {"data": json.loads(r["data"])} for r in self.db.all(sql, limit)]
 
-    def recent(self, since, limit=200):
+    def recent(self, since: float, limit: int = 200) -> builtins.list[dict[str, Any]]:
         rows = self.db.all("SELECT * FROM alerts WHERE opened >= ? ORDER BY opened DESC LIMIT ?", since, limit)
         return [dict(r) | {"data": json.loads(r["data"])} for r in rows]
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import builtins
 import asyncio
 import json
+import sqlite3
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
@@ -73,11 +74,16 @@ class CommandService:
         self.work.set()
         return cmd_id
 
-    def _next_counter(self, node_id):
+    def _next_counter(self, node_id: str) -> int:
         self.db.run("UPDATE nodes SET counter = counter + 1 WHERE id = ?", node_id)
-        return self.db.one("SELECT counter FROM nodes WHERE id = ?", node_id)[0]
+        row = self.db.one("SELECT counter FROM nodes WHERE id = ?", node_id)
+        if row is None:  # callers check the node is registered first, and node rows are never deleted
+            raise RuntimeError("node %s has no row in the nodes table" % node_id)
+        counter: int = row[0]
+        return counter
 
-    def _sign(self, node_id, cmd_id, counter, expires, op, args, now):
+    def _sign(self, node_id: str, cmd_id: str, counter: int, expires: int, op: str, args: dict[str, Any],
+              now: float) -> tuple[str, bytes]:
         key = self.registry.key(node_id)
         cmd = Command(self.cfg.site, node_id, cmd_id, counter, expires, op, args, issued=int(now))
         try:
@@ -85,7 +91,7 @@ class CommandService:
         except ProtocolError as exc:
             raise GatewayError("command.invalid", "Lệnh không hợp lệ: %s" % exc, "Invalid command: %s" % exc)
 
-    def _resign(self, row):
+    def _resign(self, row: sqlite3.Row) -> tuple[str, bytes]:
         """Sign a stored command again with the node's next counter, same cmd_id (inside a transaction)."""
         counter = self._next_counter(row["node_id"])
         topic, payload = self._sign(row["node_id"], row["id"], counter, int(row["expires"]), row["op"],
@@ -222,7 +228,7 @@ class CommandService:
                 "waiting": counts.get(PENDING, 0) + counts.get(SENT, 0)}
 
 
-def _row(row):
+def _row(row: sqlite3.Row) -> dict[str, Any]:
     out = {k: row[k] for k in ("id", "node_id", "op", "counter", "created", "expires", "status", "attempts",
                                "last_sent", "acked", "reason", "detail", "created_by", "batch")}
     out["resynced"] = bool(row["resynced"])
@@ -230,5 +236,5 @@ def _row(row):
     return out
 
 
-def _jsonable(args):
+def _jsonable(args: dict[str, Any]) -> dict[str, Any]:
     return {k: (v.to_json() if hasattr(v, "to_json") else v) for k, v in args.items()}

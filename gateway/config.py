@@ -32,13 +32,16 @@
     [bridge]                     # optional: forward the site's topics to a province broker
     host = ""
 """
+from __future__ import annotations
+
 import os
 import tomllib
+from typing import Any
 
 from gateway.errors import GatewayError
 from protocol.topics import TopicError, check_id
 
-DEFAULTS = {
+DEFAULTS: dict[str, dict[str, Any]] = {
     "site": {"id": "xa-demo", "name": "Xã Demo", "lat": 21.0285, "lon": 105.8542, "utc_offset": 7},
     "data": {"dir": "./data"},
     "http": {"bind": "127.0.0.1", "port": 8080},
@@ -49,17 +52,17 @@ DEFAULTS = {
 }
 
 
-def _bad(key, vi, en):
+def _bad(key: str, vi: str, en: str) -> GatewayError:
     return GatewayError("config." + key, vi, en, field=key)
 
 
 class GatewayConfig:
     """Validated settings; `path` is None when running on defaults."""
 
-    def __init__(self, raw=None, path=None):
+    def __init__(self, raw: dict[str, Any] | None = None, path: str | None = None) -> None:
         raw = raw or {}
         self.path = path
-        merged = {}
+        merged: dict[str, dict[str, Any]] = {}
         for section, defaults in DEFAULTS.items():
             given = raw.get(section, {})
             if not isinstance(given, dict):
@@ -102,17 +105,17 @@ class GatewayConfig:
         self.bridge = merged["bridge"] if merged["bridge"]["host"] else None
 
     @staticmethod
-    def _number(key, value, lo, hi):
+    def _number(key: str, value: object, lo: float, hi: float) -> float:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi:
             raise _bad(key, "%s phải là số từ %s đến %s" % (key, lo, hi), "%s must be a number from %s to %s" % (key, lo, hi))
         return value
 
     @property
-    def tz_s(self):
+    def tz_s(self) -> int:
         return int(self.utc_offset * 3600)
 
     @classmethod
-    def load(cls, path):
+    def load(cls, path: str) -> GatewayConfig:
         try:
             with open(path, "rb") as f:
                 raw = tomllib.load(f)

@@ -94,7 +94,7 @@ class Ingest:
             self.commands.on_ack(node_id, messages.Ack.decode(payload))
 
     # ---- state -------------------------------------------------------------
-    def _state(self, node_id, state):
+    def _state(self, node_id: str, state: messages.State) -> None:
         now = self.clock.now()
         row = self.db.one("SELECT online, boot_id FROM node_state WHERE node_id = ?", node_id)
         if not state.online:
@@ -119,14 +119,14 @@ class Ingest:
         for fn in self.on_birth:
             fn(node_id, state)
 
-    def _clock_alert(self, node_id, clock):
+    def _clock_alert(self, node_id: str, clock: str) -> None:
         if clock == messages.CLOCK_INVALID:
             self.alerts.open("clock_invalid", node_id)
         else:
             self.alerts.close("clock_invalid", node_id)
 
     # ---- telemetry ---------------------------------------------------------
-    def _tele(self, node_id, tele):
+    def _tele(self, node_id: str, tele: messages.Telemetry) -> None:
         now = self.clock.now()
         previous = self.tele.get(node_id)
         self.tele[node_id] = (now, tele)
@@ -145,10 +145,10 @@ class Ingest:
             elif tele.lamp is not None:
                 self._lamp_day(node_id, now, tele.lamp)  # older firmware without its own on-time counter
 
-    def _local_day(self, t):
+    def _local_day(self, t: float) -> str:
         return time.strftime("%Y-%m-%d", time.gmtime(t + self.cfg.tz_s))
 
-    def _lamp_reading(self, node_id, ts, day, on_s, wh):
+    def _lamp_reading(self, node_id: str, ts: float, day: str, on_s: float, wh: float) -> None:
         """A reading of the node's own counters (seconds lit, Wh; kept across its reboots): what they grew
         since the last reading goes to `day`. A reading older than the last one is already counted."""
         last = self.db.one("SELECT on_s, wh, ts FROM lamp_counters WHERE node_id = ?", node_id)
@@ -165,7 +165,7 @@ class Ingest:
         self.db.run("INSERT OR REPLACE INTO lamp_counters (node_id, on_s, wh, ts) VALUES (?, ?, ?, ?)",
                     node_id, on_s, wh, ts)
 
-    def _lamp_day(self, node_id, now, lamp):
+    def _lamp_day(self, node_id: str, now: float, lamp: dict[str, Any]) -> None:
         day = self._local_day(now)
         row = self.db.one("SELECT * FROM lamp_days WHERE node_id = ? AND day = ?", node_id, day)
         on = 1 if lamp["lvl"] > 0 else 0
@@ -179,7 +179,7 @@ class Ingest:
                     " last_on = ? WHERE node_id = ? AND day = ?", lamp["wh"], lamp["wh"], on_s, now, on, node_id, day)
 
     # ---- events ------------------------------------------------------------
-    def _event(self, node_id, evt):
+    def _event(self, node_id: str, evt: messages.Event) -> None:
         now = self.clock.now()
         with self.db.tx():
             cur = self.db.run(
@@ -192,7 +192,7 @@ class Ingest:
             self.db.run("UPDATE node_state SET last_seen = ? WHERE node_id = ?", now, node_id)
             self._apply_event(node_id, evt, event_id, now)
 
-    def _track_seq(self, node_id, evt):
+    def _track_seq(self, node_id: str, evt: messages.Event) -> None:
         row = self.db.one("SELECT next_seq, missing FROM seq_tracker WHERE node_id = ? AND boot_id = ?",
                           node_id, evt.boot_id)
         if row is None:
@@ -211,7 +211,7 @@ class Ingest:
             self.metrics.gap(missing)
             self.alerts.open("event_gap", node_id, {"missing": missing, "boot": evt.boot_id})
 
-    def _apply_event(self, node_id, evt, event_id, now):
+    def _apply_event(self, node_id: str, evt: messages.Event, event_id: int | None, now: float) -> None:
         kind, data = evt.kind, evt.data
         if kind in LAMP_FAULTS:
             self.alerts.open(kind, node_id, data)
@@ -291,5 +291,5 @@ class Ingest:
         return len(rows)
 
 
-def _number(v):
+def _number(v: object) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < 1e15

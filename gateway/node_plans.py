@@ -6,6 +6,8 @@ zones, at most MAX_ITEMS; `plan_digest` says whether a plan's content
 changed; `lamp_program_for` picks a node's lamp program. Pushing them to the
 nodes is gateway/plan_push.py.
 """
+from __future__ import annotations
+
 import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
@@ -22,11 +24,11 @@ from protocol.topics import check_id
 P = TypeVar("P")
 
 
-def _fail(code, vi, en, field_name=None) -> NoReturn:
+def _fail(code: str, vi: str, en: str, field_name: str | None = None) -> NoReturn:
     raise GatewayError(code, vi, en, field_name)
 
 
-def _is_int(value):
+def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 

@@ -24,15 +24,25 @@ starts; staff can revoke the node.
 Owner: the event loop. The database is used only on the loop thread, and no
 `await` happens inside a transaction.
 """
+from __future__ import annotations
+
 import asyncio
+import sqlite3
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from gateway.broker import BrokerConfigError, BrokerUser
 from gateway.errors import GatewayError
-from gateway.registry import check_not_reserved
+from gateway.registry import Registry, check_not_reserved
+
+T = TypeVar("T")
+# What one operation does to the registry: (node id, its row before or None, the result).
+Change = Callable[[], tuple[str, sqlite3.Row | None, T]]
 
 
 class Provisioning:
-    def __init__(self, registry, reload, gateway_user, log):
+    def __init__(self, registry: Registry, reload: Callable[[list[BrokerUser]], Awaitable[None]],
+                 gateway_user: BrokerUser, log: Callable[[str], None]) -> None:
         """`reload`: coroutine function taking the full list of BrokerUser; `gateway_user`: the
         gateway's own BrokerUser (role gateway), first in every list; `log`: a callable taking text."""
         if not isinstance(gateway_user, BrokerUser) or gateway_user.role != "gateway":
@@ -42,15 +52,15 @@ class Provisioning:
         self.gateway_user = gateway_user
         self.log = log
         self._lock = asyncio.Lock()
-        self.on_changed = []  # callables(what, node_id) after a change the broker took
+        self.on_changed: list[Callable[[str, str], object]] = []  # callables(what, node_id) after a change the broker took
 
     @property
-    def reserved(self):
+    def reserved(self) -> frozenset[str]:
         """Node ids that would collide with a broker user of the gateway's own."""
         return frozenset({self.gateway_user.username})
 
     # ---- the broker's users ---------------------------------------------------
-    def broker_users(self):
+    def broker_users(self) -> list[BrokerUser]:
         """The gateway's user and one user per node that may connect; a node that cannot be one is left out."""
         users = [self.gateway_user]
         seen = {self.gateway_user.username}
@@ -68,39 +78,41 @@ class Provisioning:
         return users
 
     # ---- the three operations -------------------------------------------------
-    async def add_node(self, obj, site, broker_host, broker_port, location):
+    async def add_node(self, obj: dict[str, Any], site: str, broker_host: str, broker_port: int,
+                       location: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         """Register a node and let it on the broker; returns (node, provisioning bundle)."""
-        def change():
+        def change() -> tuple[str, sqlite3.Row | None, tuple[dict[str, Any], dict[str, Any]]]:
             node, bundle = self.registry.add_node(obj, site, broker_host, broker_port, location,
                                                   reserved=self.reserved)
             return node["id"], None, (node, bundle)  # None: it did not exist (add_node refuses an existing id)
         return await self._unit("add", change)
 
-    async def reprovision(self, node_id, site, broker_host, broker_port, location):
+    async def reprovision(self, node_id: str, site: str, broker_host: str, broker_port: int,
+                          location: dict[str, Any]) -> dict[str, Any]:
         """New password and key for a node; the broker takes the new password at once."""
-        def change():
+        def change() -> tuple[str, sqlite3.Row | None, dict[str, Any]]:
             check_not_reserved(node_id, self.reserved)
             before = self._row(node_id)
             bundle = self.registry.reprovision(node_id, site, broker_host, broker_port, location)
             return node_id, before, bundle
         return await self._unit("reprovision", change)
 
-    async def revoke(self, node_id):
+    async def revoke(self, node_id: str) -> None:
         """Take a node off the registry's active list and off the broker (its connection is closed)."""
-        def change():
+        def change() -> tuple[str, sqlite3.Row | None, None]:
             before = self._row(node_id)
             self.registry.revoke(node_id)
             return node_id, before, None
         return await self._unit("revoke", change)
 
     # ---- the unit -------------------------------------------------------------
-    async def _unit(self, what, change):
+    async def _unit(self, what: str, change: Change[T]) -> T:
         # A task of its own: a cancelled request does not stop it between the change and its undo.
         task = asyncio.ensure_future(self._run(what, change))
         task.add_done_callback(lambda t: t.cancelled() or t.exception())  # retrieved even if nobody awaits it
         return await asyncio.shield(task)
 
-    async def _run(self, what, change):
+    async def _run(self, what: str, change: Change[T]) -> T:
         async with self._lock:
             node_id, before, result = change()  # validates, then commits (GatewayError: nothing written)
             try:
@@ -125,8 +137,8 @@ class Provisioning:
             return result
 
     # ---- rows, exactly as they were ------------------------------------------
-    def _row(self, node_id):
+    def _row(self, node_id: str) -> sqlite3.Row | None:
         return self.registry.snapshot(node_id)
 
-    def _restore(self, node_id, node_row):
+    def _restore(self, node_id: str, node_row: sqlite3.Row | None) -> None:
         self.registry.restore(node_id, node_row)

@@ -14,10 +14,12 @@ site's local time (a fixed UTC offset) and expanded with dateutil.rrule on
 aware datetimes. A rule's start must be its first occurrence (RFC 5545
 leaves a DTSTART the rule does not produce undefined).
 """
+from __future__ import annotations
+
 import calendar
 import math
 import re
-from datetime import datetime, timedelta, timezone, tzinfo
+from datetime import date, datetime, timedelta, timezone, tzinfo
 from typing import NoReturn
 
 from dateutil import rrule as rr
@@ -41,11 +43,11 @@ _INT_LISTS = (("BYMONTH", 1, 12, False), ("BYMONTHDAY", -31, 31, True), ("BYHOUR
               ("BYMINUTE", 0, 59, False), ("BYSETPOS", -366, 366, True))
 
 
-def _fail(code, vi, en, field_name=None) -> NoReturn:
+def _fail(code: str, vi: str, en: str, field_name: str | None = None) -> NoReturn:
     raise GatewayError(code, vi, en, field_name)
 
 
-def _bad_rule(vi, en, code="schedule.rrule") -> NoReturn:
+def _bad_rule(vi: str, en: str, code: str = "schedule.rrule") -> NoReturn:
     _fail(code, "Lịch lặp không hợp lệ: " + vi, "Invalid recurrence rule: " + en, "rrule")
 
 
@@ -76,7 +78,7 @@ class Rule:
         return self.until.replace(tzinfo=timezone.utc if self.until_utc else tz)
 
 
-def _int_part(name, value, lo, hi):
+def _int_part(name: str, value: str, lo: int, hi: int) -> int:
     if not re.fullmatch(r"[+-]?[0-9]{1,4}", value) or not lo <= int(value) <= hi:
         _bad_rule("%s phải là số nguyên từ %d đến %d" % (name, lo, hi),
                   "%s must be an integer from %d to %d" % (name, lo, hi))
@@ -161,7 +163,7 @@ def parse_rule(text: str) -> Rule:
     return rule
 
 
-def _per_day(rule):
+def _per_day(rule: Rule) -> int:
     """Upper bound of occurrences in one day."""
     minutes = len(rule.byminute) if rule.byminute else 1
     if rule.freq == rr.HOURLY:
@@ -170,7 +172,7 @@ def _per_day(rule):
     return minutes * (len(rule.byhour) if rule.byhour else 1)
 
 
-def _build(rule, start, tz, dtstart=None):
+def _build(rule: Rule, start: datetime, tz: tzinfo, dtstart: datetime | None = None) -> rr.rrule:
     """The dateutil rule; everything dateutil would infer from DTSTART is given explicitly,
     so the same rule can be re-anchored at a later period start (see _anchor)."""
     bymonth, bymonthday, byweekday = rule.bymonth, rule.bymonthday, None
@@ -191,7 +193,7 @@ def _build(rule, start, tz, dtstart=None):
                     byweekday=byweekday, byhour=byhour, byminute=rule.byminute or (start.minute,), bysecond=(0,))
 
 
-def _anchor(rule, start, before):
+def _anchor(rule: Rule, start: datetime, before: datetime) -> datetime | None:
     """The latest start of a recurrence period (year, month, week, day or hour of the INTERVAL
     lattice) at or before `before` and after `start`, or None. From there dateutil yields exactly
     what it would from `start`, without walking the years in between."""
@@ -216,7 +218,7 @@ def _anchor(rule, start, before):
     return point if point is not None and point <= before else None
 
 
-def _day_ok(rule, d):
+def _day_ok(rule: Rule, d: date) -> bool:
     if rule.bymonth and d.month not in rule.bymonth:
         return False
     last = calendar.monthrange(d.year, d.month)[1]
@@ -235,7 +237,7 @@ def _day_ok(rule, d):
     return False
 
 
-def _reachable_day(rule, start):
+def _reachable_day(rule: Rule, start: datetime) -> bool:
     """Is there, within SEARCH_YEARS, a day the rule's period lattice reaches and its day filters pass?
 
     A cheap pre-check: dateutil walks day by day through a rule that never matches (Feb 30, a
@@ -253,7 +255,7 @@ def _reachable_day(rule, start):
         d = d0 + timedelta(days=k)
         if rule.freq == rr.DAILY and k % n:
             continue
-        if rule.freq == rr.WEEKLY and ((d - week0).days // 7 % n or d.weekday() not in wds):
+        if rule.freq == rr.WEEKLY and ((d - week0).days // 7 % n or wds is None or d.weekday() not in wds):
             continue
         if rule.freq == rr.MONTHLY and ((d.year - d0.year) * 12 + d.month - d0.month) % n:
             continue

@@ -4,16 +4,20 @@
 zone as reported played by the loudspeakers of that zone, and the minutes
 they aired; lamp on-hours and energy come from the nodes' own counters.
 """
+from __future__ import annotations
+
 import calendar
 import csv
 import io
 import json
+from typing import Any
 
+from gateway.db import Database
 from gateway.errors import GatewayError
 from protocol.plan import PRIORITY_NAMES
 
 
-def month_bounds(month, tz_s):
+def month_bounds(month: str, tz_s: int) -> tuple[int, int]:
     """('YYYY-MM') -> (start, end) Unix seconds of that local month."""
     try:
         year, mon = (int(p) for p in month.split("-"))
@@ -26,12 +30,14 @@ def month_bounds(month, tz_s):
     return start, end
 
 
-def monthly(db, month, tz_s):
+def monthly(db: Database, month: str, tz_s: int) -> dict[str, Any]:
     start, end = month_bounds(month, tz_s)
     nodes = {r["id"]: {"name": r["name"], "zones": json.loads(r["zones"])}
              for r in db.all("SELECT id, name, zones FROM nodes")}
     airings = db.all("SELECT * FROM airings WHERE started >= ? AND started < ?", start, end)
-    by_zone, by_category, by_priority = {}, {}, {}
+    by_zone: dict[str, dict[str, Any]] = {}
+    by_category: dict[str, dict[str, Any]] = {}
+    by_priority: dict[str, dict[str, Any]] = {}
     items = set()
     minutes = 0.0
     for a in airings:
@@ -64,7 +70,7 @@ def monthly(db, month, tz_s):
     for r in db.all("SELECT kind, COUNT(*) FROM alerts WHERE opened >= ? AND opened < ? GROUP BY kind", start, end):
         faults[r[0]] = r[1]
 
-    def counted(d, key="minutes"):
+    def counted(d: dict[str, dict[str, Any]], key: str = "minutes") -> dict[str, dict[str, Any]]:
         return {k: {"broadcasts": len(v["broadcasts"]), key: round(v[key], 1)} for k, v in sorted(d.items())}
 
     return {
@@ -79,7 +85,7 @@ def monthly(db, month, tz_s):
     }
 
 
-def monthly_csv(report):
+def monthly_csv(report: dict[str, Any]) -> str:
     """One CSV (UTF-8 with BOM so spreadsheet programs show Vietnamese right) of the report's tables."""
     out = io.StringIO()
     out.write("\ufeff")
@@ -110,7 +116,7 @@ def monthly_csv(report):
     return out.getvalue()
 
 
-def _day(t, tz_s):
+def _day(t: float, tz_s: int) -> str:
     import time
 
     return time.strftime("%Y-%m-%d", time.gmtime(t + tz_s))

@@ -11,6 +11,8 @@ Times: staff enter local "YYYY-MM-DDTHH:MM" in the site's fixed UTC offset
 (Vietnam is UTC+7 all year, no DST), see `site_tz`. A schedule's `start` is
 its first occurrence.
 """
+from __future__ import annotations
+
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -36,11 +38,11 @@ _CATEGORY_VI = (("news", "tin tức"), ("security", "an ninh trật tự"), ("di
                 ("campaign", "tuyên truyền"), ("health", "y tế"), ("music", "âm nhạc"), ("other", "khác"))
 
 
-def _fail(code, vi, en, field_name=None) -> NoReturn:
+def _fail(code: str, vi: str, en: str, field_name: str | None = None) -> NoReturn:
     raise GatewayError(code, vi, en, field_name)
 
 
-def _bad(name, vi, en) -> NoReturn:
+def _bad(name: str, vi: str, en: str) -> NoReturn:
     _fail("schedule." + name, vi, en, name)
 
 
@@ -53,14 +55,14 @@ def site_tz(tz_offset_hours: float) -> timezone:
     return timezone(timedelta(minutes=int(tz_offset_hours * 60)))
 
 
-def _is_int(value):
+def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
 # --- schedules -----------------------------------------------------------------------------------------
 
 
-def _local(text, name):
+def _local(text: object, name: str) -> datetime:
     """'2026-05-01T05:30' -> naive datetime, 2000..2099 (every Unix time then fits the wire)."""
     m = _LOCAL.match(text) if isinstance(text, str) else None
     value = None
@@ -84,14 +86,14 @@ class Schedule:
     title: str
     category: str
     priority: int
-    zones: tuple
+    zones: tuple[str, ...]
     source: str
     ref: str | None
     volume: int
     start: str
     duration_s: int
     rrule: str | None
-    exdates: tuple
+    exdates: tuple[str, ...]
     enabled: bool
     _rule: recurrence.Rule | None = field(default=None, compare=False, repr=False)
 
@@ -105,7 +107,7 @@ class Schedule:
         return out
 
 
-def _field_value(obj, name):
+def _field_value(obj: dict[str, Any], name: str) -> Any:
     if name in obj:
         return obj[name]
     for key, default in _DEFAULTS:
@@ -114,7 +116,7 @@ def _field_value(obj, name):
     _bad(name, "Thiếu trường bắt buộc: %s" % name, "Missing required field: %s" % name)
 
 
-def _check_zones(zones, known_zones):
+def _check_zones(zones: object, known_zones: Iterable[str]) -> tuple[str, ...]:
     if not isinstance(zones, list) or not 1 <= len(zones) <= MAX_SCHEDULE_ZONES:
         _bad("zones", "Phải chọn từ 1 đến %d khu vực" % MAX_SCHEDULE_ZONES,
              "zones must list 1 to %d zones" % MAX_SCHEDULE_ZONES)
@@ -127,7 +129,7 @@ def _check_zones(zones, known_zones):
     return tuple(zones)
 
 
-def _check_ref(source, ref):
+def _check_ref(source: str, ref: Any) -> str | None:
     if source == "line":
         if ref is not None:
             _bad("ref", "Nguồn line (đầu vào âm thanh) không có tham chiếu; để trống ref",
@@ -212,7 +214,7 @@ class Occurrence:
     start_utc: int
     end_utc: int
     priority: int
-    zones: tuple
+    zones: tuple[str, ...]
     source: str
     ref: str | None
     volume: int
@@ -227,7 +229,8 @@ class Occurrence:
         return self.start_utc < other.end_utc and other.start_utc < self.end_utc
 
 
-def _starts(schedule, rule, tz, after, before):
+def _starts(schedule: Schedule, rule: recurrence.Rule | None, tz: timezone, after: datetime,
+            before: datetime) -> list[datetime]:
     """Local starts s with after < s < before."""
     start = _local(schedule.start, "start").replace(tzinfo=tz)
     if rule is None:

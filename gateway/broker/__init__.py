@@ -72,6 +72,11 @@ Layout: `errors` (BrokerError, BrokerConfigError), `passwords` (the `$7$` hash),
 (MosquittoBroker, its files and the bridge), `embedded` (EmbeddedBroker on amqtt).
 Import from `gateway.broker`; the names below are its interface.
 """
+from __future__ import annotations
+
+import os
+from typing import Any
+
 from gateway.broker.embedded import EmbeddedBroker
 from gateway.broker.errors import BrokerConfigError, BrokerError
 from gateway.broker.mosquitto import (
@@ -88,7 +93,8 @@ __all__ = [
 ]
 
 
-def make_broker(kind, data_dir, site, **kw):
+def make_broker(kind: str, data_dir: str | os.PathLike[str], site: str,
+                **kw: Any) -> MosquittoBroker | EmbeddedBroker:
     """"mosquitto", "embedded", or "auto" (Mosquitto when installed, else embedded)."""
     if kind == "auto":
         kind = "mosquitto" if mosquitto_available(kw.get("exe")) else "embedded"

@@ -8,16 +8,20 @@ sessions taken over by another user, clients of a revoked user). It keeps
 nothing on disk and cannot bridge. It overrides private amqtt methods, so amqtt
 stays pinned to 0.12.x (the tests fail if a new version changes them).
 """
+from __future__ import annotations
+
 import asyncio
 import dataclasses
 import logging
 import os
 import secrets
 import typing
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from gateway.broker.errors import BrokerConfigError, BrokerError
 from gateway.broker.passwords import hash_password, verify_password
-from gateway.broker.rules import _check_users, _site, allowed, bound_client_id
+from gateway.broker.rules import BrokerUser, _check_users, _site, allowed, bound_client_id
 
 try:  # only the embedded broker needs amqtt
     from amqtt.broker import Broker as _AmqttBroker
@@ -34,29 +38,29 @@ except ImportError:  # pragma: no cover - depends on the install
     _AmqttBroker = None
 
 
-def _default_log():
+def _default_log() -> Callable[[str], None]:
     return logging.getLogger(__name__).info
 
 
 class _Logins:
     """The current users of one embedded broker; `reload()` swaps `users` in one assignment."""
 
-    def __init__(self, site, users, log):
+    def __init__(self, site: str, users: Iterable[BrokerUser], log: Callable[[str], None]) -> None:
         self.site = site
         self.users = {u.username: u for u in _check_users(users)}
         self.log = log
         self._decoy = hash_password(secrets.token_hex(8))  # unknown users cost as much as known ones
 
-    def login(self, username, password):
+    def login(self, username: object, password: str | None) -> BrokerUser | None:
         user = self.users.get(username) if isinstance(username, str) else None
         ok = verify_password(password if password is not None else "", user.password_hash if user else self._decoy)
         return user if ok and user is not None else None
 
-    def may(self, username, topic, action):
+    def may(self, username: object, topic: str, action: str) -> bool:
         user = self.users.get(username) if isinstance(username, str) else None
         return user is not None and allowed(self.site, user, topic, action)
 
-    def check(self, session):
+    def check(self, session: Any) -> BrokerUser | None:
         """The user a CONNECT logs in as, or None (logged) for a bad login or a will topic not its own."""
         user = self.login(session.username, session.password)
         if user is None:
@@ -68,7 +72,7 @@ class _Logins:
             return None
         return user
 
-    def bind(self, session, user):
+    def bind(self, session: Any, user: BrokerUser) -> None:
         """Give the session its user's own client id, whatever the client sent (as Mosquitto's
         use_username_as_clientid does); say so when the id sent names another user."""
         sent, own = session.client_id, bound_client_id(user)
@@ -90,7 +94,7 @@ if _AmqttBroker is not None:
         class Config:
             logins: typing.Any = None
 
-        async def authenticate(self, *, session):
+        async def authenticate(self, *, session: Any) -> bool:
             # _SiteBroker already refused a bad login before amqtt touched any session; this is
             # the second line, and what amqtt itself asks.
             logins = self.config.logins
@@ -99,7 +103,7 @@ if _AmqttBroker is not None:
             _drop_unreadable(session, logins)
             return True
 
-    def _drop_unreadable(session, logins):
+    def _drop_unreadable(session: Any, logins: _Logins) -> None:
         """Forget what a persistent session queued that the user now logging in may not read."""
         kept = []
         while not session.retained_messages.empty():
@@ -119,26 +123,28 @@ if _AmqttBroker is not None:
         class Config:
             logins: typing.Any = None
 
-        async def topic_filtering(self, *, session=None, topic=None, action=None):
+        async def topic_filtering(self, *, session: Any = None, topic: str | None = None,
+                                  action: Any = None) -> bool:
             if session is None or topic is None or action is None:
                 return False
             return self.config.logins.may(session.username, topic, str(action.value))
 
-    class _Snapshot(dict):
+    class _Snapshot(dict[str, Any]):
         """amqtt 0.12.1 iterates its subscriptions while awaiting inside the loop; another client
         subscribing meanwhile raised 'dictionary changed size during iteration' and the message
         was lost for the remaining subscribers. Iterate over a copy instead."""
 
-        def items(self):
+        def items(self) -> list[tuple[str, list[Any]]]:  # type: ignore[override]  # a list, not a view
             return [(k, list(v)) for k, v in super().items()]
 
     class _SiteBroker(_AmqttBroker):
-        def __init__(self, *args, logins=None, **kwargs):
+        def __init__(self, *args: Any, logins: _Logins, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
-            self._subscriptions = _Snapshot(self._subscriptions)
+            self._subscriptions: dict[str, Any] = _Snapshot(self._subscriptions)
             self._logins = logins
 
-        async def _initialize_client_session(self, reader, writer, remote_address, remote_port):
+        async def _initialize_client_session(self, reader: Any, writer: Any, remote_address: str,
+                                             remote_port: int) -> tuple[Any, Any]:
             # amqtt 0.12.1's own method, with one change: the login is checked and the client id
             # bound to the user *before* any session is looked up. amqtt alone deletes (clean
             # session) or reuses (persistent) the session of whatever client id a CONNECT names
@@ -189,7 +195,8 @@ if _AmqttBroker is not None:
                 client_session.keep_alive += timeout_disconnect_delay
             return handler, client_session
 
-        async def _publish_retained_messages_for_subscription(self, subscription, session):
+        async def _publish_retained_messages_for_subscription(self, subscription: tuple[str, int],
+                                                              session: Any) -> None:
             # amqtt 0.12.1 calls this on every connect with *every* client's filters, and
             # sends what matches unchecked: keep the session's own filters and what it may read.
             topic_filter, qos = subscription
@@ -216,7 +223,8 @@ class EmbeddedBroker:
 
     kind = "embedded"
 
-    def __init__(self, data_dir, site, *, host="127.0.0.1", port=1883, bridge=None, log=None):
+    def __init__(self, data_dir: str | os.PathLike[str], site: str, *, host: str = "127.0.0.1", port: int = 1883,
+                 bridge: dict[str, Any] | None = None, log: Callable[[str], None] | None = None) -> None:
         if bridge:
             raise BrokerConfigError("the embedded broker cannot bridge to a province broker: install Mosquitto "
                                     "(apt-get install mosquitto) and use the mosquitto broker")
@@ -225,14 +233,14 @@ class EmbeddedBroker:
         self.host, self.port = host, int(port)
         self.bridge = None
         self._log = log or _default_log()
-        self._broker = None
-        self._logins = None
+        self._broker: Any = None  # a _SiteBroker while running
+        self._logins: _Logins | None = None
 
     @property
-    def running(self):
+    def running(self) -> bool:
         return self._broker is not None
 
-    async def start(self, users, *, timeout=10.0):
+    async def start(self, users: Iterable[BrokerUser], *, timeout: float = 10.0) -> None:
         if _AmqttBroker is None:
             raise BrokerError("the embedded broker needs amqtt: pip install 'amqtt>=0.12.1,<0.13', "
                               "or install Mosquitto")
@@ -256,10 +264,10 @@ class EmbeddedBroker:
         self._broker = broker
         self._log("broker: embedded amqtt broker on %s:%d for site %s" % (self.host or "*", self.port, self.site))
 
-    async def reload(self, users, *, timeout=5.0):
+    async def reload(self, users: Iterable[BrokerUser], *, timeout: float = 5.0) -> None:
         """Swap the users, then close every connection whose login no longer passes (no will)."""
         users = list(users)
-        if not self.running:
+        if not self.running or self._logins is None:  # running: _logins is set
             raise BrokerError("the embedded broker is not running; start it first")
         logins = _Logins(self.site, users, self._log)
         self._logins.users = logins.users  # the plugins hold self._logins: one assignment switches them
@@ -275,7 +283,7 @@ class EmbeddedBroker:
             await asyncio.wait_for(asyncio.gather(*closing, return_exceptions=True), timeout)
         self._log("broker: embedded broker reloaded %d user(s) for site %s" % (len(users), self.site))
 
-    async def stop(self, *, timeout=10.0):
+    async def stop(self, *, timeout: float = 10.0) -> None:
         broker, self._broker = self._broker, None
         if broker is not None:
             await asyncio.wait_for(broker.shutdown(), timeout)

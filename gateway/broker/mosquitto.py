@@ -8,6 +8,8 @@ optional bridge section to a province broker; `password_file_text()` the
 `username:hash` lines. Mosquitto enforces the ACL itself; what it does and does
 not check is listed in the package docstring.
 """
+from __future__ import annotations
+
 import asyncio
 import logging
 import os
@@ -15,9 +17,11 @@ import pwd
 import re
 import shutil
 import signal
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from gateway.broker.errors import BrokerConfigError, BrokerError
-from gateway.broker.rules import NODE_REPORTS, _check_users, _site, acl_text
+from gateway.broker.rules import NODE_REPORTS, BrokerUser, _check_users, _site, acl_text
 from protocol import topics
 
 MOSQUITTO_PATHS = ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto")
@@ -26,12 +30,13 @@ _PRINTABLE = re.compile(r"[!-~]{1,256}\Z")  # printable ASCII, no space: safe on
 _PREFIX = re.compile(r"[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*/\Z")
 
 
-def password_file_text(users) -> str:
+def password_file_text(users: Iterable[BrokerUser]) -> str:
     """Mosquitto password file content: `username:hash` lines."""
     return "".join("%s:%s\n" % (u.username, u.password_hash) for u in _check_users(users))
 
 
-def _bridge_settings(site, bridge):
+def _bridge_settings(site: str, bridge: object
+                     ) -> tuple[str, int, str | None, str | None, str | os.PathLike[str] | None, str]:
     known = {"host", "port", "username", "password", "tls_ca", "remote_prefix"}
     if not isinstance(bridge, dict):
         raise BrokerConfigError("bridge must be a dict with host, port, username, password, tls_ca, remote_prefix")
@@ -60,7 +65,7 @@ def _bridge_settings(site, bridge):
     return host, port, username, password, tls_ca, prefix
 
 
-def bridge_text(site: str, bridge: dict | None) -> str:
+def bridge_text(site: str, bridge: dict[str, Any] | None) -> str:
     """Mosquitto bridge section to a province broker ("" when `bridge` is None or empty).
 
     `bridge`: {"host", "port", "username", "password", "tls_ca" (optional CA file),
@@ -111,7 +116,7 @@ def bridge_text(site: str, bridge: dict | None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _write_private(path, text):
+def _write_private(path: str, text: str) -> None:
     """Write temp-then-rename, mode 0600: after a crash the file is old or new, never half."""
     tmp = path + ".tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -124,11 +129,11 @@ def _write_private(path, text):
     os.replace(tmp, path)
 
 
-def _probe_host(host):
+def _probe_host(host: str) -> str:
     return {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host or "", host)
 
 
-async def _accepts(host, port, timeout):
+async def _accepts(host: str, port: int, timeout: float) -> bool:
     try:
         _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
     except (OSError, asyncio.TimeoutError):
@@ -145,7 +150,7 @@ async def _accepts(host, port, timeout):
 _PROBE_CONNECT = bytes([0x10, 24, 0, 4]) + b"MQTT" + bytes([4, 0x02, 0, 10, 0, 12]) + b"denloa-probe"
 
 
-def find_mosquitto(exe=None):
+def find_mosquitto(exe: str | None = None) -> str | None:
     """Path of the mosquitto executable, or None."""
     candidates = [exe] if exe else [shutil.which("mosquitto"), *MOSQUITTO_PATHS]
     for path in candidates:
@@ -154,11 +159,11 @@ def find_mosquitto(exe=None):
     return None
 
 
-def mosquitto_available(exe=None) -> bool:
+def mosquitto_available(exe: str | None = None) -> bool:
     return find_mosquitto(exe) is not None
 
 
-def _default_log():
+def _default_log() -> Callable[[str], None]:
     return logging.getLogger(__name__).info
 
 
@@ -172,7 +177,9 @@ class MosquittoBroker:
 
     kind = "mosquitto"
 
-    def __init__(self, data_dir, site, *, host="127.0.0.1", port=1883, bridge=None, log=None, exe=None):
+    def __init__(self, data_dir: str | os.PathLike[str], site: str, *, host: str = "127.0.0.1", port: int = 1883,
+                 bridge: dict[str, Any] | None = None, log: Callable[[str], None] | None = None,
+                 exe: str | None = None) -> None:
         self.data_dir = os.path.abspath(os.fspath(data_dir))
         if "\n" in self.data_dir:
             raise BrokerConfigError("data_dir must not contain a newline")
@@ -183,11 +190,11 @@ class MosquittoBroker:
         self._log = log or _default_log()
         self._exe_wanted = exe
         self.exe = find_mosquitto(exe)
-        self._proc = None
-        self._reader = None
-        self._tail = []  # last lines Mosquitto printed, for error messages
+        self._proc: asyncio.subprocess.Process | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._tail: list[str] = []  # last lines Mosquitto printed, for error messages
         self._reloads_seen = 0
-        self._reload_line = None
+        self._reload_line: asyncio.Event | None = None
 
     conf_path = property(lambda self: os.path.join(self.data_dir, "mosquitto.conf"))
     passwd_path = property(lambda self: os.path.join(self.data_dir, "passwd"))
@@ -195,10 +202,10 @@ class MosquittoBroker:
     log_path = property(lambda self: os.path.join(self.data_dir, "mosquitto.log"))
 
     @property
-    def running(self):
+    def running(self) -> bool:
         return self._proc is not None and self._proc.returncode is None
 
-    def config_text(self):
+    def config_text(self) -> str:
         listener = "listener %d %s" % (self.port, self.host) if self.host else "listener %d" % self.port
         lines = [
             "# denloa broker for site %s. Generated by gateway/broker at every start." % self.site,
@@ -233,12 +240,12 @@ class MosquittoBroker:
             pass
         return "\n".join(lines) + "\n" + ("\n" + self._bridge_text if self._bridge_text else "")
 
-    def _write_security(self, users):
+    def _write_security(self, users: list[BrokerUser]) -> None:
         passwd, acl = password_file_text(users), acl_text(self.site, users)  # both valid, or neither written
         _write_private(self.passwd_path, passwd)
         _write_private(self.acl_path, acl)
 
-    async def start(self, users, *, timeout=10.0):
+    async def start(self, users: Iterable[BrokerUser], *, timeout: float = 10.0) -> None:
         """Write the files, start Mosquitto and return once its port accepts connections."""
         users = list(users)
         if self.running:
@@ -260,6 +267,7 @@ class MosquittoBroker:
         self._proc = await asyncio.create_subprocess_exec(
             self.exe, "-c", self.conf_path, stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        assert self._proc.stdout is not None  # stdout=PIPE
         self._reader = asyncio.create_task(self._read_output(self._proc.stdout))
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -281,14 +289,14 @@ class MosquittoBroker:
                                   % (self.port, timeout, "\n".join(self._tail[-20:])))
             await asyncio.sleep(0.05)
 
-    async def _read_output(self, stream):
+    async def _read_output(self, stream: asyncio.StreamReader) -> None:
         while True:
             raw = await stream.readline()
             if not raw:
                 return
             line = raw.decode(errors="replace").rstrip()
             self._tail = self._tail[-49:] + [line]
-            if "Reloading config" in line:
+            if "Reloading config" in line and self._reload_line is not None:  # set before the process starts
                 self._reloads_seen += 1
                 self._reload_line.set()
             try:
@@ -296,7 +304,7 @@ class MosquittoBroker:
             except Exception:  # a failing log must not stop the draining: a full pipe would freeze Mosquitto
                 pass
 
-    async def reload(self, users, *, timeout=5.0):
+    async def reload(self, users: Iterable[BrokerUser], *, timeout: float = 5.0) -> None:
         """Rewrite passwd and acl, SIGHUP, and return once Mosquitto applied them.
 
         Mosquitto disconnects every client whose login no longer passes (user
@@ -306,7 +314,7 @@ class MosquittoBroker:
         Mosquitto can only send after that turn.
         """
         users = list(users)
-        if not self.running:
+        if not self.running or self._proc is None or self._reload_line is None:  # running: neither is None
             raise BrokerError("Mosquitto is not running; start it first")
         self._write_security(users)
         loop = asyncio.get_running_loop()
@@ -327,7 +335,7 @@ class MosquittoBroker:
         await self._barrier(max(0.5, deadline - loop.time()))
         self._log("broker: Mosquitto reloaded %d user(s) for site %s" % (len(users), self.site))
 
-    async def _barrier(self, timeout):
+    async def _barrier(self, timeout: float) -> None:
         try:
             reader, writer = await asyncio.wait_for(asyncio.open_connection(_probe_host(self.host), self.port), timeout)
         except (OSError, asyncio.TimeoutError) as e:
@@ -341,7 +349,7 @@ class MosquittoBroker:
         finally:
             writer.close()
 
-    async def stop(self, *, timeout=10.0):
+    async def stop(self, *, timeout: float = 10.0) -> None:
         """SIGTERM (Mosquitto saves persistence), SIGKILL after `timeout`."""
         proc, self._proc = self._proc, None
         if proc is not None and proc.returncode is None:

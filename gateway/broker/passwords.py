@@ -6,6 +6,8 @@
 constant time, treating any malformed hash as a mismatch; `new_password()` makes
 the random passwords given to nodes and the gateway. Only hashes are ever stored.
 """
+from __future__ import annotations
+
 import base64
 import hashlib
 import hmac
@@ -85,5 +87,5 @@ def new_password(nbytes: int = 18) -> str:
     return secrets.token_urlsafe(nbytes)
 
 
-def _is_hash(text):
+def _is_hash(text: object) -> bool:
     return isinstance(text, str) and bool(_HASH7.match(text) or _HASH6.match(text))

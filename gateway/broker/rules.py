@@ -7,8 +7,11 @@ file, and `allowed()`, the same rules as pure Python for the embedded broker and
 the tests: may this user publish, subscribe to or receive this topic? A
 subscription is granted only when every topic its filter can match is readable.
 """
+from __future__ import annotations
+
 import dataclasses
 import re
+from collections.abc import Iterable
 
 from gateway.broker.errors import BrokerConfigError
 from gateway.broker.passwords import _is_hash, hash_password
@@ -31,7 +34,7 @@ class BrokerUser:
     role: str = "node"
     node_id: str | None = None
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.role not in ROLES:
             raise BrokerConfigError("role must be one of %s, got %r" % ("/".join(ROLES), self.role))
         if self.role == "node":
@@ -55,11 +58,12 @@ class BrokerUser:
                                     "password itself; use hash_password())" % (self.username,))
 
     @classmethod
-    def with_password(cls, username, password, role="node", node_id=None):
+    def with_password(cls, username: str, password: str, role: str = "node",
+                      node_id: str | None = None) -> BrokerUser:
         return cls(username, hash_password(password), role, node_id)
 
 
-def bound_client_id(user):
+def bound_client_id(user: BrokerUser) -> str:
     """The one MQTT client id a user's connections get, whatever id the client sends: its username.
 
     Both brokers replace the client id with this (Mosquitto: `use_username_as_clientid`),
@@ -69,14 +73,14 @@ def bound_client_id(user):
     return user.username
 
 
-def _site(site):
+def _site(site: str) -> str:
     try:
         return topics.check_id(site, "site id")
     except TopicError as e:
         raise BrokerConfigError(str(e)) from None
 
 
-def _rules(site, user):
+def _rules(site: str, user: BrokerUser) -> tuple[tuple[str, str], ...]:
     """(access, filter) pairs for one user; access is "read", "write" or "readwrite"."""
     root = "%s/%s" % (topics.ROOT, site)
     if user.role == "gateway":
@@ -90,7 +94,7 @@ def _rules(site, user):
             + (("read", root + "/gateway/state"), ("write", "%s/node/+/%s" % (root, topics.CMD))))
 
 
-def _check_users(users):
+def _check_users(users: Iterable[BrokerUser]) -> list[BrokerUser]:
     seen = set()
     for user in users:
         if not isinstance(user, BrokerUser):
@@ -101,12 +105,12 @@ def _check_users(users):
     return list(users)
 
 
-def _valid_topic(topic):
+def _valid_topic(topic: object) -> bool:
     return (isinstance(topic, str) and 0 < len(topic.encode()) <= 65535
             and not any(c in topic for c in "+#\0"))
 
 
-def _valid_filter(text):
+def _valid_filter(text: object) -> bool:
     if not isinstance(text, str) or not 0 < len(text.encode()) <= 65535 or "\0" in text:
         return False
     levels = text.split("/")
@@ -118,7 +122,7 @@ def _valid_filter(text):
     return True
 
 
-def _matches(filt, topic):
+def _matches(filt: str, topic: str) -> bool:
     """MQTT 3.1.1 matching of a concrete topic against a filter (4.7)."""
     if topic.startswith("$") and filt[:1] in ("+", "#"):
         return False
@@ -131,7 +135,7 @@ def _matches(filt, topic):
     return len(f) == len(t)
 
 
-def _covers(rule, filt):
+def _covers(rule: str, filt: str) -> bool:
     """True if every topic that `filt` can match is matched by `rule`."""
     if filt.startswith("$") and not rule.startswith("$"):
         return False  # a rule starting with a wildcard does not match $ topics
@@ -180,7 +184,8 @@ def acl_text(site: str, users: list[BrokerUser]) -> str:
              "# No rule before the first `user` line: anonymous clients get nothing."]
     for user in _check_users(users):
         lines.append("")
-        lines.append("# %s%s" % (user.role, "" if user.role != "node" else " " + user.node_id))
+        # node_id is set for every node user (__post_init__)
+        lines.append("# %s%s" % (user.role, "" if user.role != "node" else " %s" % user.node_id))
         lines.append("user %s" % user.username)
         lines.extend("topic %s %s" % rule for rule in _rules(site, user))
     return "\n".join(lines) + "\n"
