@@ -19,6 +19,12 @@
     [[assert]] kind = "airings"                zone?, per_day = 1  (the gateway's airings: per_day per local day,
                                                each "ended", and the monthly report counts exactly those)
     [[assert]] kind = "never_offline"          nodes? | zone?, from?  (the gateway never showed them offline)
+    [[assert]] kind = "all_online"             nodes? | zone?, wall_s? (the gateway shows every one online at the
+                                               end; with wall_s, it saw all of them online at once within wall_s
+                                               real seconds of the run's start, setup and host start-up included)
+    [[assert]] kind = "rebirthed_within"       after = "+70s", within = "30s", nodes? | zone?  (the gateway handled a
+                                               birth of each node in (after, after + within]: after a broker
+                                               restart, the node is back and said so)
 """
 import json
 
@@ -389,9 +395,37 @@ def never_offline(spec, sc, record, db, run):
                    "%d nodes; problems: %s" % (len(ids), bad[:6] or "none"))
 
 
+def all_online(spec, sc, record, db, run):
+    ids = _ids(spec, sc)
+    off = [n for n in ids if not db["online"].get(n)]
+    limit = spec.get("wall_s")
+    took = getattr(run, "all_online_wall_s", None)
+    late = limit is not None and (took is None or took > float(limit))
+    name = spec.get("name", "every node online" + (" within %s s of the run's start" % limit if limit else ""))
+    return _result(name, ids and not off and not late,
+                   "%d nodes; %d online at the end; all online %s after the run began; offline: %s" % (
+                       len(ids), len(ids) - len(off), "%.1f s" % took if took is not None else "never",
+                       off[:10] or "none"))
+
+
+def rebirthed_within(spec, sc, record, db, run):
+    after = record["start"] + seconds(spec["after"], "after")
+    within = seconds(spec["within"], "within")
+    ids = _ids(spec, sc)
+    first = {}
+    for t, node_id in record.get("births", []):
+        if after < t and node_id not in first:
+            first[node_id] = t
+    late = [n for n in ids if n not in first or first[n] - after > within]
+    worst = max((first[n] - after for n in ids if n in first), default=0.0)
+    return _result(spec.get("name", "every node back with a birth within %s" % spec["within"]), ids and not late,
+                   "%d nodes, births after +%s: %d, slowest %.1f s (simulated); late or never: %s" % (
+                       len(ids), spec["after"], len(first), worst, late[:10] or "none"))
+
+
 KINDS = {f.__name__: f for f in (lamps_follow_program, lamp_level, amplifiers_on_within, aired, no_command_lost,
                                   no_event_gap, recovered_within, alert, lamps_off_without_clock, safe_mode, airings,
-                                  never_offline)}
+                                  never_offline, all_online, rebirthed_within)}
 
 
 def evaluate(sc, record, db, run):

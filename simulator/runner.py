@@ -64,6 +64,10 @@ class Run:
         self.batches = []
         self.gw_logs = []
         self.online_log = []  # [t, node, online]: the gateway's view, polled during the run
+        self.births = []  # [t, node]: every birth the gateway handled
+        self.t_wall = None  # wall time the run began (before the gateway and the hosts started)
+        self.all_online_wall_s = None  # wall seconds from the run's start until the gateway saw every node online
+        self.hosts_started_wall_s = None  # wall seconds from the run's start until the last host was up
         self.password = ADMIN[1] % self.seed
 
     # ---- set-up --------------------------------------------------------------
@@ -81,6 +85,7 @@ class Run:
         app = create_app(self.gw)
         if not self.gw.users.count():
             await self.gw.users.add(ADMIN[0], "Mô phỏng", "admin", self.password)
+        self.gw.ingest.on_birth.append(lambda node_id, state: self.births.append([self.clock.now(), node_id]))
         await self.gw.start()
         self.http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway", timeout=30)
         r = await self.http.post("/api/login", json={"username": ADMIN[0], "password": self.password})
@@ -102,9 +107,11 @@ class Run:
         cfg = self._config(free_port())
         await self._start_gateway(cfg)
         for zone in sc.zones:
-            proxy = LinkProxy("127.0.0.1", cfg.broker_port, name=zone["id"], rng=random.Random(self.rng.random()))
-            await proxy.start()
-            self.proxies[zone["id"]] = proxy
+            rng = random.Random(self.rng.random())  # drawn even without a proxy: the seed's other draws stay put
+            if sc.proxy:
+                proxy = LinkProxy("127.0.0.1", cfg.broker_port, name=zone["id"], rng=rng)
+                await proxy.start()
+                self.proxies[zone["id"]] = proxy
             (await self.api("POST", "/api/zones", json={"id": zone["id"], "name": zone.get("name", zone["id"])})
              ).raise_for_status()
         if sc.program:
@@ -126,7 +133,8 @@ class Run:
             _, bundle = gw.registry.add_node({"id": node["id"], "name": node["id"], "zones": [node["zone"]],
                                               "kind": node["kind"], "lat": lat, "lon": lon},
                                              gw.cfg.site, gw.cfg.broker_host, gw.cfg.broker_port, gw.location)
-            bundle["broker"]["port"] = self.proxies[node["zone"]].port
+            if node["zone"] in self.proxies:  # else straight to the broker (no network faults in this scenario)
+                bundle["broker"]["port"] = self.proxies[node["zone"]].port
             self.bundles[node["id"]] = bundle
         await gw.reload_broker()
         if gw.plans is not None:
@@ -175,10 +183,11 @@ class Run:
 
     # ---- the run -----------------------------------------------------------
     async def run(self):
-        t_wall = time.time()
+        t_wall = self.t_wall = time.time()
         await self.setup()
         epoch = time.time() + 1.0  # the hosts are up by then; every clock reads `start` at this instant
         self._start_hosts(epoch)
+        self.hosts_started_wall_s = time.time() - t_wall
         self.clock.go(epoch)
         watcher = asyncio.create_task(self._watch_online())
         try:
@@ -206,6 +215,9 @@ class Run:
                     if last.get(node_id) != bool(online):
                         last[node_id] = bool(online)
                         self.online_log.append([now, node_id, bool(online)])
+                if self.all_online_wall_s is None and rows and len(rows) >= len(self.sc.nodes) and all(
+                        last.get(n["id"]) for n in self.sc.nodes):
+                    self.all_online_wall_s = round(time.time() - self.t_wall, 2)
             await asyncio.sleep(0.2)
 
     def sim_elapsed(self):
@@ -303,6 +315,8 @@ class Run:
             "truth": truth, "reboots": reboots, "faults": self.faults, "actions": self.actions,
             "alerts": [{"t": a["opened"], "node": a["node_id"], "kind": a["kind"], "message": a["message_vi"]}
                        for a in db_state["alerts"]],
+            "births": self.births,
+            "connects": _connects_per_second(getattr(gw.broker, "log_path", None)),
             "snapshots": sorted({self.sc.start + self.sc.duration / 2} | {b["t"] + 5 for b in self.batches}),
         }
         record["assertions"] = assertions.evaluate(self.sc, record, db_state, self)
@@ -312,6 +326,9 @@ class Run:
             "events": len(db_state["events"]),
             "alerts": len(db_state["alerts"]),
             "nodes_online_at_end": sum(db_state["online"].values()),
+            "all_online_wall_s": self.all_online_wall_s,  # from the run's start, setup and host start-up included
+            "hosts_started_wall_s": round(self.hosts_started_wall_s or 0, 2),
+            "event_gaps": len(db_state["gaps"]),
         }
         await self.close()
         return record
@@ -341,6 +358,20 @@ class Run:
             self.gw = None
         for proxy in self.proxies.values():
             await proxy.stop()
+
+
+def _connects_per_second(log_path):
+    """{unix second: client connections} from Mosquitto's log (its timestamps are whole seconds)."""
+    out = {}
+    if not log_path or not os.path.exists(log_path):
+        return out
+    with open(log_path, errors="replace") as f:
+        for line in f:
+            if "New client connected" in line:
+                second = line.split(":", 1)[0]
+                if second.isdigit():
+                    out[second] = out.get(second, 0) + 1
+    return out
 
 
 def _truth(host, node_id):

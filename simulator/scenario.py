@@ -8,6 +8,8 @@
     duration = "16h"              # "90s", "30m", "16h", or seconds
     broker = "mosquitto"          # or "embedded"
     nodes_per_host = 50           # nodes per MicroPython host process
+    proxy = "auto"                # nodes reach the broker through a TCP proxy per zone: true, false, or
+                                  # "auto" (only when the scenario has partition / heal faults)
 
     [site]  id, name, lat, lon, utc_offset
     [program]                     # the site's lamp program (protocol/program.py JSON as TOML)
@@ -116,6 +118,12 @@ class Scenario:
                     raise ScenarioError("%s: at is outside the run" % where)
                 self.timeline.append(dict(entry, at=at, type=key[:-1], index=i))
         self.timeline.sort(key=lambda e: (e["at"], e["type"] != "fault", e["index"]))
+        proxy = raw.get("proxy", "auto")
+        if proxy not in (True, False, "auto"):
+            raise ScenarioError("%s: proxy must be true, false or \"auto\"" % path)
+        # A TCP proxy per zone (simulator/netfaults.py) runs in the gateway's process: every byte of every
+        # node passes through the gateway's event loop. Only a scenario that partitions zones needs it.
+        self.proxy = proxy if proxy != "auto" else any(e["do"] in ("partition", "heal") for e in self.timeline)
         self.assertions = list(raw.get("assert", []))
 
     def targets(self, entry):
