@@ -1,0 +1,242 @@
+"""Scale benchmarks (issue 9 part 4): the gateway beside raw Mosquitto, 1,000 clients, same run.
+
+Prints one JSON line of figures (tests/bench/report.py files them, each beside its target):
+
+- fan-out: 1,000 bare paho subscribers with the credentials of 1,000 registered loudspeakers (one
+  persistent session each, subscribed to its own cmd topic, as the firmware is). The gateway's part:
+  POST /api/emergency to all zones -> the last of the 1,000 signed commands delivered by the broker
+  (and, from inside the gateway, -> the broker's PUBACK of the last one). Beside it, in the same run
+  and on the same broker: one QoS 1 publish to 1,000 bare paho subscribers, until the last one has it.
+  Target: the gateway's part at most 3x the raw fan-out. Median of several rounds.
+- ingest: telemetry (QoS 0) published by node users (the registered nodes' own credentials) at rising
+  rates; the gateway's receive lag (receive time - the message's ts) beside a raw paho subscriber of
+  the same topics; the highest rate the gateway sustains (>= 99 % received, p99 lag <= 1 s). Target:
+  >= 5,000 msg/s. The gateway's bad-message counter must not move.
+
+The clients run in separate processes (tests/bench/swarm.py), never in the gateway's.
+"""
+import asyncio
+import json
+import os
+import pathlib
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import paho.mqtt.client as paho
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, ROOT)
+
+from tests.gateway.harness import GatewayRig  # noqa: E402
+
+SITE = "xa-an-binh"
+NODES = int(os.environ.get("DENLOA_BENCH_SCALE_NODES", "1000"))
+ZONES = 4
+ROUNDS = int(os.environ.get("DENLOA_BENCH_SCALE_ROUNDS", "5"))
+RATES = [int(x) for x in os.environ.get("DENLOA_BENCH_INGEST_RATES", "2000,3000,4000,5000,6000,8000").split(",")]
+STEP_S = 5.0
+INGEST_PUBLISHERS = 200  # node users publishing telemetry, round robin
+
+
+def figure(value, target, holds):
+    return {"value": value, "target": target, "holds": bool(holds)}
+
+
+class SwarmProc:
+    """tests/bench/swarm.py in its own process."""
+
+    def __init__(self, tmp, name, port, clients):
+        path = os.path.join(str(tmp), "swarm-%s.json" % name)
+        with open(path, "w") as f:
+            json.dump({"host": "127.0.0.1", "port": port, "clients": clients}, f)
+        self.proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "tests", "bench", "swarm.py"), path],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+
+    async def reply(self, timeout=180):
+        line = await asyncio.wait_for(asyncio.to_thread(self.proc.stdout.readline), timeout)
+        if not line:
+            raise AssertionError("swarm process ended: %s" % self.proc.poll())
+        return json.loads(line)
+
+    async def ask(self, words, timeout=180):
+        self.proc.stdin.write(words + "\n")
+        self.proc.stdin.flush()
+        return await self.reply(timeout)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            try:
+                self.proc.stdin.write("quit\n")
+                self.proc.stdin.flush()
+                self.proc.wait(10)
+            except (OSError, subprocess.TimeoutExpired):
+                self.proc.kill()
+
+
+async def register(rig, n):
+    """n loudspeakers in ZONES zones, registered as POST /api/nodes does, with one broker reload."""
+    gw = rig.gw
+    for z in range(ZONES):
+        await rig.api("POST", "/api/zones", json={"id": "thon-%d" % (z + 1), "name": "Thôn %d" % (z + 1)}, expect=201)
+    bundles = []
+    for i in range(n):
+        node = {"id": "loa-%04d" % i, "zones": ["thon-%d" % (i % ZONES + 1)], "kind": "speaker"}
+        bundles.append(gw.registry.add_node(node, gw.cfg.site, gw.cfg.broker_host, gw.cfg.broker_port, gw.location)[1])
+    await gw.reload_broker()
+    return bundles
+
+
+def _metric(text, name, label=None):
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            if label is None or label in line:
+                total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+async def fanout(rig, tmp, bundles, gw_password):
+    port = rig.gw.broker.port
+    nodes = SwarmProc(tmp, "nodes", port, [
+        {"id": "%s.%s" % (SITE, b["node"]), "user": b["node"], "password": b["broker"]["password"],
+         "sub": ["denloa/%s/node/%s/cmd" % (SITE, b["node"])], "pub": "denloa/%s/node/%s/tele" % (SITE, b["node"]),
+         "clean": False} for b in bundles])
+    raw = SwarmProc(tmp, "raw", port, [
+        {"id": "raw-%04d" % i, "user": "gateway", "password": gw_password, "sub": ["denloa/%s/bench/fanout" % SITE]}
+        for i in range(len(bundles))])
+    try:
+        up_nodes, up_raw = await nodes.reply(), await raw.reply()
+        pub = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="bench-fanout-pub")
+        pub.username_pw_set("gateway", gw_password)
+        pub.connect("127.0.0.1", port)
+        pub.loop_start()
+        n = len(bundles)
+        raw_s = []
+        for _ in range(ROUNDS):
+            await raw.ask("mark")
+            t0 = time.time()
+            pub.publish("denloa/%s/bench/fanout" % SITE, json.dumps({"t0": t0}), qos=1)
+            got = await raw.ask("wait %d 30" % n)
+            raw_s.append(got["last"] - t0 if got["count"] >= n else float("inf"))
+            await asyncio.sleep(0.5)
+        pub.loop_stop()
+        pub.disconnect()
+
+        handed = []
+        publish = getattr(rig.gw.commands, "publish", None)
+        if publish is not None:  # the gateway's own view: when the broker acknowledged each command
+            async def timed(topic, payload, *a, **kw):
+                ok = await publish(topic, payload, *a, **kw)
+                if ok:
+                    handed.append(time.time())
+                return ok
+            rig.gw.commands.publish = timed
+        gw_s, gw_handed_s, api_s = [], [], []
+        for _ in range(ROUNDS):
+            await nodes.ask("mark")
+            handed.clear()
+            t0 = time.time()
+            r = await rig.api("POST", "/api/emergency", expect=202, json={
+                "zones": ["thon-%d" % (z + 1) for z in range(ZONES)], "source": "line", "volume": 100,
+                "duration_s": 60})
+            api_s.append(time.time() - t0)
+            got = await nodes.ask("wait %d 30" % n)
+            gw_s.append(got["last"] - t0 if got["count"] >= n else float("inf"))
+            while len(handed) < n and time.time() - t0 < 30:
+                await asyncio.sleep(0.01)
+            if handed:
+                gw_handed_s.append(max(handed) - t0)
+            await asyncio.sleep(1.0)
+        if publish is not None:
+            rig.gw.commands.publish = publish
+        raw_med, gw_med = statistics.median(raw_s), statistics.median(gw_s)
+        ratio = gw_med / raw_med if raw_med else float("inf")
+        out = {
+            "fanout_clients": n,
+            "fanout_raw_1000_subscribers_s": round(raw_med, 3),
+            "fanout_raw_rounds_s": json.dumps([round(x, 3) for x in raw_s]),
+            "fanout_gateway_api_to_last_delivered_s": round(gw_med, 3),
+            "fanout_gateway_rounds_s": json.dumps([round(x, 3) for x in gw_s]),
+            "fanout_gateway_api_call_returns_s": round(statistics.median(api_s), 3),
+            "fanout_gateway_vs_raw": figure(round(ratio, 2), "<= 3x", ratio <= 3.0),
+            "fanout_connect_s": json.dumps({"nodes": up_nodes.get("connect_s"), "raw": up_raw.get("connect_s")}),
+        }
+        if gw_handed_s:
+            out["fanout_gateway_api_to_last_puback_s"] = round(statistics.median(gw_handed_s), 3)
+        return out, nodes
+    finally:
+        raw.stop()
+
+
+async def ingest(rig, tmp, nodes, gw_password):
+    gw = rig.gw
+    lags = []
+    original = gw.ingest.handle
+
+    def timed(topic, payload):
+        original(topic, payload)
+        if topic.endswith("/tele"):
+            lags.append(time.time() - json.loads(payload)["ts"])
+
+    gw.ingest.handle = timed
+    raw = SwarmProc(tmp, "raw-tele", gw.broker.port, [
+        {"id": "raw-tele", "user": "gateway", "password": gw_password, "sub": ["denloa/%s/node/+/tele" % SITE]}])
+    try:
+        await raw.reply()
+        bad0 = _metric((await rig.api("GET", "/metrics")).text, "denloa_bad_messages_total")
+        steps, best, raw_best = [], 0, 0
+        for rate in RATES:
+            lags.clear()
+            await raw.ask("mark")
+            sent = await nodes.ask("tele %d %s %d" % (rate, STEP_S, INGEST_PUBLISHERS), timeout=STEP_S + 60)
+            got = await raw.ask("wait %d 5" % sent["sent"])
+            await asyncio.sleep(1.0)  # the gateway's last ones
+            p99 = sorted(lags)[int(len(lags) * 0.99)] if lags else None
+            step = {"rate": rate, "sent": sent["sent"], "gateway": len(lags),
+                    "gateway_p99_lag_s": round(p99, 3) if p99 is not None else None,
+                    "raw": got["count"], "raw_p99_lag_s": got["lag_p99"]}
+            steps.append(step)
+            achieved = sent["sent"] / sent["seconds"]
+            if step["raw"] >= 0.99 * step["sent"] and (got["lag_p99"] or 0) <= 1.0:
+                raw_best = round(achieved)
+            if step["gateway"] >= 0.99 * step["sent"] and p99 is not None and p99 <= 1.0:
+                best = round(achieved)
+            else:
+                break  # the gateway fell behind: the previous step is its sustained rate
+            await asyncio.sleep(2.0)
+        bad = _metric((await rig.api("GET", "/metrics")).text, "denloa_bad_messages_total") - bad0
+        return {
+            "ingest_gateway_msgs_per_s": figure(best, ">= 5000 msg/s, p99 lag <= 1 s", best >= 5000),
+            "ingest_raw_subscriber_msgs_per_s": raw_best,
+            "ingest_publishers": "%d node users (their own credentials), QoS 0" % INGEST_PUBLISHERS,
+            "ingest_bad_messages": figure(int(bad), "0", bad == 0),
+            "ingest_steps": json.dumps(steps),
+        }
+    finally:
+        gw.ingest.handle = original
+        raw.stop()
+
+
+async def main():
+    with tempfile.TemporaryDirectory() as d:
+        tmp = pathlib.Path(d)
+        rig = await GatewayRig(tmp / "scale", broker="mosquitto", retry_s=3600).start()
+        nodes = None
+        try:
+            bundles = await register(rig, NODES)
+            password = rig.gw.secrets["mqtt_password"]
+            figures, nodes = await fanout(rig, tmp, bundles, password)
+            # the ingest publishers: the first INGEST_PUBLISHERS of the same node users
+            figures.update(await ingest(rig, tmp, nodes, password))
+        finally:
+            if nodes is not None:
+                nodes.stop()
+            await rig.stop()
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
