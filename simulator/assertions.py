@@ -132,20 +132,27 @@ def amplifiers_on_within(spec, sc, record, db, run):
     limit = float(spec.get("seconds", 1.0))
     zones = batch["zones"]
     speakers = [n for n in sc.nodes if has_speaker(n) and (zones == "all" or n["zone"] in zones)]
-    late, worst = [], 0.0
+    late, worst, delays, by_node = [], 0.0, [], {}
     for node in speakers:
         on = [t for t, v in state_series(record["truth"][node["id"]], "amp") if v is True and t >= batch["t"] - 1]
         if not on:
             late.append(node["id"])
             continue
         real = (on[0] - batch["t"]) / run.speed
+        delays.append(real)
+        by_node[node["id"]] = round(real, 3)
         worst = max(worst, real)
         if real > limit:
             late.append(node["id"])
+    delays.sort()
+    pick = lambda q: delays[min(len(delays) - 1, int(len(delays) * q))] if delays else float("nan")
+    record.setdefault("emergencies", []).append({"index": index, "speakers": len(speakers), "on": len(delays),
+                                                  "p50_s": round(pick(0.5), 3), "p90_s": round(pick(0.9), 3),
+                                                  "slowest_s": round(worst, 3), "by_node": by_node})
     return _result(spec.get("name", "every amplifier on within %.1f s of the emergency" % limit),
                    speakers and not late,
-                   "%d loudspeakers, slowest %.2f s (real time); late or never: %s" % (
-                       len(speakers), worst, late[:10] or "none"))
+                   "%d loudspeakers, slowest %.2f s (real time; p50 %.2f, p90 %.2f); late or never: %s" % (
+                       len(speakers), worst, pick(0.5), pick(0.9), late[:10] or "none"))
 
 
 def aired(spec, sc, record, db, run):

@@ -233,6 +233,7 @@ class Run:
     async def _fault(self, entry):
         kind, targets = entry["do"], self.sc.targets(entry)
         now = self.clock.now()
+        t_real = time.time()
         detail = ""
         if kind == "partition":
             for zone in ([entry["zone"]] if "zone" in entry else list(self.proxies)):
@@ -258,7 +259,7 @@ class Run:
         else:
             for node_id in targets:
                 self._board(node_id, kind, entry.get("value", True))
-        self.faults.append({"t": now, "kind": kind, "targets": targets if kind not in (
+        self.faults.append({"t": now, "t_real": t_real, "kind": kind, "targets": targets if kind not in (
             "broker_restart", "gateway_restart") else [], "detail": detail or str(entry.get("value", ""))})
         self.log("  %s  fault %s %s" % (self._hhmm(now), kind, detail or ",".join(targets[:4])))
 

@@ -1,4 +1,7 @@
-"""Merge benchmark JSON lines into build/bench/report.json and print the figures."""
+"""Merge benchmark JSON lines into build/bench/report.json and print the figures.
+
+A figure that has a target is {"value": v, "target": "<= 1.0 s", "holds": true}; it is printed beside
+its target and whether it holds."""
 import json
 import pathlib
 import sys
@@ -22,6 +25,9 @@ def main(argv):
     report[section] = figures
     out.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
     for key, value in sorted(figures.items()):
+        if isinstance(value, dict) and "target" in value:  # a figure beside its target
+            value = "%s   (target %s: %s)" % (value.get("value"), value["target"],
+                                          "holds" if value.get("holds") else "DOES NOT HOLD")
         print("%-14s %-34s %s" % (section, key, value))
     return 0
 
