@@ -69,6 +69,7 @@ class Run:
         self.all_online_wall_s = None  # wall seconds from the run's start until the gateway saw every node online
         self.hosts_started_wall_s = None  # wall seconds from the run's start until the last host was up
         self.password = ADMIN[1] % self.seed
+        self.flash_root = None  # the nodes' simulated flash: on tmpfs when the machine has one
 
     # ---- set-up --------------------------------------------------------------
     def _config(self, broker_port):
@@ -150,8 +151,24 @@ class Run:
             board = dict({"zones": 2, "seed": self.rng.randrange(1, 2**31)}, **node["board"])
             if node["faults"].get("boot_crash"):  # must be there before the first boot
                 board["boot_crash"] = int(node["faults"]["boot_crash"])
-            out.append({"dir": os.path.join(self.work, "flash", node["id"]), "config": cfg, "board": board})
+            out.append({"dir": os.path.join(self._flash_root(), node["id"]), "config": cfg, "board": board})
         return out
+
+    def _flash_root(self):
+        """Where the nodes' flash lives. On a disk, each command a node applies (its command log written
+        temp-then-rename, with a backup) cost ~0.55 ms of host time against ~0.05 ms on tmpfs: with 50
+        nodes a host that is most of an emergency's fan-out time. The simulated flash survives the
+        nodes' power cuts and reboots either way (the directory lives as long as the run)."""
+        if self.flash_root is None:
+            shm = "/dev/shm"
+            if os.path.isdir(shm) and os.access(shm, os.W_OK) and not os.environ.get("DENLOA_SIM_FLASH_ON_DISK"):
+                import tempfile
+
+                self.flash_root = tempfile.mkdtemp(prefix="denloa-flash-", dir=shm)
+            else:
+                self.flash_root = os.path.join(self.work, "flash")
+            os.makedirs(self.flash_root, exist_ok=True)
+        return self.flash_root
 
     def _start_hosts(self, epoch):
         specs = self._host_specs()
@@ -359,6 +376,8 @@ class Run:
             self.gw = None
         for proxy in self.proxies.values():
             await proxy.stop()
+        if self.flash_root is not None and self.flash_root.startswith("/dev/shm/"):
+            shutil.rmtree(self.flash_root, ignore_errors=True)
 
 
 def _connects_per_second(log_path):
