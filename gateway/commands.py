@@ -74,9 +74,46 @@ class CommandService:
         self.work.set()
         return cmd_id
 
+    def create_many(self, commands: builtins.list[tuple[str, str, dict[str, Any]]], user: str | None = None,
+                    batch: str | None = None, expires_s: float | None = None) -> builtins.list[str]:
+        """Store many commands [(node_id, op, args)] in one transaction (an emergency to every loudspeaker):
+        ids numbered once for all, each command validated, numbered and signed for its node. All or none:
+        an unknown node or an invalid command refuses the lot (GatewayError)."""
+        if not commands:
+            return []
+        keys = self.registry.keys(sorted({node_id for node_id, _op, _args in commands}))
+        for node_id, _op, _args in commands:
+            if node_id not in keys:
+                raise GatewayError("node.unknown", "Không có thiết bị %s" % node_id, "No node %s" % node_id, "node")
+        now = self.clock.now()
+        expires = int(now + (expires_s or self.cfg.command_expiry_s))
+        checked = set()  # (op, args) already validated in this batch: the node id is the only difference
+        ids, rows = [], []
+        with self.db.tx():
+            first = self.db.next_counter("command", len(commands)) - len(commands) + 1
+            for i, (node_id, op, args) in enumerate(commands):
+                cmd_id = "c%d" % (first + i)
+                counter = self._next_counter(node_id)
+                args_json = json.dumps(_jsonable(args), sort_keys=True)
+                shape = (op, args_json)
+                cmd = Command(self.cfg.site, node_id, cmd_id, counter, expires, op, args, issued=int(now))
+                try:
+                    topic, payload = cmd.sign(keys[node_id], check=shape not in checked)
+                except ProtocolError as exc:
+                    raise GatewayError("command.invalid", "Lệnh không hợp lệ: %s" % exc,
+                                       "Invalid command: %s" % exc)
+                checked.add(shape)
+                ids.append(cmd_id)
+                rows.append((cmd_id, node_id, op, args_json, counter, now, expires, topic, payload, PENDING, user,
+                             batch))
+            self.db.run_many(
+                "INSERT INTO commands (id, node_id, op, args, counter, created, expires, topic, payload, status,"
+                " created_by, batch) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        self.work.set()
+        return ids
+
     def _next_counter(self, node_id: str) -> int:
-        self.db.run("UPDATE nodes SET counter = counter + 1 WHERE id = ?", node_id)
-        row = self.db.one("SELECT counter FROM nodes WHERE id = ?", node_id)
+        row = self.db.one("UPDATE nodes SET counter = counter + 1 WHERE id = ? RETURNING counter", node_id)
         if row is None:  # callers check the node is registered first, and node rows are never deleted
             raise RuntimeError("node %s has no row in the nodes table" % node_id)
         counter: int = row[0]

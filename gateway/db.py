@@ -197,16 +197,20 @@ class Database:
         self._check()
         return self.conn.execute(sql, args)
 
+    def run_many(self, sql: str, rows: list[tuple[Any, ...]]) -> sqlite3.Cursor:
+        self._check()
+        return self.conn.executemany(sql, rows)
+
     def scalar(self, sql: str, *args: Any) -> Any:
         """The first column of the first row, or None."""
         row = self.one(sql, *args)
         return None if row is None else row[0]
 
-    def next_counter(self, name: str) -> int:
-        """A durable, strictly increasing number (ids, batch numbers)."""
+    def next_counter(self, name: str, n: int = 1) -> int:
+        """A durable, strictly increasing number (ids, batch numbers); with `n`, the last of n new ones."""
         with self.tx():
             row = self.one("SELECT value FROM counters WHERE name = ?", name)
-            value = (row[0] if row else 0) + 1
+            value = (row[0] if row else 0) + n
             self.run("INSERT OR REPLACE INTO counters (name, value) VALUES (?, ?)", name, value)
         return int(value)
 

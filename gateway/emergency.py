@@ -42,9 +42,9 @@ class Emergencies:
             raise GatewayError("ref.invalid", "Nguồn clip/stream cần mã; nguồn line thì không",
                                "A clip or stream source needs ref; line takes none", "ref")
         nodes = [n for n in self.registry.nodes_in_zones(chosen) if has_speaker(n)]
-        cmd_ids = []
         with self.db.tx():
             batch = "e%d" % self.db.next_counter("batch")
+            commands = []
             for node in nodes:
                 args: dict[str, Any] = {"id": batch, "dur": duration_s, "src": source, "vol": volume,
                                         "zones": [z for z in node["zones"] if z in chosen], "prio": EMERGENCY}
@@ -52,8 +52,8 @@ class Emergencies:
                     args["clip"] = ref
                 elif source == "stream":
                     args["stream"] = ref
-                cmd_ids.append(self.commands.create(node["id"], ops.BROADCAST_NOW, args, user=user, batch=batch,
-                                                    expires_s=EXPIRES_S))
+                commands.append((node["id"], ops.BROADCAST_NOW, args))
+            cmd_ids = self.commands.create_many(commands, user=user, batch=batch, expires_s=EXPIRES_S)
         await self.commands.send_many(cmd_ids)
         return {"batch": batch, "zones": chosen, "progress": self.commands.batch_progress(batch)}
 
@@ -63,8 +63,7 @@ class Emergencies:
         if not nodes or not batch.startswith("e"):
             raise _unknown(batch)
         stop = "s" + batch
-        with self.db.tx():
-            ids = [self.commands.create(n, ops.STOP_BROADCAST, {"id": batch}, user=user, batch=stop) for n in nodes]
+        ids = self.commands.create_many([(n, ops.STOP_BROADCAST, {"id": batch}) for n in nodes], user=user, batch=stop)
         await self.commands.send_many(ids)
         return {"batch": stop, "progress": self.commands.batch_progress(stop)}
 

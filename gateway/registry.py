@@ -162,6 +162,16 @@ class Registry:
         row = self.db.one("SELECT hmac_key FROM nodes WHERE id = ? AND revoked = 0", node_id)
         return bytes(row[0]) if row else None
 
+    def keys(self, node_ids: list[str]) -> dict[str, bytes]:
+        """The command keys of those of `node_ids` that are registered and not revoked."""
+        out: dict[str, bytes] = {}
+        for start in range(0, len(node_ids), 500):
+            chunk = node_ids[start:start + 500]
+            rows = self.db.all("SELECT id, hmac_key FROM nodes WHERE revoked = 0 AND id IN (%s)"
+                               % ",".join("?" * len(chunk)), *chunk)
+            out.update((r[0], bytes(r[1])) for r in rows)
+        return out
+
     def known(self, node_id: str) -> bool:
         return self.db.one("SELECT 1 FROM nodes WHERE id = ? AND revoked = 0", node_id) is not None
 
