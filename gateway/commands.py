@@ -53,6 +53,7 @@ class CommandService:
         self.log = log
         self.on_result: list[Callable[[dict[str, Any]], None]] = []  # a command answered or expired
         self.work = asyncio.Event()  # set when there is something new to send
+        self._publishing: set[str] = set()  # ids being published now: nobody else sends them meanwhile
 
     def create(self, node_id: str, op: str, args: dict[str, Any], user: str | None = None,
                batch: str | None = None, expires_s: float | None = None) -> str:
@@ -158,25 +159,35 @@ class CommandService:
         if publish is None:
             return 0
         out = []
+        wanted = [c for c in dict.fromkeys(cmd_ids) if c not in self._publishing]  # others publish those now
         with self.db.tx():
-            for cmd_id in cmd_ids:
-                row = self.db.one("SELECT c.*, n.counter AS node_counter FROM commands c JOIN nodes n"
-                                  " ON n.id = c.node_id WHERE c.id = ?", cmd_id)
-                if row is None or row["status"] in DONE_STATES:
-                    continue
-                topic, payload = row["topic"], bytes(row["payload"])
-                if row["attempts"] and row["node_counter"] > row["counter"]:
-                    topic, payload = self._resign(row)  # overtaken by a newer command: re-sign, same cmd_id
-                out.append((cmd_id, topic, payload))
+            for start in range(0, len(wanted), 500):
+                chunk = wanted[start:start + 500]
+                rows = {r["id"]: r for r in self.db.all(
+                    "SELECT c.*, n.counter AS node_counter FROM commands c JOIN nodes n ON n.id = c.node_id"
+                    " WHERE c.id IN (%s)" % ",".join("?" * len(chunk)), *chunk)}
+                for cmd_id in chunk:  # in the order asked (counter order for a node)
+                    row = rows.get(cmd_id)
+                    if row is None or row["status"] in DONE_STATES:
+                        continue
+                    topic, payload = row["topic"], bytes(row["payload"])
+                    if row["attempts"] and row["node_counter"] > row["counter"]:
+                        topic, payload = self._resign(row)  # overtaken by a newer command: re-sign, same cmd_id
+                    out.append((cmd_id, topic, payload))
         if not out:
             return 0
-        results = await publish([(topic, payload) for _id, topic, payload in out])
+        taken = {cmd_id for cmd_id, _t, _p in out}
+        self._publishing |= taken
+        try:
+            results = await publish([(topic, payload) for _id, topic, payload in out])
+        finally:
+            self._publishing -= taken
         sent = [cmd_id for (cmd_id, _t, _p), ok in zip(out, results) if ok]
         now = self.clock.now()
         with self.db.tx():
-            for cmd_id in sent:
-                self.db.run("UPDATE commands SET status = CASE WHEN status = ? THEN ? ELSE status END,"
-                            " attempts = attempts + 1, last_sent = ? WHERE id = ?", PENDING, SENT, now, cmd_id)
+            self.db.run_many("UPDATE commands SET status = CASE WHEN status = ? THEN ? ELSE status END,"
+                             " attempts = attempts + 1, last_sent = ? WHERE id = ?",
+                             [(PENDING, SENT, now, cmd_id) for cmd_id in sent])
         return len(sent)
 
     def on_ack(self, node_id: str, ack: Ack) -> dict[str, Any] | None:
@@ -219,7 +230,7 @@ class CommandService:
             "SELECT c.id FROM commands c LEFT JOIN node_state s ON s.node_id = c.node_id"
             " WHERE c.expires > ? AND (c.status = ? OR (c.status = ? AND c.last_sent <= ? AND s.online = 1))"
             " ORDER BY c.counter", now, PENDING, SENT, now - self.cfg.command_retry_s)
-        return [r[0] for r in rows]
+        return [r[0] for r in rows if r[0] not in self._publishing]
 
     def expire(self) -> list[dict[str, Any]]:
         """Mark commands past their expiry; returns their rows."""

@@ -22,6 +22,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 sys.path.insert(0, ROOT)
 
 from protocol.messages import Telemetry  # noqa: E402
+from tests.bench.peers import add_peer_users  # noqa: E402
 from tests.gateway.harness import GatewayRig  # noqa: E402
 
 RATES = (250, 500, 1000, 2000, 4000)
@@ -36,7 +37,7 @@ class Raw:
     def __init__(self, port, password):
         self.lags = []
         self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="bench-raw")
-        self.client.username_pw_set("gateway", password)
+        self.client.username_pw_set("bench-raw", password)
         self.client.on_message = self._on
         self.client.connect("127.0.0.1", port)
         self.client.subscribe("denloa/+/node/+/tele", qos=0)
@@ -60,7 +61,7 @@ def _p99(values):
 def publish_at(port, password, rate, seconds, nodes):
     """Publish telemetry for `nodes` at `rate` msg/s from a thread (the load is not the gateway's loop)."""
     client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="bench-load-%d" % rate)
-    client.username_pw_set("gateway", password)
+    client.username_pw_set("bench-load-%d" % rate, password)
     client.connect("127.0.0.1", port)
     client.loop_start()
     sent = 0
@@ -96,7 +97,7 @@ async def ingest_bench(tmp):
                 lags.append(time.time() - json.loads(payload)["ts"])
 
         gw.ingest.handle = timed
-        password = gw.secrets["mqtt_password"]
+        password = await add_peer_users(gw, ["bench-raw"] + ["bench-load-%d" % r for r in RATES])
         best = {"gateway_msgs_per_s": 0}
         raw_best = 0
         steps = []

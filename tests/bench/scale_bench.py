@@ -30,6 +30,7 @@ import paho.mqtt.client as paho
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, ROOT)
 
+from tests.bench.peers import add_peer_users  # noqa: E402
 from tests.gateway.harness import GatewayRig  # noqa: E402
 
 SITE = "xa-an-binh"
@@ -105,12 +106,12 @@ async def fanout(rig, tmp, bundles, gw_password):
          "sub": ["denloa/%s/node/%s/cmd" % (SITE, b["node"])], "pub": "denloa/%s/node/%s/tele" % (SITE, b["node"]),
          "clean": False} for b in bundles])
     raw = SwarmProc(tmp, "raw", port, [
-        {"id": "raw-%04d" % i, "user": "gateway", "password": gw_password, "sub": ["denloa/%s/bench/fanout" % SITE]}
+        {"id": "raw-%04d" % i, "user": "raw-%04d" % i, "password": gw_password, "sub": ["denloa/%s/bench/fanout" % SITE]}
         for i in range(len(bundles))])
     try:
         up_nodes, up_raw = await nodes.reply(), await raw.reply()
         pub = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="bench-fanout-pub")
-        pub.username_pw_set("gateway", gw_password)
+        pub.username_pw_set("bench-pub", gw_password)
         pub.connect("127.0.0.1", port)
         pub.loop_start()
         n = len(bundles)
@@ -183,7 +184,7 @@ async def ingest(rig, tmp, nodes, gw_password):
 
     gw.ingest.handle = timed
     raw = SwarmProc(tmp, "raw-tele", gw.broker.port, [
-        {"id": "raw-tele", "user": "gateway", "password": gw_password, "sub": ["denloa/%s/node/+/tele" % SITE]}])
+        {"id": "raw-tele", "user": "raw-tele", "password": gw_password, "sub": ["denloa/%s/node/+/tele" % SITE]}])
     try:
         await raw.reply()
         bad0 = _metric((await rig.api("GET", "/metrics")).text, "denloa_bad_messages_total")
@@ -227,7 +228,8 @@ async def main():
         nodes = None
         try:
             bundles = await register(rig, NODES)
-            password = rig.gw.secrets["mqtt_password"]
+            password = await add_peer_users(rig.gw, ["raw-%04d" % i for i in range(len(bundles))]
+                                            + ["bench-pub", "raw-tele"])
             figures, nodes = await fanout(rig, tmp, bundles, password)
             # the ingest publishers: the first INGEST_PUBLISHERS of the same node users
             figures.update(await ingest(rig, tmp, nodes, password))
