@@ -144,6 +144,11 @@ class Alerts:
         rows = self.db.all("SELECT * FROM alerts WHERE opened >= ? ORDER BY opened DESC LIMIT ?", since, limit)
         return [dict(r) | {"data": json.loads(r["data"])} for r in rows]
 
+    def opened_for(self, kind: str, node_id: str, key: str, value: Any) -> bool:
+        """Was an alert of this kind ever opened for this node with data[key] == value?"""
+        return self.db.one("SELECT 1 FROM alerts WHERE node_id = ? AND kind = ? AND json_extract(data, ?) = ?",
+                           node_id, kind, "$." + key, value) is not None
+
     def messages_for(self, node_id: str) -> builtins.list[str]:
         """The open alerts of one node, newest first, in Vietnamese."""
         rows = self.db.all("SELECT message_vi FROM alerts WHERE closed IS NULL AND node_id = ? ORDER BY opened DESC",

@@ -62,8 +62,8 @@ def make_gateway(cfg: GatewayConfig, clock: Clock | None = None,
                     metrics=metrics, log=log)
     timesync = TimeService(clock=clock, commands=commands, log=log)
     emergencies = Emergencies(db=db, registry=registry, commands=commands)
-    plans = PlanPusher(db=db, clock=clock, registry=registry, alerts=alerts, command=commands.create, log=log,
-                       utc_offset=cfg.utc_offset, horizon_days=cfg.horizon_days)
+    plans = PlanPusher(db=db, clock=clock, registry=registry, alerts=alerts, commands=commands, ingest=ingest,
+                       log=log, utc_offset=cfg.utc_offset, horizon_days=cfg.horizon_days)
     users = Users(db, clock)
 
     async def reload_broker(broker_users: list[brokers.BrokerUser]) -> None:

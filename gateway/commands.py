@@ -222,6 +222,16 @@ class CommandService:
             fn(result)
         return result
 
+    def supersede(self, node_id: str, op: str) -> None:
+        """Unanswered commands of this op to this node are superseded: a newer one carries their content."""
+        self.db.run("UPDATE commands SET status = 'superseded' WHERE node_id = ? AND op = ? AND status IN (?, ?)",
+                    node_id, op, PENDING, SENT)
+
+    def has_open(self, node_id: str, op: str) -> bool:
+        """Is a command of this op to this node still unanswered?"""
+        return self.db.one("SELECT 1 FROM commands WHERE node_id = ? AND op = ? AND status IN (?, ?)",
+                           node_id, op, PENDING, SENT) is not None
+
     def due(self) -> list[str]:
         """Ids of commands to publish now: new ones, and unanswered ones to online nodes whose retry
         time has come (an offline node's persistent session already holds the first copy)."""

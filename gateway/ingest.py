@@ -274,6 +274,11 @@ class Ingest:
         rows = self.db.all(sql + " ORDER BY id DESC LIMIT ?", *args, limit)
         return [dict(r) | {"data": json.loads(r["data"])} for r in rows]
 
+    def item_started(self, node_id: str, item_id: str) -> bool:
+        """Did this node report starting this broadcast item?"""
+        return self.db.one("SELECT 1 FROM events WHERE node_id = ? AND kind = 'broadcast_started'"
+                           " AND json_extract(data, '$.id') = ?", node_id, item_id) is not None
+
     def online_count(self) -> int:
         return int(self.db.scalar("SELECT COUNT(*) FROM node_state WHERE online = 1"))
 

@@ -31,7 +31,9 @@ from protocol.program import LampProgram, default_program
 
 if TYPE_CHECKING:
     from gateway.alerts import Alerts
+    from gateway.commands import CommandService
     from gateway.db import Database
+    from gateway.ingest import Ingest
     from gateway.registry import Registry
 
 ROLL_EVERY_S = 600
@@ -39,12 +41,6 @@ ROLL_EVERY_S = 600
 
 class Clock(Protocol):
     def now(self) -> float: ...
-
-
-class CommandFn(Protocol):
-    """Stores a signed command for a node and wakes the sender; returns the command id."""
-
-    def __call__(self, node_id: str, op: str, args: dict[str, Any], user: str | None = None) -> str: ...
 
 
 ProgramTables = dict[str, dict[str, LampProgram]]
@@ -69,13 +65,14 @@ def _plan_changed(previous_json: str | None, current: dict[str, list[Any]], now:
 class PlanPusher:
     """Lamp programs and schedules as staff set them, and each node's program and plan pushed as commands."""
 
-    def __init__(self, *, db: Database, clock: Clock, registry: Registry, alerts: Alerts, command: CommandFn,
-                 log: Callable[[str], None], utc_offset: float, horizon_days: int) -> None:
+    def __init__(self, *, db: Database, clock: Clock, registry: Registry, alerts: Alerts, commands: CommandService,
+                 ingest: Ingest, log: Callable[[str], None], utc_offset: float, horizon_days: int) -> None:
         self.db = db
         self.clock = clock
         self.registry = registry
         self.alerts = alerts
-        self.command = command
+        self.commands = commands
+        self.ingest = ingest  # what nodes reported: did an item start?
         self.log = log
         self.utc_offset = utc_offset  # hours: the site's fixed UTC offset
         self.horizon_days = horizon_days  # how far ahead each node's plan reaches
@@ -217,9 +214,8 @@ class PlanPusher:
         if not args:
             return None
         self.db.run("UPDATE node_plans SET updated = ? WHERE node_id = ?", self.clock.now(), node["id"])
-        self.db.run("UPDATE commands SET status = 'superseded' WHERE node_id = ? AND op = ? AND status IN ('pending', 'sent')",
-                    node["id"], ops.SET_PROGRAM)  # an older program arriving late must not undo this one
-        return self.command(node["id"], ops.SET_PROGRAM, args, user="planner")
+        self.commands.supersede(node["id"], ops.SET_PROGRAM)  # an older program arriving late must not undo this one
+        return self.commands.create(node["id"], ops.SET_PROGRAM, args, user="planner")
 
     def roll(self) -> None:
         """Called by housekeeping: the horizon moves, new occurrences come into it."""
@@ -241,13 +237,8 @@ class PlanPusher:
             for node in speakers:
                 if not set(node["zones"]) & set(occ.zones):
                     continue
-                started = self.db.one(
-                    "SELECT 1 FROM events WHERE node_id = ? AND kind = 'broadcast_started'"
-                    " AND json_extract(data, '$.id') = ?", node["id"], occ.item_id)
-                noted = self.db.one(
-                    "SELECT 1 FROM alerts WHERE node_id = ? AND kind = 'broadcast_missed'"
-                    " AND json_extract(data, '$.item') = ?", node["id"], occ.item_id)
-                if not started and not noted:
+                if (not self.ingest.item_started(node["id"], occ.item_id)
+                        and not self.alerts.opened_for("broadcast_missed", node["id"], "item", occ.item_id)):
                     self.alerts.open("broadcast_missed", node["id"], {"item": occ.item_id}, at=occ.start_utc)
                     opened += 1
         return opened
@@ -268,5 +259,4 @@ class PlanPusher:
                 self._refresh_node(node, tables, default, occurrences, now, force=True)
 
     def _pending_program(self, node_id: str) -> bool:
-        return self.db.one("SELECT 1 FROM commands WHERE node_id = ? AND op = ? AND status IN ('pending', 'sent')",
-                           node_id, ops.SET_PROGRAM) is not None
+        return self.commands.has_open(node_id, ops.SET_PROGRAM)
