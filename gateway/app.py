@@ -84,5 +84,11 @@ def make_gateway(cfg: GatewayConfig, clock: Clock | None = None,
     ingest.on_clock_skew.append(timesync.on_clock_skew)
     ingest.on_birth.append(timesync.on_birth)
     ingest.on_birth.append(plans.on_birth)
-    provisioning.on_changed.append(lambda what, node_id: plans.refresh([node_id]) if what == "add" else None)
+
+    def push_plans(what: str, node_ids: list[str]) -> None:
+        if what == "add":
+            with db.tx():  # the new nodes' program and plan, stored and their commands made, together
+                plans.refresh(node_ids)
+
+    provisioning.on_changed.append(push_plans)
     return gw

@@ -129,13 +129,13 @@ class CommandService:
         except ProtocolError as exc:
             raise GatewayError("command.invalid", "Lệnh không hợp lệ: %s" % exc, "Invalid command: %s" % exc)
 
-    def _resign(self, row: sqlite3.Row) -> tuple[str, bytes]:
+    def _resign(self, row: sqlite3.Row) -> tuple[str, bytes, int]:
         """Sign a stored command again with the node's next counter, same cmd_id (inside a transaction)."""
         counter = self._next_counter(row["node_id"])
         topic, payload = self._sign(row["node_id"], row["id"], counter, int(row["expires"]), row["op"],
                                     json.loads(row["args"]), row["created"])
         self.db.run("UPDATE commands SET counter = ?, payload = ? WHERE id = ?", counter, payload, row["id"])
-        return topic, payload
+        return topic, payload, counter
 
     def desynced(self, node_id: str, cmd_id: Any, node_ctr: Any, got: Any = None) -> bool:
         """A "replay" refusal that means our counter fell behind the node's (a restored or re-provisioned
@@ -160,6 +160,8 @@ class CommandService:
             return 0
         out = []
         wanted = [c for c in dict.fromkeys(cmd_ids) if c not in self._publishing]  # others publish those now
+        node_counter: dict[str, int] = {}  # the node's counter as it moves while we re-sign
+        sent_above: dict[str, int] = {}  # the highest counter this call publishes to each node
         with self.db.tx():
             for start in range(0, len(wanted), 500):
                 chunk = wanted[start:start + 500]
@@ -170,9 +172,15 @@ class CommandService:
                     row = rows.get(cmd_id)
                     if row is None or row["status"] in DONE_STATES:
                         continue
-                    topic, payload = row["topic"], bytes(row["payload"])
-                    if row["attempts"] and row["node_counter"] > row["counter"]:
-                        topic, payload = self._resign(row)  # overtaken by a newer command: re-sign, same cmd_id
+                    node = row["node_id"]
+                    current = node_counter.setdefault(node, row["node_counter"])
+                    topic, payload, counter = row["topic"], bytes(row["payload"]), row["counter"]
+                    # A node refuses a counter at or below one it saw: a retry overtaken by a newer command,
+                    # or one that would go out after a higher counter in this same call, is re-signed.
+                    if (row["attempts"] and current > counter) or counter <= sent_above.get(node, -1):
+                        topic, payload, counter = self._resign(row)  # same cmd_id, the node's next counter
+                        node_counter[node] = counter
+                    sent_above[node] = counter
                     out.append((cmd_id, topic, payload))
         if not out:
             return 0

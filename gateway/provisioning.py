@@ -37,7 +37,8 @@ from gateway.registry import Registry, check_not_reserved
 
 T = TypeVar("T")
 # What one operation does to the registry: (node id, its row before or None, the result).
-Change = Callable[[], tuple[str, sqlite3.Row | None, T]]
+# A change returns the rows it replaced, [(node_id, row before or None)], and its result.
+Change = Callable[[], tuple[list[tuple[str, sqlite3.Row | None]], T]]
 
 
 class Provisioning:
@@ -52,7 +53,8 @@ class Provisioning:
         self.gateway_user = gateway_user
         self.log = log
         self._lock = asyncio.Lock()
-        self.on_changed: list[Callable[[str, str], object]] = []  # callables(what, node_id) after a change the broker took
+        # callables(what, node_ids) after a change the broker took: "add", "reprovision" or "revoke"
+        self.on_changed: list[Callable[[str, list[str]], object]] = []
 
     @property
     def reserved(self) -> frozenset[str]:
@@ -81,28 +83,38 @@ class Provisioning:
     async def add_node(self, obj: dict[str, Any], site: str, broker_host: str, broker_port: int,
                        location: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         """Register a node and let it on the broker; returns (node, provisioning bundle)."""
-        def change() -> tuple[str, sqlite3.Row | None, tuple[dict[str, Any], dict[str, Any]]]:
+        def change() -> tuple[list[tuple[str, sqlite3.Row | None]], tuple[dict[str, Any], dict[str, Any]]]:
             node, bundle = self.registry.add_node(obj, site, broker_host, broker_port, location,
                                                   reserved=self.reserved)
-            return node["id"], None, (node, bundle)  # None: it did not exist (add_node refuses an existing id)
+            return [(node["id"], None)], (node, bundle)  # None: it did not exist (add_node refuses an existing id)
+        return await self._unit("add", change)
+
+    async def add_nodes(self, objs: list[dict[str, Any]], site: str, broker_host: str, broker_port: int,
+                        location: dict[str, Any]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+        """Register many nodes with one broker reload (a commune set up at once): all of them or none."""
+        def change() -> tuple[list[tuple[str, sqlite3.Row | None]], list[tuple[dict[str, Any], dict[str, Any]]]]:
+            with self.registry.db.tx():
+                added = [self.registry.add_node(obj, site, broker_host, broker_port, location,
+                                                reserved=self.reserved) for obj in objs]
+            return [(node["id"], None) for node, _bundle in added], added
         return await self._unit("add", change)
 
     async def reprovision(self, node_id: str, site: str, broker_host: str, broker_port: int,
                           location: dict[str, Any]) -> dict[str, Any]:
         """New password and key for a node; the broker takes the new password at once."""
-        def change() -> tuple[str, sqlite3.Row | None, dict[str, Any]]:
+        def change() -> tuple[list[tuple[str, sqlite3.Row | None]], dict[str, Any]]:
             check_not_reserved(node_id, self.reserved)
             before = self._row(node_id)
             bundle = self.registry.reprovision(node_id, site, broker_host, broker_port, location)
-            return node_id, before, bundle
+            return [(node_id, before)], bundle
         return await self._unit("reprovision", change)
 
     async def revoke(self, node_id: str) -> None:
         """Take a node off the registry's active list and off the broker (its connection is closed)."""
-        def change() -> tuple[str, sqlite3.Row | None, None]:
+        def change() -> tuple[list[tuple[str, sqlite3.Row | None]], None]:
             before = self._row(node_id)
             self.registry.revoke(node_id)
-            return node_id, before, None
+            return [(node_id, before)], None
         return await self._unit("revoke", change)
 
     # ---- the unit -------------------------------------------------------------
@@ -114,13 +126,16 @@ class Provisioning:
 
     async def _run(self, what: str, change: Change[T]) -> T:
         async with self._lock:
-            node_id, before, result = change()  # validates, then commits (GatewayError: nothing written)
+            replaced, result = change()  # validates, then commits (GatewayError: nothing written)
+            node_id = ", ".join(n for n, _row in replaced[:3]) + (" ..." if len(replaced) > 3 else "")
             try:
                 await self.reload(self.broker_users())
             except Exception as exc:
                 self.log("broker: reload after %s of node %s failed (%r); undoing the registry change"
                          % (what, node_id, exc))
-                self._restore(node_id, before)
+                with self.registry.db.tx():
+                    for changed_id, before in replaced:
+                        self._restore(changed_id, before)
                 try:
                     await self.reload(self.broker_users())
                 except Exception as again:
@@ -133,7 +148,10 @@ class Provisioning:
                     "Try again in a few minutes; if it keeps failing, check the gateway's MQTT broker." % node_id,
                     status=503) from exc
             for fn in self.on_changed:
-                fn(what, node_id)
+                try:  # the change is made and the broker has it: a follower's failure must not hide that
+                    fn(what, [n for n, _row in replaced])
+                except Exception as exc:
+                    self.log("after %s of node %s: %r (the node gets its plan at its birth)" % (what, node_id, exc))
             return result
 
     # ---- rows, exactly as they were ------------------------------------------

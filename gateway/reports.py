@@ -14,7 +14,7 @@ from typing import Any
 
 from gateway.db import Database
 from gateway.errors import GatewayError
-from protocol.plan import PRIORITY_NAMES
+from protocol.plan import EMERGENCY, PRIORITY_NAMES
 
 
 def month_bounds(month: str, tz_s: int) -> tuple[int, int]:
@@ -45,7 +45,7 @@ def monthly(db: Database, month: str, tz_s: int) -> dict[str, Any]:
         minutes += mins
         items.add(a["item_id"])
         category = a["category"]
-        if a["priority"] == 2 and category == "other":
+        if a["priority"] == EMERGENCY and category == "other":
             category = "emergency"  # nodes report commanded broadcasts (emergencies) as "other"
         cat = by_category.setdefault(category, {"broadcasts": set(), "minutes": 0.0})
         cat["broadcasts"].add(a["item_id"])

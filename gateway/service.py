@@ -100,11 +100,6 @@ class Gateway:
     def broker_users(self) -> list[Any]:
         return self.provisioning.broker_users()
 
-    async def reload_broker(self, users: list[Any] | None = None) -> None:
-        """The broker's users and ACL follow the registry (Provisioning calls this after each change)."""
-        if self.broker is not None:
-            await self.broker.reload(self.broker_users() if users is None else users)
-
     # ---- lifecycle ------------------------------------------------------------
     async def start(self) -> None:
         self.running = True

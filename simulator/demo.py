@@ -57,7 +57,7 @@ def commune():
     return specs
 
 
-def setup(gw, data_dir):
+async def setup(gw, data_dir):
     """First start: zones, nodes, program, schedules. Returns the provisioning bundles (kept on disk)."""
     path = os.path.join(data_dir, "demo-nodes.json")
     if os.path.exists(path):
@@ -65,10 +65,9 @@ def setup(gw, data_dir):
             return json.load(f)
     for zone, name in HAMLETS:
         gw.registry.add_zone({"id": zone, "name": name})
-    bundles = []
-    for spec in commune():
-        _, bundle = gw.registry.add_node(spec, gw.cfg.site, "127.0.0.1", gw.cfg.broker_port, gw.location)
-        bundles.append(bundle)
+    added = await gw.provisioning.add_nodes(list(commune()), gw.cfg.site, "127.0.0.1", gw.cfg.broker_port,
+                                            gw.location)
+    bundles = [bundle for _node, bundle in added]
     gw.plans.set_program("default", "site", PROGRAM, "demo")
     zones = [z for z, _ in HAMLETS]
     for sid, title, hhmm in (("tin-sang", "Bản tin buổi sáng", "05:30"), ("tin-chieu", "Bản tin buổi chiều", "17:00")):
@@ -98,8 +97,7 @@ def main():
     hosts = []
 
     async def ready(gw, url):
-        bundles = setup(gw, data_dir)
-        await gw.reload_broker()  # the nodes' users and ACL
+        bundles = await setup(gw, data_dir)
         for bundle in bundles:  # the broker port may differ from the first start
             bundle["broker"]["port"] = gw.cfg.broker_port
         for start in range(0, len(bundles), 20):

@@ -13,5 +13,5 @@ async def add_peer_users(gw, names):
     """Reload the gateway's broker with a user per name (one password for all); returns the password."""
     password = secrets.token_urlsafe(12)
     hashed = hash_password(password)  # one hash for all: they are bench peers, not nodes
-    await gw.reload_broker(gw.broker_users() + [BrokerUser(name, hashed, "gateway") for name in names])
+    await gw.broker.reload(gw.broker_users() + [BrokerUser(name, hashed, "gateway") for name in names])
     return password

@@ -82,12 +82,9 @@ async def register(rig, n):
     gw = rig.gw
     for z in range(ZONES):
         await rig.api("POST", "/api/zones", json={"id": "thon-%d" % (z + 1), "name": "Thôn %d" % (z + 1)}, expect=201)
-    bundles = []
-    for i in range(n):
-        node = {"id": "loa-%04d" % i, "zones": ["thon-%d" % (i % ZONES + 1)], "kind": "speaker"}
-        bundles.append(gw.registry.add_node(node, gw.cfg.site, gw.cfg.broker_host, gw.cfg.broker_port, gw.location)[1])
-    await gw.reload_broker()
-    return bundles
+    specs = [{"id": "loa-%04d" % i, "zones": ["thon-%d" % (i % ZONES + 1)], "kind": "speaker"} for i in range(n)]
+    added = await gw.provisioning.add_nodes(specs, gw.cfg.site, gw.cfg.broker_host, gw.cfg.broker_port, gw.location)
+    return [bundle for _node, bundle in added]
 
 
 def _metric(text, name, label=None):

@@ -51,3 +51,75 @@ def test_a_batch_with_an_unknown_node_or_a_bad_command_stores_nothing(gw):
         gw.commands.create_many([("loa-0", ops.BROADCAST_NOW, good), ("loa-1", ops.BROADCAST_NOW, dict(good, vol=900))])
     assert gw.db.one("SELECT COUNT(*) FROM commands")[0] == 0
     assert [r[0] for r in gw.db.all("SELECT counter FROM nodes")] == [0] * 5
+
+
+class Node:
+    """What a node does with what it receives: verify, then remember the counter (protocol.verify)."""
+
+    def __init__(self, bundle, clock):
+        self.key = bytes.fromhex(bundle["key"])
+        self.node = bundle["node"]
+        self.clock = clock
+        self.counter = 0
+        self.applied, self.refused = [], []
+
+    def receive(self, topic, payload):
+        verdict = verify(payload, topic, SITE, self.node, self.key, self.counter, self.clock.now())
+        if verdict.reason == OK:
+            self.counter = verdict.accept(lambda c: None).counter
+            self.applied.append(verdict.cmd_id)
+        else:
+            self.refused.append((verdict.cmd_id, verdict.reason))
+
+
+def test_retries_and_new_commands_in_one_send_reach_the_node_in_counter_order(gw):
+    import asyncio
+
+    node = Node(gw.bundles["loa-0"], gw.clock)
+    wire = []
+
+    async def publish(items):
+        wire.extend(items)
+        return [True] * len(items)
+
+    gw.commands.publish = publish
+    first = [gw.commands.create("loa-0", ops.REBIRTH, {}) for _ in range(2)]
+    asyncio.run(gw.commands.send_many(first))
+    wire.clear()  # those two were lost on the way: the node never saw them
+    third = gw.commands.create("loa-0", ops.REBIRTH, {})
+    asyncio.run(gw.commands.send_many([third]))
+    for topic, payload in wire:
+        node.receive(topic, payload)
+    wire.clear()
+    newest = gw.commands.create("loa-0", ops.REBIRTH, {})  # not sent yet, and below the re-signed retries
+    assert asyncio.run(gw.commands.send_many(first + [newest])) == 3
+    for topic, payload in wire:
+        node.receive(topic, payload)
+    assert node.refused == []
+    assert node.applied == [third] + first + [newest]
+
+
+def test_a_command_being_published_is_not_handed_over_twice(gw):
+    import asyncio
+
+    published = []
+
+    async def main():
+        release = asyncio.Event()
+
+        async def slow_publish(items):  # the broker's PUBACKs take a while
+            published.extend(items)
+            await release.wait()
+            return [True] * len(items)
+
+        gw.commands.publish = slow_publish
+        ids = [gw.commands.create("loa-%d" % i, ops.REBIRTH, {}) for i in range(3)]
+        fanout = asyncio.create_task(gw.commands.send_many(ids))
+        await asyncio.sleep(0)
+        assert gw.commands.due() == []  # housekeeping leaves them to the fan-out under way
+        assert await gw.commands.send_many(ids) == 0
+        release.set()
+        assert await fanout == 3
+
+    asyncio.run(main())
+    assert len(published) == 3
