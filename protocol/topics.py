@@ -1,4 +1,4 @@
-"""MQTT topic names of the wire contract (see DESIGN.md, "Wire contract").
+"""MQTT topic names of the wire contract (see docs/design.md, "Wire contract").
 
     denloa/<site>/node/<id>/{state,tele,evt,cmd,ack}
     denloa/<site>/gateway/state

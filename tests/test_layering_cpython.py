@@ -1,4 +1,4 @@
-"""The layers of docs (DESIGN.md, "The parts") hold in every import of the product code.
+"""The layers of docs/design.md ("Principles", 9) hold in every import of the product code.
 
 Every `import` and `from ... import` of every .py file under protocol/,
 firmware/, hardware/, gateway/ and simulator/ is read with `ast` (imports

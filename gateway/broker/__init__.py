@@ -7,7 +7,7 @@
     await broker.reload(users_without_a_revoked_node)
     await broker.stop()
 
-Security model (DESIGN.md): no anonymous client. Each node logs in as its own
+Security model (docs/design.md): no anonymous client. Each node logs in as its own
 id and may publish only its own state/tele/evt/ack and read only its own cmd;
 the gateway user reads and writes the whole site; an optional bridge user
 mirrors the province bridge below. Only hashes are stored (Mosquitto's `$7$`

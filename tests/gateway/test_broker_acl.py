@@ -291,7 +291,7 @@ def ref_valid_filter(f):
 
 
 def reference(role, node, t, action):
-    """The security model, written directly from DESIGN.md, one case per role."""
+    """The security model, written directly from docs/design.md, one case per role."""
     levels = t.split("/")
     if action == "subscribe":
         if not ref_valid_filter(t):
