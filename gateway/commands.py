@@ -75,6 +75,16 @@ class CommandService:
         self.work.set()
         return cmd_id
 
+    async def fan_out(self, commands: builtins.list[tuple[str, str, dict[str, Any]]], user: str | None = None,
+                      batch: str | None = None, expires_s: float | None = None) -> builtins.list[str]:
+        """Store many commands in one transaction and publish them at once (an emergency); returns their
+        ids once the broker has taken them. (Storing in chunks while earlier ones went out measured no
+        faster: the loop's own per-message work is the bound.)"""
+        ids = self.create_many(commands, user=user, batch=batch, expires_s=expires_s)
+        # A task of its own: a request that goes away must not stop the sending half way.
+        await asyncio.shield(asyncio.ensure_future(self.send_many(ids)))
+        return ids
+
     def create_many(self, commands: builtins.list[tuple[str, str, dict[str, Any]]], user: str | None = None,
                     batch: str | None = None, expires_s: float | None = None) -> builtins.list[str]:
         """Store many commands [(node_id, op, args)] in one transaction (an emergency to every loudspeaker):

@@ -42,19 +42,17 @@ class Emergencies:
             raise GatewayError("ref.invalid", "Nguồn clip/stream cần mã; nguồn line thì không",
                                "A clip or stream source needs ref; line takes none", "ref")
         nodes = [n for n in self.registry.nodes_in_zones(chosen) if has_speaker(n)]
-        with self.db.tx():
-            batch = "e%d" % self.db.next_counter("batch")
-            commands = []
-            for node in nodes:
-                args: dict[str, Any] = {"id": batch, "dur": duration_s, "src": source, "vol": volume,
-                                        "zones": [z for z in node["zones"] if z in chosen], "prio": EMERGENCY}
-                if source == "clip":
-                    args["clip"] = ref
-                elif source == "stream":
-                    args["stream"] = ref
-                commands.append((node["id"], ops.BROADCAST_NOW, args))
-            cmd_ids = self.commands.create_many(commands, user=user, batch=batch, expires_s=EXPIRES_S)
-        await self.commands.send_many(cmd_ids)
+        batch = "e%d" % self.db.next_counter("batch")
+        commands = []
+        for node in nodes:
+            args: dict[str, Any] = {"id": batch, "dur": duration_s, "src": source, "vol": volume,
+                                    "zones": [z for z in node["zones"] if z in chosen], "prio": EMERGENCY}
+            if source == "clip":
+                args["clip"] = ref
+            elif source == "stream":
+                args["stream"] = ref
+            commands.append((node["id"], ops.BROADCAST_NOW, args))
+        await self.commands.fan_out(commands, user=user, batch=batch, expires_s=EXPIRES_S)
         return {"batch": batch, "zones": chosen, "progress": self.commands.batch_progress(batch)}
 
     async def stop(self, batch: str, user: str | None = None) -> dict[str, Any]:
@@ -63,8 +61,7 @@ class Emergencies:
         if not nodes or not batch.startswith("e"):
             raise _unknown(batch)
         stop = "s" + batch
-        ids = self.commands.create_many([(n, ops.STOP_BROADCAST, {"id": batch}) for n in nodes], user=user, batch=stop)
-        await self.commands.send_many(ids)
+        await self.commands.fan_out([(n, ops.STOP_BROADCAST, {"id": batch}) for n in nodes], user=user, batch=stop)
         return {"batch": stop, "progress": self.commands.batch_progress(stop)}
 
     def progress(self, batch: str) -> dict[str, Any]:

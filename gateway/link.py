@@ -116,7 +116,8 @@ class MqttLink:
         waiting = [i for i in infos if i is not None]
         while waiting and loop.time() < deadline and self.client is client:
             await asyncio.sleep(0.002)
-            waiting = [i for i in waiting if not i.is_published()]
+            if waiting[-1].is_published():  # acks come in order: look at all only once the last is in
+                waiting = [i for i in waiting if not i.is_published()]
         unacked = sum(1 for i in infos if i is not None and not i.is_published())
         if unacked:
             self.log("%d of %d publishes not yet acknowledged by the broker after %.0f s" % (unacked, len(items),
