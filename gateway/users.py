@@ -84,6 +84,9 @@ class Users:
         usable = row is not None and not row["disabled"]
         hashed = row["password_hash"] if usable and row is not None else self._dummy_hash
         ok = await asyncio.to_thread(self._verify, hashed, password or "")  # same work for unknown users
+        if ok and row is not None:  # the account as it is now, after the wait: not disabled nor changed since
+            now_row = self.db.one("SELECT disabled, password_hash FROM users WHERE id = ?", row["id"])
+            usable = now_row is not None and not now_row["disabled"] and now_row["password_hash"] == hashed
         ok = ok and usable
         if not ok or row is None:
             self.audit(username, "login_failed", None, {})

@@ -57,7 +57,7 @@ def main():
         c.disconnect()
         c.loop_stop()
     print(json.dumps({"boots": boots, "events": {n: spec["events"] for n in clients}, "tele": tele,
-                      "seconds": round(seconds, 2)}), flush=True)
+                      "seconds": round(seconds, 2), "publish_start": t0, "publish_end": t0 + seconds}), flush=True)
 
 
 if __name__ == "__main__":

@@ -137,10 +137,13 @@ def test_staff_and_hundreds_of_nodes_at_once_nothing_fails_nothing_doubles(tmp_p
         with concurrent.futures.ThreadPoolExecutor(CLIENTS) as pool:
             made = list(pool.map(staff, range(CLIENTS)))
         print("staff done in %.1f s" % (time.time() - t0))
+        staff_end = time.time()
         out, err = swarm.communicate(timeout=180)
         assert swarm.returncode == 0, err
         print("swarm done in %.1f s" % (time.time() - t0))
         sent = json.loads(out)
+        # the load really overlapped: the nodes were still publishing after the staff clients began
+        assert sent["publish_end"] > t0 and sent["publish_start"] < staff_end, (sent, t0, staff_end)
 
         expected_events = NODES * EVENTS
         db_path = tmp_path / "data" / "denloa.db"
