@@ -59,21 +59,7 @@ class CommandService:
                batch: str | None = None, expires_s: float | None = None) -> str:
         """Validate, number, sign and store one command, and wake the sender; returns its id.
         Raises GatewayError."""
-        if not self.registry.known(node_id):
-            raise GatewayError("node.unknown", "Không có thiết bị %s" % node_id, "No node %s" % node_id, "node")
-        now = self.clock.now()
-        expires = int(now + (expires_s or self.cfg.command_expiry_s))
-        with self.db.tx():
-            cmd_id = "c%d" % self.db.next_counter("command")
-            counter = self._next_counter(node_id)
-            topic, payload = self._sign(node_id, cmd_id, counter, expires, op, args, now)
-            self.db.run(
-                "INSERT INTO commands (id, node_id, op, args, counter, created, expires, topic, payload, status,"
-                " created_by, batch) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                cmd_id, node_id, op, json.dumps(_jsonable(args)), counter, now, expires, topic, payload, PENDING,
-                user, batch)
-        self.work.set()
-        return cmd_id
+        return self.create_many([(node_id, op, args)], user=user, batch=batch, expires_s=expires_s)[0]
 
     async def fan_out(self, commands: builtins.list[tuple[str, str, dict[str, Any]]], user: str | None = None,
                       batch: str | None = None, expires_s: float | None = None) -> builtins.list[str]:
@@ -107,12 +93,8 @@ class CommandService:
                 counter = self._next_counter(node_id)
                 args_json = json.dumps(_jsonable(args), sort_keys=True)
                 shape = (op, args_json)
-                cmd = Command(self.cfg.site, node_id, cmd_id, counter, expires, op, args, issued=int(now))
-                try:
-                    topic, payload = cmd.sign(keys[node_id], check=shape not in checked)
-                except ProtocolError as exc:
-                    raise GatewayError("command.invalid", "Lệnh không hợp lệ: %s" % exc,
-                                       "Invalid command: %s" % exc)
+                topic, payload = self._sign(node_id, cmd_id, counter, expires, op, args, now, key=keys[node_id],
+                                            check=shape not in checked)
                 checked.add(shape)
                 ids.append(cmd_id)
                 rows.append((cmd_id, node_id, op, args_json, counter, now, expires, topic, payload, PENDING, user,
@@ -131,11 +113,11 @@ class CommandService:
         return counter
 
     def _sign(self, node_id: str, cmd_id: str, counter: int, expires: int, op: str, args: dict[str, Any],
-              now: float) -> tuple[str, bytes]:
-        key = self.registry.key(node_id)
+              now: float, key: bytes | None = None, check: bool = True) -> tuple[str, bytes]:
+        """(topic, payload); `check=False` only for a command whose op and args were validated just before."""
         cmd = Command(self.cfg.site, node_id, cmd_id, counter, expires, op, args, issued=int(now))
         try:
-            return cmd.sign(key)
+            return cmd.sign(key if key is not None else self.registry.key(node_id), check=check)
         except ProtocolError as exc:
             raise GatewayError("command.invalid", "Lệnh không hợp lệ: %s" % exc, "Invalid command: %s" % exc)
 
