@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 MPY_HEAP ?= 128K
 # Data heap a node gets in firmware tests (its code is frozen into flash on the ESP32).
 NODE_HEAP ?= 64K
-APT_PACKAGES := mosquitto mosquitto-clients
+APT_PACKAGES := mosquitto mosquitto-clients ffmpeg espeak-ng
 
 .PHONY: setup apt test test-py test-mpy mpy-build bench bench-day bench-scale gateway sim demo clean
 
