@@ -39,7 +39,7 @@ def make_gateway(cfg: GatewayConfig, clock: Clock | None = None,
     db = Database(os.path.join(cfg.data_dir, "denloa.db"))
     secrets = load_secrets(cfg.data_dir)
     metrics = Metrics()
-    registry = Registry(db, clock, brokers.hash_password)
+    registry = Registry(db, clock, brokers.hash_password, files_port=cfg.http_port)
     alerts = Alerts(db, clock, cfg.tz_s, registry.name)
 
     broker = None

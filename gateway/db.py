@@ -96,6 +96,15 @@ MIGRATIONS = [
     CREATE TABLE lamp_counters (
         node_id TEXT PRIMARY KEY, on_s REAL NOT NULL, wh REAL NOT NULL, ts REAL NOT NULL);
     """,
+    # 3: what really played (audio samples, complete or why not), and broadcasts the nodes missed
+    """
+    ALTER TABLE airings ADD COLUMN samples INTEGER;
+    ALTER TABLE airings ADD COLUMN of_samples INTEGER;
+    ALTER TABLE airings ADD COLUMN complete INTEGER;
+    ALTER TABLE airings ADD COLUMN why TEXT;
+    ALTER TABLE airings ADD COLUMN by_item TEXT;
+    ALTER TABLE airings ADD COLUMN zones TEXT;
+    """,
 ]
 
 
