@@ -481,7 +481,8 @@ def clip_played(spec, sc, record, db, run):
     n = len(samples)
     max_spread = float(spec.get("max_spread_ms", 50))
     max_offset = float(spec.get("max_offset_ms", 500))
-    ids = [i for i in _ids(spec, sc) if has_speaker(next(x for x in sc.nodes if x["id"] == i))]
+    ids = [i for i in _ids(spec, sc) if has_speaker(next(x for x in sc.nodes if x["id"] == i))
+           and i not in spec.get("except", [])]
     starts = {}
     bad = []
     for node_id in ids:
