@@ -651,10 +651,48 @@ def clip_preempted(spec, sc, record, db, run):
                    ids and not bad, "%d loudspeakers; problems: %s" % (len(ids), bad[:6] or "none"))
 
 
+def stream_latency(spec, sc, record, db, run):
+    """Glass-to-horn: the stream's source turns loud `onset_s` after the staff started it at `at`; each
+    loudspeaker's DAC gives its first loud sample (ground truth) at most `max_s` later."""
+    action = next(a for a in run.actions if a["action"] == "stream" and
+                  (spec.get("stream") is None or a["index"] == _action_index(sc, spec["stream"])))
+    loud_at = action["t"] + float(spec.get("onset_s", 0))
+    max_s = float(spec.get("max_s", 2.0))
+    ids = [i for i in _ids(spec, sc) if has_speaker(next(x for x in sc.nodes if x["id"] == i))]
+    lat = {}
+    bad = []
+    for node_id in ids:
+        firsts = [p["first_loud"] for p in pcm_sessions(record["truth"][node_id], action["t"] - 1, None)
+                  if p.get("first_loud") is not None and p["first_loud"] >= loud_at - 0.5]
+        if not firsts:
+            bad.append("%s: no loud sound after the stream started" % node_id)
+            continue
+        lat[node_id] = min(firsts) - loud_at
+    values = sorted(lat.values())
+    slow = [k for k, v in lat.items() if v > max_s]
+    if slow:
+        bad.append("later than %g s: %s" % (max_s, slow[:6]))
+    run.figures = getattr(run, "figures", {})
+    if values:
+        run.figures["stream_latency_p50_s"] = round(_percentile(values, 0.5), 3)
+        run.figures["stream_latency_max_s"] = round(values[-1], 3)
+    return _result(spec.get("name", "live audio reaches every horn within %g s" % max_s), ids and not bad,
+                   "%d loudspeakers; source to horn: p50 %s s, max %s s; problems: %s" % (
+                       len(ids), _r(_percentile(values, 0.5)) if values else None, _r(values[-1]) if values else None,
+                       bad[:6] or "none"))
+
+
+def _action_index(sc, name):
+    for entry in sc.timeline:
+        if entry["type"] == "action" and entry.get("name") == name:
+            return entry["index"]
+    raise KeyError("no action named %r" % name)
+
+
 KINDS = {f.__name__: f for f in (lamps_follow_program, lamp_level, amplifiers_on_within, aired, no_command_lost,
                                   no_event_gap, recovered_within, alert, lamps_off_without_clock, safe_mode, airings,
                                   never_offline, all_online, rebirthed_within, clip_played, audio_report_matches_truth,
-                                  missed_reported, clip_preempted)}
+                                  missed_reported, clip_preempted, stream_latency)}
 
 
 def evaluate(sc, record, db, run):

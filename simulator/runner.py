@@ -415,6 +415,7 @@ class Run:
             "snapshots": sorted({self.sc.start + self.sc.duration / 2} | {b["t"] + 5 for b in self.batches}),
         }
         record["assertions"] = assertions.evaluate(self.sc, record, db_state, self)
+        record["figures"] = dict(getattr(self, "figures", {}))  # measured by assertions (e.g. start spread)
         record["metrics"] = {
             "commands": len(db_state["commands"]),
             "applied": sum(1 for c in db_state["commands"] if c["status"] == "applied"),
