@@ -197,6 +197,7 @@ class ClipLibrary:
     async def add_tts(self, text: str, voice: str, speed: float, title: str | None, category: str,
                       user: str | None) -> dict[str, Any]:
         """Typed text, read by the configured engine, normalised and stored like an upload (source 'tts')."""
+        self._check_text(text, voice, speed)
         title = self._title(title or text.strip().split("\n")[0][:MAX_TITLE], None)
         category = self._category(category)
         spoken, wav = await self._speak(text, voice, speed)
@@ -215,13 +216,7 @@ class ClipLibrary:
             _unlink(out)
 
     async def _speak(self, text: str, voice: str, speed: float) -> tuple[str, bytes]:
-        if not isinstance(text, str) or not text.strip():
-            raise _refuse("tts.empty", "Chưa có văn bản để đọc", "There is no text to read", 400, "text")
-        if len(text) > MAX_TEXT:
-            raise _refuse("tts.too_long", "Văn bản dài quá %d ký tự" % MAX_TEXT,
-                          "The text is longer than %d characters" % MAX_TEXT, 400, "text")
-        check_voice(voice)
-        check_speed(speed)
+        self._check_text(text, voice, speed)
         engine = self.engine
 
         def work() -> tuple[str, bytes, bool]:
@@ -233,6 +228,16 @@ class ClipLibrary:
         if not used_g2p:
             self.log("tts: g2p-hamster did not take part; read with the commune rules only")
         return spoken, wav
+
+    @staticmethod
+    def _check_text(text: str, voice: str, speed: float) -> None:
+        if not isinstance(text, str) or not text.strip():
+            raise _refuse("tts.empty", "Chưa có văn bản để đọc", "There is no text to read", 400, "text")
+        if len(text) > MAX_TEXT:
+            raise _refuse("tts.too_long", "Văn bản dài quá %d ký tự" % MAX_TEXT,
+                          "The text is longer than %d characters" % MAX_TEXT, 400, "text")
+        check_voice(voice)
+        check_speed(speed)
 
     # ---- deleting -------------------------------------------------------------------------------
     def users_of(self, clip_id: str) -> builtins.list[str]:
