@@ -109,7 +109,7 @@ def _clock(hour: str, minute: str | None) -> str | None:
         return None
     text = cardinal(h) + " giờ"
     if minute and m:
-        text += " " + cardinal(m)
+        text += " " + cardinal(m) + (" phút" if m < 10 else "")  # 17h05: "mười bảy giờ năm phút"
     return text
 
 
@@ -179,6 +179,8 @@ def normalize_vi(text: str) -> tuple[str, bool]:
             except Exception:  # its failure on one line must not lose the line
                 used = False
         spoken = spoken.replace("…", "...")
+        if spoken and line[0].isupper() and spoken[0].islower():  # "HĐND xã ..." -> "Hội đồng nhân dân xã ..."
+            spoken = spoken[0].upper() + spoken[1:]
         if spoken and spoken[-1] not in ".!?;:,":
             spoken += "."
         lines.append(spoken)
