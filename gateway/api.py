@@ -18,6 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from pydantic import BaseModel, Field
 
+from gateway.api_audio import audio_router
 from gateway.errors import GatewayError
 from gateway.reports import monthly, monthly_csv
 from gateway.service import Gateway
@@ -283,6 +284,8 @@ def create_app(gw: Gateway) -> FastAPI:
     @app.get("/api/categories")
     async def categories() -> list[str]:
         return list(CATEGORIES)
+
+    app.include_router(audio_router(gw, viewer, operator, audit))  # clips and text-to-speech: gateway/api_audio.py
 
     # ---- alerts, events, reports ------------------------------------------
     @app.get("/api/alerts")

@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 from gateway import broker as brokers
 from gateway.alerts import Alerts
+from gateway.audio.library import ClipLibrary
 from gateway.clock import Clock, SystemClock
 from gateway.commands import CommandService
 from gateway.config import GatewayConfig
@@ -65,6 +66,7 @@ def make_gateway(cfg: GatewayConfig, clock: Clock | None = None,
     plans = PlanPusher(db=db, clock=clock, registry=registry, alerts=alerts, commands=commands, ingest=ingest,
                        log=log, utc_offset=cfg.utc_offset, horizon_days=cfg.horizon_days)
     users = Users(db, clock)
+    clips = ClipLibrary(db, cfg, clock, log)
 
     async def reload_broker(broker_users: list[brokers.BrokerUser]) -> None:
         if broker is not None:
@@ -75,7 +77,7 @@ def make_gateway(cfg: GatewayConfig, clock: Clock | None = None,
     gw = Gateway(cfg=cfg, clock=clock, log=log, db=db, secrets=secrets, metrics=metrics, registry=registry,
                  alerts=alerts, commands=commands, ingest=ingest, link=link, timesync=timesync,
                  emergencies=emergencies, plans=plans, users=users, provisioning=provisioning,
-                 broker=broker)
+                 broker=broker, clips=clips)
 
     # ---- hooks, all of them ----
     link.on_connect.append(commands.work.set)  # send what waited for the link

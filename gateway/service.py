@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from gateway.alerts import Alerts
+from gateway.audio.library import ClipLibrary
 from gateway.clock import Clock
 from gateway.commands import CommandService
 from gateway.config import GatewayConfig
@@ -54,7 +55,7 @@ class Gateway:
                  secrets: dict[str, str], metrics: Metrics, registry: Registry, alerts: Alerts,
                  commands: CommandService, ingest: Ingest, link: MqttLink, timesync: TimeService,
                  emergencies: Emergencies, plans: PlanPusher, users: Users, provisioning: Provisioning,
-                 broker: Any) -> None:
+                 broker: Any, clips: ClipLibrary) -> None:
         self.cfg = cfg
         self.clock = clock
         self.log = log
@@ -72,6 +73,7 @@ class Gateway:
         self.provisioning = provisioning
         self.plans = plans
         self.broker = broker  # None when the broker is external
+        self.clips = clips  # the audio clip library (gateway/audio/library.py)
         self._tasks: list[asyncio.Task[None]] = []
         self.running = False
 
