@@ -63,10 +63,15 @@ def make_gateway(cfg: GatewayConfig, clock: Clock | None = None,
                     metrics=metrics, log=log)
     timesync = TimeService(clock=clock, commands=commands, log=log)
     emergencies = Emergencies(db=db, registry=registry, commands=commands)
-    plans = PlanPusher(db=db, clock=clock, registry=registry, alerts=alerts, commands=commands, ingest=ingest,
-                       log=log, utc_offset=cfg.utc_offset, horizon_days=cfg.horizon_days)
-    users = Users(db, clock)
     clips = ClipLibrary(db, cfg, clock, log)
+
+    def clip_seconds(clip_id: str) -> float | None:
+        row = clips.get(clip_id)
+        return None if row is None else row["samples"] / 16000.0
+
+    plans = PlanPusher(db=db, clock=clock, registry=registry, alerts=alerts, commands=commands, ingest=ingest,
+                       log=log, utc_offset=cfg.utc_offset, horizon_days=cfg.horizon_days, clip_seconds=clip_seconds)
+    users = Users(db, clock)
 
     async def reload_broker(broker_users: list[brokers.BrokerUser]) -> None:
         if broker is not None:
