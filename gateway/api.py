@@ -18,6 +18,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from pydantic import BaseModel, Field
 
+from gateway.api_node import node_router
+from gateway.api_streams import streams_router
 from gateway.errors import GatewayError
 from gateway.reports import monthly, monthly_csv
 from gateway.service import Gateway
@@ -303,4 +305,6 @@ def create_app(gw: Gateway) -> FastAPI:
         return PlainTextResponse(text, media_type="text/csv; charset=utf-8",
                                  headers={"Content-Disposition": 'attachment; filename="denloa-%s.csv"' % month})
 
+    app.include_router(node_router(gw))
+    app.include_router(streams_router(gw, viewer, operator, audit))
     return app
