@@ -43,6 +43,8 @@ class BlockStreamResponse(Response):
 
     def __init__(self, hub: StreamHub, stream: LiveStream, client: StreamClient) -> None:
         super().__init__(status_code=200, headers={"Cache-Control": "no-store"})
+        # no Content-Length (the base class sets 0): the body ends when the stream does
+        self.raw_headers = [(k, v) for k, v in self.raw_headers if k != b"content-length"]
         self.hub = hub
         self.stream = stream
         self.client = client
@@ -66,7 +68,9 @@ class BlockStreamResponse(Response):
 
         tasks = [asyncio.ensure_future(pump()), asyncio.ensure_future(gone()), asyncio.ensure_future(dropped())]
         try:
-            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            if tasks[0] in done and not tasks[0].cancelled() and tasks[0].exception() is not None:
+                self.hub.log("stream %s to %s: %r" % (self.stream.id, client.node_id, tasks[0].exception()))
         finally:
             for task in tasks:
                 task.cancel()

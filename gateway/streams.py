@@ -45,8 +45,9 @@ URL_SCHEMES = ("http://", "https://", "rtsp://", "rtmp://", "file:")
 MAX_CHUNK = 1 << 20
 STOP_DELAY_S = 2.0  # a stream that ended by itself is stopped on the nodes after their pre-buffer played
 
-# ffmpeg: low-latency input, node format out as raw blocks on stdout.
-INPUT_FLAGS = ["-fflags", "nobuffer", "-flags", "low_delay", "-probesize", "32", "-analyzeduration", "0"]
+# ffmpeg: low-latency input, node format out as raw blocks on stdout. (Not `-fflags nobuffer`: it
+# throws away the packets read while probing, the first ~1 s of a file or of a pushed recording.)
+INPUT_FLAGS = ["-flags", "low_delay", "-probesize", "32", "-analyzeduration", "0"]
 OUTPUT_FLAGS = ["-map", "0:a:0", "-vn", "-ar", str(ima.RATE), "-ac", "1", "-c:a", "adpcm_ima_wav",
                 "-block_size", str(BLOCK), "-fflags", "+bitexact", "-map_metadata", "-1",
                 "-flush_packets", "1", "-f", "data", "pipe:1"]
@@ -223,7 +224,7 @@ class StreamHub:
             for w in waiters:
                 w.cancel()
             if not stream.first_block.is_set():
-                await self.stop(stream_id, "failed")
+                await self._finish(stream, "failed")
                 tail = stream.stderr.decode("utf-8", "replace").strip()[-300:] or "no audio"
                 raise _fail("stream.source", "Không nhận được âm thanh từ nguồn: %s" % tail,
                             "No audio from the source: %s" % tail, "url" if kind == "url" else "kind")

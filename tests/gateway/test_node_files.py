@@ -25,11 +25,17 @@ def run(coro, timeout=60):
 
 
 # ---- helpers shared with test_streams.py ------------------------------------------
-async def serve_http(rig):
-    """The gateway's app served by uvicorn on rig.cfg.http_port, as `python -m gateway` does; returns a stopper."""
+async def serve_http(rig, sndbuf=None):
+    """The gateway's app served by uvicorn on rig.cfg.http_port, as `python -m gateway` does; returns a stopper.
+    `sndbuf`: the listening socket's SO_SNDBUF (inherited by every connection; off: the kernel's autotuning)."""
     server = uvicorn.Server(uvicorn.Config(create_app(rig.gw), host="127.0.0.1", port=rig.cfg.http_port,
                                            log_level="warning", lifespan="off"))
-    task = asyncio.create_task(server.serve())
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if sndbuf:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
+    sock.bind(("127.0.0.1", rig.cfg.http_port))
+    task = asyncio.create_task(server.serve(sockets=[sock]))
     await wait_until(lambda: server.started, 10, "uvicorn up", step=0.02)
 
     async def stop():
