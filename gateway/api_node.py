@@ -79,16 +79,22 @@ class BlockStreamResponse(Response):
 
 
 def node_router(gw: Gateway) -> APIRouter:
-    files = NodeFiles(db=gw.db, clock=gw.clock, data_dir=gw.cfg.data_dir)
+    made: list[NodeFiles] = []
+
+    def files() -> NodeFiles:  # built at the first request: the app may be made before the gateway's parts
+        if not made:
+            made.append(NodeFiles(db=gw.db, clock=gw.clock, data_dir=gw.cfg.data_dir))
+        return made[0]
+
     router = APIRouter(prefix="/node/v1", include_in_schema=False)
 
     @router.get("/clips/{sha}")
     async def clip(sha: str, request: Request) -> Any:
-        node = files.authenticate(request.headers.get("authorization"))
+        node = files().authenticate(request.headers.get("authorization"))
         if node is None:
             return _unauthorized()
-        path = files.path(sha)
-        if path is None or not files.allowed(node["id"], sha):
+        path = files().path(sha)
+        if path is None or not files().allowed(node["id"], sha):
             return _not_found()
         try:
             stat = os.stat(path)
@@ -98,7 +104,7 @@ def node_router(gw: Gateway) -> APIRouter:
 
     @router.get("/streams/{stream_id}")
     async def stream(stream_id: str, request: Request) -> Any:
-        node = files.authenticate(request.headers.get("authorization"))
+        node = files().authenticate(request.headers.get("authorization"))
         if node is None:
             return _unauthorized()
         hub = gw.streams.hub
