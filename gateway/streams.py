@@ -136,7 +136,7 @@ class LiveStream:
 
     @property
     def live(self) -> bool:
-        return not self.ended.is_set()
+        return self.why is None
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.info, id=self.id, kind=self.kind, zones=list(self.zones), source=self.source,
@@ -350,7 +350,6 @@ class StreamHub:
         if not stream.live:
             return
         stream.why = why
-        stream.ended.set()
         self.streams.pop(stream.id, None)
         for client in list(stream.clients):
             client.finish()
@@ -371,6 +370,7 @@ class StreamHub:
                 await proc.wait()
         if stream.stderr_task is not None:
             await asyncio.wait([stream.stderr_task], timeout=1)
+        stream.ended.set()  # and its ffmpeg is gone
         tail = stream.stderr.decode("utf-8", "replace").strip()
         self.log("stream %s ended (%s) after %.1f s%s" % (stream.id, why, stream.blocks * BLOCK_S,
                                                        ": " + tail[-300:] if tail and why == "failed" else ""))

@@ -268,3 +268,21 @@ def test_hub_refuses_bad_starts(kind, body):
         assert err.value.code == "stream.url"
         assert hub.streams == {}
     run(scenario())
+
+
+def test_hub_limits_end_streams(tmp_path):
+    """max_seconds ends a stream; so does a push stream nobody feeds; listeners are closed either way."""
+    async def scenario():
+        logs = []
+        hub = StreamHub(log=logs.append, push_idle_s=0.5)
+        source = make_source(tmp_path / "tone.wav", 440, 30.0)
+        stream = await hub.start("st1", "url", ["thon-1"], source=source, max_seconds=1)
+        client = hub.attach(stream, "loa-1")
+        got = b"".join([data async for data in client.blocks()])  # returns when the stream ends
+        assert stream.why == "max_seconds" and hub.streams == {}
+        assert 0.8 <= len(got) / BLOCK * (ima.BLOCK_SAMPLES / ima.RATE) <= 2.0  # ~1 s (the ring and a start)
+        idle = await hub.start("st2", "push", ["thon-1"], max_seconds=30)
+        await asyncio.wait_for(idle.ended.wait(), 10)
+        assert idle.why == "push_idle" and hub.streams == {}
+        assert idle.proc.returncode is not None  # its ffmpeg is gone
+    run(scenario())
