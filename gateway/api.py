@@ -19,6 +19,8 @@ from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from pydantic import BaseModel, Field
 
 from gateway.api_audio import audio_router
+from gateway.api_node import node_router
+from gateway.api_streams import streams_router
 from gateway.errors import GatewayError
 from gateway.reports import monthly, monthly_csv
 from gateway.service import Gateway
@@ -306,4 +308,6 @@ def create_app(gw: Gateway) -> FastAPI:
         return PlainTextResponse(text, media_type="text/csv; charset=utf-8",
                                  headers={"Content-Disposition": 'attachment; filename="denloa-%s.csv"' % month})
 
+    app.include_router(node_router(gw))
+    app.include_router(streams_router(gw, viewer, operator, audit))
     return app

@@ -24,6 +24,7 @@ from gateway.plan_push import PlanPusher
 from gateway.provisioning import Provisioning
 from gateway.registry import Registry
 from gateway.service import GATEWAY_USER, Gateway, load_secrets
+from gateway.streams import StreamHub, Streams
 from gateway.timesync import TimeService
 from gateway.users import Users
 
@@ -72,6 +73,8 @@ def make_gateway(cfg: GatewayConfig, clock: Clock | None = None,
     plans = PlanPusher(db=db, clock=clock, registry=registry, alerts=alerts, commands=commands, ingest=ingest,
                        log=log, utc_offset=cfg.utc_offset, horizon_days=cfg.horizon_days, clip_seconds=clip_seconds)
     users = Users(db, clock)
+    streams = Streams(hub=StreamHub(log=log, mic_device=getattr(cfg, "audio_mic_device", "default")), db=db,
+                      registry=registry, commands=commands, emergencies=emergencies, log=log)
 
     async def reload_broker(broker_users: list[brokers.BrokerUser]) -> None:
         if broker is not None:
@@ -82,7 +85,7 @@ def make_gateway(cfg: GatewayConfig, clock: Clock | None = None,
     gw = Gateway(cfg=cfg, clock=clock, log=log, db=db, secrets=secrets, metrics=metrics, registry=registry,
                  alerts=alerts, commands=commands, ingest=ingest, link=link, timesync=timesync,
                  emergencies=emergencies, plans=plans, users=users, provisioning=provisioning,
-                 broker=broker, clips=clips)
+                 broker=broker, clips=clips, streams=streams)
 
     # ---- hooks, all of them ----
     link.on_connect.append(commands.work.set)  # send what waited for the link
