@@ -88,11 +88,19 @@ def tone_clip(freq, seconds, amp=12000):
     return ima.wav(ima.encode(samples), n)
 
 
-def store_clip(data_dir, data):
+def store_clip(data_dir, data, db=None):
+    """A node-format clip at the library's path contract; with `db`, its row too (a schedule names only
+    clips of the library): the library's own pipeline would re-encode these exact test files."""
     sha = hashlib.sha256(data).hexdigest()
     os.makedirs(os.path.join(data_dir, "clips"), exist_ok=True)
     with open(os.path.join(data_dir, "clips", sha + ".wav"), "wb") as f:
         f.write(data)
+    if db is not None:
+        off, size, n = ima.parse_header(data)
+        pcm = hashlib.sha256(ima.pcm_bytes(ima.decode(data[off:off + size])[:n])).hexdigest()
+        db.run("INSERT OR IGNORE INTO clips (id, title, category, duration_ms, samples, size, source, created_at,"
+               " pcm_sha256) VALUES (?, 'test', 'news', ?, ?, ?, 'upload', 0, ?)",
+               sha, n * 1000 // ima.RATE, n, len(data), pcm)
     return sha
 
 
@@ -124,7 +132,7 @@ def test_clip_serving(tmp_path):
             planned = tone_clip(440, 3.0)  # in loa-1's plan (a schedule)
             urgent = tone_clip(880, 1.0)  # a broadcast_now to thon-2 (loa-2)
             stray = tone_clip(660, 0.5)  # a clip file nobody was told about
-            sha_plan, sha_now, sha_stray = (store_clip(data_dir, c) for c in (planned, urgent, stray))
+            sha_plan, sha_now, sha_stray = (store_clip(data_dir, c, rig.gw.db) for c in (planned, urgent, stray))
             local = datetime.datetime.now(datetime.timezone(datetime.timedelta(hours=7))) + datetime.timedelta(hours=2)
             await rig.api("POST", "/api/schedules", expect=201, json={
                 "id": "tin-sang", "title": "Bản tin", "category": "news", "priority": 0, "zones": ["thon-1"],
