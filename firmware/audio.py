@@ -108,7 +108,7 @@ class Decoder:
 IDLE = 0
 WAITING = 1  # armed: the first sample goes out at at_ms
 PLAYING = 2
-DONE = 3  # the source has no more data: the tail plays out (stop() closes the session)
+DONE = 3  # the source gave all it will and the queue has played out (or I2S failed)
 
 
 class Player:
@@ -129,6 +129,7 @@ class Player:
         self.skip = 0  # samples still to drop (resume inside a block)
         self.limit = None  # samples this segment may still write (the clip's end)
         self.written = 0  # samples accepted by the HAL this segment
+        self._eof = False  # the source has no more: what is queued plays out, then DONE
         self.opened = False
         self.failed = False  # audio_open raised: "no_audio"
         self.started_ms = None  # wall ms when the first sample was written
@@ -145,6 +146,7 @@ class Player:
         self.limit = limit
         self.written = 0
         self._pcm_len = self._pcm_pos = 0
+        self._eof = False
         self.failed = False
         self.started_ms = None
         self.state = WAITING
@@ -174,7 +176,7 @@ class Player:
 
     @property
     def finished(self):
-        """The source gave all it will and every written sample has been handed over."""
+        """The source gave all it will and every written sample has played."""
         return self.state == DONE
 
     def wait_ms(self):
@@ -198,13 +200,15 @@ class Player:
             return False
         hal = self.hal
         while hal.audio_queued_ms() < QUEUE_MS:
-            if self._pcm_pos >= self._pcm_len and not self._fill():
+            if self._pcm_pos >= self._pcm_len and (self._eof or not self._fill()):
                 break
             n = hal.audio_write(memoryview(self.pcm)[self._pcm_pos:self._pcm_len])
             if not n:
                 break
             self._pcm_pos += n
             self.written += n >> 1
+        if self._eof and self._pcm_pos >= self._pcm_len and hal.audio_queued_ms() == 0:
+            self.state = DONE
         return self.state == PLAYING
 
     def _begin(self):
@@ -231,12 +235,12 @@ class Player:
         src = self.source
         while True:
             if self.limit is not None and self.limit <= 0:
-                self.state = DONE
+                self._eof = True
                 return False
             n = src.readinto(self.inbuf)
             if not n:
                 if src.ended or getattr(src, "lost", False):
-                    self.state = DONE
+                    self._eof = True
                 return False
             out = 0
             pos = 0
