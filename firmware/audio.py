@@ -133,12 +133,17 @@ class Player:
         self.opened = False
         self.failed = False  # audio_open raised: "no_audio"
         self.started_ms = None  # wall ms when the first sample was written
+        self.until_ms = None
+        self.cut = False  # the window closed before the source ended
 
     # ---- control -----------------------------------------------------------
-    def start(self, source, gain, at_ms=None, skip=0, limit=None):
+    def start(self, source, gain, at_ms=None, skip=0, limit=None, until_ms=None):
         """Arm a segment: `source` (readinto/ended/lost/close), first sample at wall `at_ms`
-        (None: at once), `skip` samples dropped first, at most `limit` samples written."""
+        (None: at once), `skip` samples dropped first, at most `limit` samples written, and
+        none that would leave the DAC after wall `until_ms` (the item's window end)."""
         self.stop()
+        self.until_ms = until_ms
+        self.cut = False
         self.source = source
         self.gain = gain
         self.at_ms = at_ms
@@ -199,10 +204,22 @@ class Player:
         if self.state != PLAYING:
             return False
         hal = self.hal
-        while hal.audio_queued_ms() < QUEUE_MS:
+        while True:
+            queued = hal.audio_queued_ms()
+            if queued >= QUEUE_MS:
+                break
             if self._pcm_pos >= self._pcm_len and (self._eof or not self._fill()):
                 break
-            n = hal.audio_write(memoryview(self.pcm)[self._pcm_pos:self._pcm_len])
+            end = self._pcm_len
+            if self.until_ms is not None:
+                now = self.now_ms()
+                room = ((self.until_ms - now - queued) * (RATE // 1000)) * 2 if now is not None else end
+                if room <= 0:
+                    self._eof = self.cut = True
+                    self._pcm_pos = self._pcm_len
+                    break
+                end = min(end, self._pcm_pos + room)
+            n = hal.audio_write(memoryview(self.pcm)[self._pcm_pos:end])
             if not n:
                 break
             self._pcm_pos += n

@@ -164,7 +164,8 @@ class Loudspeaker:
             if best is None and self.warmup_ms:
                 lead = self.warmup_ms / 1000 + (ARM_S if self.media is not None else 0)  # warm before the arming
                 upcoming = plan.active(now, self.zone_ids, lead=lead)
-                soon = upcoming is not None and upcoming.id not in self.skipped
+                if upcoming is not None:
+                    soon = not (self._blocked(upcoming, now) if upcoming.start <= now else self._done(upcoming))
         return best, soon
 
     def _keep_on_air(self, plan, now, item):
@@ -213,6 +214,13 @@ class Loudspeaker:
             self.missed = self.missed[-MAX_PROGRESS:]
             self._missed(item, "clip_bad" if state == "bad" else "clip_missing", state)
         return True
+
+    def _done(self, item):
+        """Stopped by staff, or its clip complete in this window."""
+        if item.id in self.skipped:
+            return True
+        entry = self._progress(item_key(item)) if self.media is not None else None
+        return entry is not None and entry[2]
 
     def _missed(self, item, why, detail=""):
         self.emit("broadcast_missed", {"id": item.id, "prio": item.prio, "cat": item.cat, "src": item.src,
@@ -325,7 +333,9 @@ class Loudspeaker:
         """Open the airing item's audio when it has none; arm an item about to start; the
         resync hint for the clock."""
         if item is not None and warm and self.segment is None and item.src in AUDIO_SRCS and same_item(item, self.airing):
-            if self._retry_at is None or ticks >= self._retry_at:
+            now_ms = self._now_ms()
+            closed = not isinstance(item, Commanded) and now_ms is not None and now_ms >= item.end * 1000
+            if not closed and (self._retry_at is None or ticks >= self._retry_at):
                 self._start_segment(item, now, ticks)
         if self.segment is not None and self.player is not None:
             self.player.set_gain(self._gain(self.segment.item))
@@ -378,7 +388,8 @@ class Loudspeaker:
             self.player = Player(self.hal, self._now_ms)
         skip = at % BLOCK_SAMPLES if at else 0
         limit = of - at if of is not None else None
-        self.player.start(source, self._gain(item), at_ms, skip, limit)
+        until_ms = None if isinstance(item, Commanded) else item.end * 1000
+        self.player.start(source, self._gain(item), at_ms, skip, limit, until_ms)
         seg = Segment(item, at, of, now)
         seg.checkpoint_ms = ticks
         self.segment = seg
@@ -447,6 +458,8 @@ class Loudspeaker:
         item = seg.item
         if player.failed:
             why = "no_audio"
+        elif player.cut:
+            why = "end" if item.src == "stream" else "window"
         elif item.src == "stream":
             why = "stream_lost" if src is None or getattr(src, "lost", False) else "stream_ended"
         else:
