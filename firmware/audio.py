@@ -132,6 +132,7 @@ class Player:
         self._eof = False  # the source has no more: what is queued plays out, then DONE
         self.opened = False
         self.failed = False  # audio_open raised: "no_audio"
+        self.error = None
         self.started_ms = None  # wall ms when the first sample was written
         self.until_ms = None
         self.cut = False  # the window closed before the source ended
@@ -238,7 +239,8 @@ class Player:
             return False  # the previous segment's tail is still playing
         try:
             hal.audio_open(RATE, 16, 1)
-        except Exception:
+        except Exception as exc:
+            self.error = repr(exc)[:60]
             self.failed = True
             self.state = DONE
             return False

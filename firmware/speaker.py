@@ -94,7 +94,7 @@ class Loudspeaker:
         self.media = media  # clip cache + stream client (docs/audio.md 5-7), or None: relay-only
         self.clock = clock  # NodeClock: now_ms() for exact starts, broadcast_near for resyncs
         self.store = store  # for the play checkpoint (PLAY_FILE)
-        self.player = None  # made at the first audio item
+        self.player = Player(hal, self._now_ms)  # its buffers are made once, at boot
         self.segment = None  # the airing item's audio now (Segment), or None
         self.progress = []  # [[key, samples done, complete]] of clips aired in their windows
         self.missed = []  # keys reported as broadcast_missed
@@ -384,8 +384,6 @@ class Loudspeaker:
                 self.missed.append(key)
                 self._missed(item, "stream_unavailable", repr(exc)[:60])
             return
-        if self.player is None:
-            self.player = Player(self.hal, self._now_ms)
         skip = at % BLOCK_SAMPLES if at else 0
         limit = of - at if of is not None else None
         until_ms = None if isinstance(item, Commanded) else item.end * 1000
@@ -418,10 +416,15 @@ class Loudspeaker:
         if player is not None:
             player.stop()
         item = seg.item
-        if not seg.announced:  # not one sample went out: nothing aired, nothing to report
-            if item.src == "stream" and why == "stream_lost" and item_key(item) not in self.missed:
-                self.missed.append(item_key(item))
-                self._missed(item, "stream_unavailable", "no audio came")
+        if not seg.announced:  # not one sample went out: nothing aired; say why once
+            key = item_key(item)
+            if why in ("stream_lost", "no_audio") and key not in self.missed:
+                self.missed.append(key)
+                self.missed = self.missed[-MAX_PROGRESS:]
+                if why == "no_audio":
+                    self._missed(item, "no_audio", (player.error or "") if player is not None else "")
+                else:
+                    self._missed(item, "stream_unavailable", "no audio came")
             return
         data = {"id": item.id, "prio": item.prio, "cat": item.cat, "src": item.src,
                 "secs": int((ticks - self._airing_since) // 1000), "samples": played, "why": why}

@@ -184,7 +184,9 @@ class SoftBoard(Hal):
         self._volume = 0
         self._audio_fmt = None
         self.audio_bytes = 0  # bytes accepted by audio_write, all sessions
-        self._aq = None  # the DMA queue (a ring of AUDIO_QUEUE_BYTES), made at the first audio_open
+        # the DMA queue, a ring of AUDIO_QUEUE_BYTES; made with the board (like the driver's buffer
+        # at boot), while the heap is still in one piece
+        self._aq = bytearray(AUDIO_QUEUE_BYTES) if zones else None
         self._aq_rate = 16000
         self._aq_head = self._aq_len = self._aq_done = 0
         self._aq_t0 = 0.0
