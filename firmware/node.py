@@ -60,7 +60,9 @@ class Node:
         self.events = EventLog(self.boot_id)
         self.clock = NodeClock(hal, self.uptime)
         self.lamp = LampControl(hal, cfg, self.energy, self.lit, self.emit, self.uptime) if cfg.has_lamp else None
-        self.speaker = Loudspeaker(hal, cfg, self.emit, self.uptime) if hal.zone_count() else None
+        self.media = None  # clip cache + stream client for the player (docs/audio.md 5-7); None: relay-only
+        self.speaker = Loudspeaker(hal, cfg, self.emit, self.uptime, self.media, self.clock,
+                                   self.store) if hal.zone_count() else None
         self.sun = SunSource(cfg.lat, cfg.lon, cfg.tz_hours)
         self.program = default_program()
         self.plan = None
@@ -481,6 +483,8 @@ class Node:
         self.mqtt.subscribe(self.topic[topics.CMD], 1)
         loops = (("control", self._control_loop), ("link", self._link_loop),
                  ("inbox", self._inbox_loop), ("outbox", self._outbox_loop))
+        if self.speaker is not None:
+            loops += (("audio", self._audio_loop),)
         tasks = [asyncio.create_task(self._guard(name, fn)) for name, fn in loops]
         tasks.append(asyncio.create_task(self._guard("mqtt", self.mqtt.run, beat=False)))
         try:
@@ -538,6 +542,12 @@ class Node:
                 hal.reset()
                 self.running = False
             await hal.sleep_ms(self.cfg.tick_ms)
+
+    async def _audio_loop(self):
+        """The player's task: feeds I2S and starts items at their instant, never blocking the tick."""
+        while self.running:
+            self._beat("audio")
+            await self.hal.sleep_ms(self.speaker.pump())
 
     async def _link_loop(self):
         """Birth on every connect, time requests, telemetry."""
