@@ -19,6 +19,7 @@ from firmware.clock import STEP_EVENT_S, NodeClock
 from firmware.cmdlog import CommandLog
 from firmware.events import EventLog
 from firmware.lamp import LampControl
+from firmware.media import Media
 from firmware.speaker import Loudspeaker
 from firmware.store import BatchedValue, Store, StoreError
 from firmware.uptime import Uptime
@@ -47,6 +48,17 @@ MAX_HELD = 4
 STORED_OPS = (commands.SET_PROGRAM, commands.LAMP_OVERRIDE, commands.SET_VOLUME)  # effects kept on flash
 
 
+def _loudspeaker(hal, cfg, emit, uptime, media):
+    # the player takes the media object as media= (docs/audio.md); an older Loudspeaker without
+    # that argument gets it as an attribute (remove this fallback once both parts are merged)
+    try:
+        return Loudspeaker(hal, cfg, emit, uptime, media=media)
+    except TypeError:
+        speaker = Loudspeaker(hal, cfg, emit, uptime)
+        speaker.media = media
+        return speaker
+
+
 class Node:
     def __init__(self, hal, cfg):
         self.hal = hal
@@ -60,7 +72,10 @@ class Node:
         self.events = EventLog(self.boot_id)
         self.clock = NodeClock(hal, self.uptime)
         self.lamp = LampControl(hal, cfg, self.energy, self.lit, self.emit, self.uptime) if cfg.has_lamp else None
-        self.speaker = Loudspeaker(hal, cfg, self.emit, self.uptime) if hal.zone_count() else None
+        # clips and streams for the loudspeaker (fetched from the gateway, verified, cached on flash)
+        self.media = Media(hal, cfg, self.clip_wants, self.emit, self.clock.now,
+                           getattr(hal, "open_connection", None)) if hal.zone_count() else None
+        self.speaker = _loudspeaker(hal, cfg, self.emit, self.uptime, self.media) if hal.zone_count() else None
         self.sun = SunSource(cfg.lat, cfg.lon, cfg.tz_hours)
         self.program = default_program()
         self.plan = None
@@ -96,6 +111,8 @@ class Node:
         found = self._load()
         found = self._load_programs() or found
         self.counter.resolve(found, self.clock.now())
+        if self.media is not None:
+            self.media.need()  # the stored plan's clips: fetch what is missing
         self.tick()  # lamps right from flash and RTC alone, before any network
         if self.counter.lost:  # old commands could be replayed until they expire: say so
             self.emit("storage_error", {"file": "counter", "error": "command counter lost; re-provision the key"})
@@ -155,6 +172,22 @@ class Node:
         except StoreError as exc:
             self.emit("storage_error", {"file": name, "error": str(exc)[:100]})
             return False
+
+    def clip_wants(self):
+        """(start, end, clip sha) of every clip the node will air: plan items in its zones, then
+        commanded broadcasts (start 0, no end: at once). The clip cache asks; nothing is copied."""
+        speaker = self.speaker
+        plan = self.plan
+        if plan is not None:
+            zones = speaker.zone_ids if speaker is not None else ()
+            for item in plan.items:
+                if item.src == "clip" and item.airs_in(zones):
+                    yield item.start, item.end, item.ref
+        if speaker is not None:
+            for c in speaker.commanded:
+                clip = getattr(c, "clip", None)
+                if clip:
+                    yield 0, None, clip
 
     # ---- the control step --------------------------------------------------
     def tick(self):
@@ -359,6 +392,8 @@ class Node:
                 self.program = lamp
             if plan is not None:
                 self.plan = plan
+                if self.media is not None:
+                    self.media.need()
             self.emit("program_applied", {"lamp": self.program.version, "plan": self.plan.version if self.plan else 0})
         elif op == commands.LAMP_OVERRIDE:
             now = self.clock.now()
@@ -376,6 +411,8 @@ class Node:
             if self.speaker is None:
                 return "unsupported", "this node has no loudspeaker"
             self.speaker.broadcast_now(args)
+            if self.media is not None and args.get("clip"):
+                self.media.need()  # a commanded clip is fetched at once
         elif op == commands.STOP_BROADCAST:
             if self.speaker is None:
                 return "unsupported", "this node has no loudspeaker"
@@ -483,6 +520,8 @@ class Node:
                  ("inbox", self._inbox_loop), ("outbox", self._outbox_loop))
         tasks = [asyncio.create_task(self._guard(name, fn)) for name, fn in loops]
         tasks.append(asyncio.create_task(self._guard("mqtt", self.mqtt.run, beat=False)))
+        if self.media is not None:  # downloads take their time: no heartbeat, they time out by themselves
+            tasks.append(asyncio.create_task(self._guard("media", self.media.run, beat=False)))
         try:
             while self.running:
                 await self.hal.sleep_ms(200)
