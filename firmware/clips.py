@@ -302,18 +302,17 @@ class ClipCache:
             keys[key(sha)] = True
         return keys
 
-    def _make_room(self, size, keep):
-        """Evict unwanted clips until `size` more bytes fit the budget (and the flash); False if
-        they cannot."""
+    def _make_room(self, total, have, keep):
+        """Evict unwanted clips until a clip of `total` bytes (`have` of them on flash already)
+        fits the budget and the flash; False if it cannot."""
         wanted = None
         while True:
-            free = self.budget - self.used()
-            flash = getattr(self.fs, "free", None)
-            if flash is not None:
-                flash = flash()
-                if flash is not None and flash < free:
-                    free = flash
-            if free >= size:
+            fits = self.budget - self.used() >= total
+            free_bytes = getattr(self.fs, "free_bytes", None)
+            if fits and free_bytes is not None:
+                free = free_bytes()
+                fits = free is None or free >= total - have
+            if fits:
                 return True
             if wanted is None:
                 wanted = self._wanted_keys()
@@ -478,7 +477,7 @@ class ClipCache:
             total = resp.total
             if total is None:
                 raise HttpError("no Content-Length", resp.status)
-            if not self._make_room(total - have, sha):
+            if not self._make_room(total, have, sha):
                 self._partial = None
                 self._remove(part)
                 self._unfit(k, total, "budget")
