@@ -22,9 +22,9 @@ tried again when the wants change or the clock moves items out. A full flash
 (ENOSPC) deletes the part and is handled the same way: nothing crashes and no
 other file is touched.
 
-Memory: one BUF-byte download buffer, one HEAD_MAX-byte header buffer, an
-index of the verified files (16-char name and size each) and at most
-MAX_TROUBLE entries of clips with a problem.
+Memory: while a download runs, one BUF-byte buffer and one HEAD_MAX-byte header
+buffer (released after it); always, an index of the verified files (16-char
+name and size each) and at most MAX_TROUBLE entries of clips with a problem.
 """
 import binascii
 import hashlib
@@ -155,8 +155,7 @@ class ClipCache:
         self.wants = wants  # () -> iterable of (start, end or None, sha)
         self.emit = emit or (lambda kind, data=None: None)
         self.now = now or (lambda: None)  # wall clock (Unix s) or None: items that ended are not wanted
-        self._buf = bytearray(BUF)
-        self._head = bytearray(HEAD_MAX)
+        self._buf = self._head = None  # made for a download, released after it (idle: no buffers)
         self._files = {}  # sha16 -> [size, last wanted start]: the verified clips on flash
         self._trouble = {}  # sha16 -> [kind, count, retry at (ticks), reported]
         self._partial = None  # [sha, hasher, bytes hashed] of the .part: resumes without re-reading it
@@ -385,6 +384,7 @@ class ClipCache:
         self.fetching = sha
         watch = Watch(self.hal)
         try:
+            self._buf, self._head = bytearray(BUF), bytearray(HEAD_MAX)
             ok = await guarded(self.hal, watch, self._download(sha, watch), STALL_MS)
         except HttpError as exc:
             self._net_failed(sha, exc)
@@ -394,8 +394,12 @@ class ClipCache:
         except OSError as exc:  # the flash: full, or failing
             self._flash_failed(sha, exc)
             return False
+        except MemoryError:  # no 1 KB piece of heap now: try again later
+            self._count_net(k)
+            return False
         finally:
             self.fetching = None
+            self._buf = self._head = None
         if ok:
             self._trouble.pop(k, None)
             self.fetched += 1

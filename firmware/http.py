@@ -236,8 +236,8 @@ class Client:
     def __init__(self, host, port, user=None, password=None, open_connection=None):
         self.host, self.port = host, port
         self.user, self.password = user, password
-        self.open_connection = open_connection or asyncio.open_connection
+        self.open_connection = open_connection  # None: asyncio's (looked up when first used)
 
     async def get(self, path, head, watch, offset=0):
-        return await get(self.open_connection, self.host, self.port, path, head, watch,
-                         self.user, self.password, offset)
+        return await get(self.open_connection or asyncio.open_connection, self.host, self.port, path, head,
+                         watch, self.user, self.password, offset)

@@ -9,7 +9,7 @@ The node tells it when its wants change (`need()`) and runs `run()`, the clip fe
 """
 from firmware.clips import ClipCache
 from firmware.http import HEAD_MAX, Client
-from firmware.stream import RING, StreamReceiver
+from firmware.stream import StreamReceiver, make_ring
 
 
 class Media:
@@ -19,7 +19,6 @@ class Media:
                              open_connection)
         self.clips = ClipCache(hal, hal.fs, cfg.clip_kb * 1024, self.client, wants, emit, now)
         self.stream = None
-        self._ring = self._head = None  # allocated at the first stream, then kept (no fragmentation)
 
     def open_clip(self, sha):
         return self.clips.open(sha)
@@ -31,10 +30,20 @@ class Media:
         if self.stream is not None:
             self.stream.close()
             self.stream = None
-        if self._ring is None:
-            self._ring = bytearray(RING)
-            self._head = bytearray(HEAD_MAX)
-        self.stream = StreamReceiver(self.hal, self.client, stream_id, self._ring, self._head)
+        try:  # the ring only while a stream plays, in 1 KB segments (fragmentation)
+            ring, head = make_ring(), bytearray(HEAD_MAX)
+        except MemoryError:
+            import gc
+
+            ring = None
+            gc.collect()
+            try:
+                ring, head = make_ring(), bytearray(HEAD_MAX)
+            except MemoryError:
+                ring = None
+                return NoStream("no memory for the stream buffer")
+        self.stream = StreamReceiver(self.hal, self.client, stream_id, ring, head)
+        ring = head = None
         return self.stream
 
     def need(self, *_ignored):
@@ -42,3 +51,24 @@ class Media:
 
     async def run(self):
         await self.clips.run()
+
+
+class NoStream:
+    """A stream that could not even start: lost at once (the player reports and retries)."""
+
+    samples = None
+    ended = bad = False
+    lost = True
+    status = None
+
+    def __init__(self, error):
+        self.error = error
+
+    def readinto(self, buf):
+        return 0
+
+    def seek(self, sample_offset):
+        pass
+
+    def close(self):
+        pass

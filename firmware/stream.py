@@ -2,10 +2,12 @@
 
 The gateway sends raw 256-byte IMA-ADPCM blocks from the live edge until the
 stream ends (it closes the connection). A task reads the socket into a ring of
-RING bytes (24 blocks, 758 ms at 8,111 B/s); `readinto` hands out whole blocks
-once PREBUFFER bytes (12 blocks, 379 ms) have arrived, and again after it ran
-dry (an underrun re-arms the pre-buffer: one longer gap rather than many
-stutters). A full ring stops reading the socket (TCP holds the rest).
+RING bytes (20 blocks, 631 ms at 8,111 B/s) made of SEG-byte segments (small
+blocks are found even in a fragmented heap; a block never straddles two);
+`readinto` hands out whole blocks once PREBUFFER bytes (10 blocks, 316 ms)
+have arrived, and again after it ran dry (an underrun re-arms the pre-buffer:
+one longer gap rather than many stutters). A full ring stops reading the
+socket (TCP holds the rest).
 
 `lost`: the connection failed (refused, HTTP error, cut) or brought nothing
 for STALL_MS; `ended`: the server closed it cleanly. Both become true only once
@@ -23,10 +25,16 @@ except ImportError:  # CPython
     def const(x):
         return x
 
-RING = const(24 * 256)
-PREBUFFER = const(12 * 256)
+SEG = const(4 * 256)
+RING = const(20 * 256)
+PREBUFFER = const(10 * 256)
 STALL_MS = const(2000)
 _FULL_WAIT_MS = const(20)
+
+
+def make_ring(size=RING):
+    """The ring's segments (a MemoryError if the heap has not even SEG bytes in one piece)."""
+    return [bytearray(SEG) for _ in range(size // SEG)]
 
 
 class StreamReceiver:
@@ -34,11 +42,17 @@ class StreamReceiver:
     bad = False
 
     def __init__(self, hal, client, stream_id, ring, head, prebuffer=PREBUFFER, stall_ms=STALL_MS):
-        if len(ring) % BLOCK_BYTES or prebuffer > len(ring):
-            raise ValueError("stream ring must be whole blocks and hold the pre-buffer")
+        seg = len(ring[0])
+        for part in ring:
+            if len(part) != seg or seg % BLOCK_BYTES:
+                raise ValueError("stream ring segments must be equal and whole blocks")
+        if prebuffer > seg * len(ring):
+            raise ValueError("the stream ring must hold the pre-buffer")
         self.hal, self.client = hal, client
         self.stream_id = stream_id
-        self._ring = memoryview(ring)
+        self._segs = [memoryview(part) for part in ring]
+        self._seg = seg
+        self._size = seg * len(ring)
         self._head = head
         self.prebuffer = max(BLOCK_BYTES, prebuffer)
         self.stall_ms = stall_ms
@@ -81,13 +95,16 @@ class StreamReceiver:
                 self.playing = False  # ran dry: fill the pre-buffer again
                 self.underruns += 1
             return 0
-        ring, size, r = self._ring, len(self._ring), self._r
-        first = min(n, size - r)
+        segs, seg, size, r = self._segs, self._seg, self._size, self._r
         out = memoryview(buf)
-        out[:first] = ring[r:r + first]
-        if first < n:
-            out[first:n] = ring[:n - first]
-        self._r = (r + n) % size
+        done = 0
+        while done < n:  # whole blocks never straddle two segments
+            i, off = r // seg, r % seg
+            k = min(n - done, seg - off)
+            out[done:done + k] = segs[i][off:off + k]
+            done += k
+            r = (r + k) % size
+        self._r = r
         self._fill = fill - n
         return n
 
@@ -101,6 +118,7 @@ class StreamReceiver:
         task, self._task = self._task, None
         if task is not None and not task.done():
             task.cancel()
+        self._segs = []  # the ring goes back to the heap once the task has let go
 
     # ---- the receiving task ------------------------------------------------
     async def _run(self):
@@ -123,8 +141,7 @@ class StreamReceiver:
             if resp.status != 200:
                 raise HttpError("HTTP %d" % resp.status, resp.status)
             self.connected = True
-            ring = self._ring
-            size = len(ring)
+            segs, seg, size = self._segs, self._seg, self._size
             while not self._closed:
                 free = size - self._fill
                 if not free:  # the player is behind: let TCP hold the rest
@@ -132,7 +149,8 @@ class StreamReceiver:
                     await self.hal.sleep_ms(_FULL_WAIT_MS)
                     continue
                 w = self._w
-                n = await resp.readinto(ring[w:w + min(free, size - w)])
+                off = w % seg
+                n = await resp.readinto(segs[w // seg][off:off + min(free, seg - off)])
                 if self._closed:
                     return
                 if not n:

@@ -127,7 +127,7 @@ class _Conn:
     def __init__(self, server):
         self.server = server
         self.request = bytearray()
-        self.out = None  # response bytes still to send (head + body), a memoryview
+        self.out = None  # bytes of the whole response (head + body), once the request is in
         self.body_left = None  # body bytes the faults allow before cut/hang
         self.end = "close"
         self.closed = False
@@ -141,7 +141,8 @@ class _Conn:
         self.request += data
         if self.out is None and b"\r\n\r\n" in self.request:
             head, body, fault = self.server.respond(self.request)
-            self.out = memoryview(head + bytes(body))
+            self.head, self.body = head, body  # not joined: the body stays the server's one copy
+            self.out = len(head) + len(body)
             self.head_len = len(head)
             if "cut" in fault:
                 self.body_left, self.end = fault["cut"], "close"
@@ -166,15 +167,20 @@ class _Conn:
         await asyncio.sleep(0)
         if self.closed:
             raise OSError(9, "closed")
-        limit = len(self.out)
+        limit = self.out
         if self.body_left is not None:
             limit = min(limit, self.head_len + self.body_left)
         if self.sent >= limit:
             if self.end == "hang" and self.body_left is not None:
                 await asyncio.Event().wait()  # never: the client must time out
             return None
-        k = min(n, self.server.chunk, limit - self.sent)
-        data = self.out[self.sent:self.sent + k]
+        at = self.sent
+        if at < self.head_len:
+            k = min(n, self.server.chunk, self.head_len - at)
+            data = memoryview(self.head)[at:at + k]
+        else:
+            k = min(n, self.server.chunk, limit - at)
+            data = memoryview(self.body)[at - self.head_len:at - self.head_len + k]
         self.sent += k
         return data
 

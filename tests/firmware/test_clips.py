@@ -8,7 +8,7 @@ from firmware.clips import BAD, FETCHING, MISSING, READY, ClipCache, file_name
 from firmware.config import ConfigError, NodeConfig
 from firmware.http import Client, HttpError, Watch, get, guarded
 from firmware.store import Store
-from firmware.stream import PREBUFFER, RING, StreamReceiver
+from firmware.stream import PREBUFFER, RING, StreamReceiver, make_ring
 from protocol.ima import BLOCK_BYTES, BLOCK_SAMPLES, wav
 from protocol.messages import EVENT_KINDS
 from tests.firmware.flaky_fs import FullFS
@@ -17,14 +17,19 @@ from tests.firmware.rig import config, remove_dir, temp_dir
 from tests.portable import raises, raises_with
 
 
-def clip(n_blocks, seed=1):
-    """A clip file of n_blocks (the data is a byte pattern, never decoded here) and its id."""
+def pattern(n_blocks, seed=1):
+    """n_blocks of a byte pattern (never decoded here)."""
     data = bytearray(n_blocks * BLOCK_BYTES)
     x = seed * 2654435761 & 0xFFFFFFFF
     for i in range(len(data)):
         x = (x * 1103515245 + 12345) & 0x7FFFFFFF
         data[i] = x >> 16 & 0xFF
-    body = wav(bytes(data))
+    return data
+
+
+def clip(n_blocks, seed=1):
+    """A clip file of n_blocks and its id."""
+    body = wav(bytes(pattern(n_blocks, seed)))
     return body, binascii.hexlify(hashlib.sha256(body).digest()).decode()
 
 
@@ -460,7 +465,7 @@ def test_guarded_times_out_on_the_hal_clock():
 # ---- streams ---------------------------------------------------------------
 
 def blocks(n, seed=3):
-    return clip(n, seed)[0][60:]
+    return bytes(pattern(n, seed))
 
 
 def stream_setup(data, faults=(), chunk=300, delay=0):
@@ -477,7 +482,7 @@ def test_stream_prebuffers_then_hands_out_blocks_in_order_and_ends():
     server, hal, client = stream_setup(data, chunk=100, delay=2)
 
     async def main():
-        rx = StreamReceiver(hal, client, "s-1", bytearray(RING), bytearray(384))
+        rx = StreamReceiver(hal, client, "s-1", make_ring(), bytearray(384))
         got = bytearray()
         buf = bytearray(2 * BLOCK_BYTES)
         first_at = None
@@ -499,14 +504,14 @@ def test_stream_prebuffers_then_hands_out_blocks_in_order_and_ends():
 
 
 def test_stream_full_ring_holds_back_the_socket_and_loses_nothing():
-    data = blocks(40)
+    data = blocks(32)
     server, hal, client = stream_setup(data, chunk=512)
 
     async def main():
-        rx = StreamReceiver(hal, client, "s-1", bytearray(RING), bytearray(384))
+        rx = StreamReceiver(hal, client, "s-1", make_ring(), bytearray(384))
         for _ in range(400):
             await asyncio.sleep(0)
-        assert rx.received == RING and rx.buffered_ms() > 700  # full: reading stopped
+        assert rx.received == RING and rx.buffered_ms() == RING * 1000 // 8111  # full: reading stopped
         got = bytearray()
         buf = bytearray(3 * BLOCK_BYTES)
         for _ in range(5000):
@@ -523,7 +528,7 @@ def test_stream_lost_when_the_server_goes_silent_or_refuses():
     server, hal, client = stream_setup(data, faults=[{"hang": 14 * BLOCK_BYTES}])
 
     async def main():
-        rx = StreamReceiver(hal, client, "s-1", bytearray(RING), bytearray(384))
+        rx = StreamReceiver(hal, client, "s-1", make_ring(), bytearray(384))
         buf = bytearray(BLOCK_BYTES)
         got = 0
         for _ in range(5000):
@@ -534,12 +539,12 @@ def test_stream_lost_when_the_server_goes_silent_or_refuses():
         assert rx.lost and not rx.ended and "timeout" in rx.error
         assert got == 14 * BLOCK_BYTES  # what came before the silence still played
         assert server.all_closed()
-        rx2 = StreamReceiver(hal, client, "nope", bytearray(RING), bytearray(384))
+        rx2 = StreamReceiver(hal, client, "nope", make_ring(), bytearray(384))
         for _ in range(200):
             await asyncio.sleep(0)
         assert rx2.lost and rx2.status == 404 and rx2.readinto(buf) == 0
         server.refuse = True
-        rx3 = StreamReceiver(hal, client, "s-1", bytearray(RING), bytearray(384))
+        rx3 = StreamReceiver(hal, client, "s-1", make_ring(), bytearray(384))
         for _ in range(200):
             await asyncio.sleep(0)
         assert rx3.lost and rx3.status is None
@@ -547,11 +552,11 @@ def test_stream_lost_when_the_server_goes_silent_or_refuses():
 
 
 def test_stream_underrun_rearms_the_prebuffer_and_close_stops_the_task():
-    data = blocks(40)
+    data = blocks(24)
     server, hal, client = stream_setup(data, chunk=256, delay=3)
 
     async def main():
-        rx = StreamReceiver(hal, client, "s-1", bytearray(RING), bytearray(384), prebuffer=4 * BLOCK_BYTES)
+        rx = StreamReceiver(hal, client, "s-1", make_ring(), bytearray(384), prebuffer=4 * BLOCK_BYTES)
         buf = bytearray(8 * BLOCK_BYTES)
         for _ in range(20000):
             if rx.readinto(buf):
@@ -580,3 +585,35 @@ def test_config_files_and_clip_budget():
     raises(ConfigError, NodeConfig, config(files={"host": ""}))
     raises(ConfigError, NodeConfig, config(files={"hots": "x"}))
     raises(ConfigError, NodeConfig, config(pa={"clip_kb": 10}))
+
+
+# ---- the node's wiring ------------------------------------------------------
+
+def test_the_node_tells_its_cache_what_to_fetch():
+    from tests.firmware.rig import MONDAY, PROGRAM, Rig, at
+
+    a, b, c = "a1" * 32, "b2" * 32, "c3" * 32
+    items = [["n-1", at(MONDAY, 17), 900, 0, "clip", a, ["thon-1"], 80, "news"],
+             ["n-2", at(MONDAY, 18), 900, 0, "clip", b, ["thon-9"], 80, "news"],  # not this node's zone
+             ["n-3", at(MONDAY, 16), 900, 0, "line", None, ["thon-1"], 80, "news"]]
+    rig = Rig(at(MONDAY, 12), program=PROGRAM, plan={"version": 4, "items": items})
+    try:
+        node = rig.boot()
+        media = node.media
+        assert media is not None and getattr(node.speaker, "media", None) is media
+        assert list(node.clip_wants()) == [(at(MONDAY, 17), at(MONDAY, 17) + 900, a)]
+        assert media.clip_state(a) == FETCHING and media.clip_state(b) == MISSING
+        assert media.open_clip(a) is None
+        assert media.clips.budget == 2048 * 1024
+        media.clips._dirty = False
+        ack = rig.send("broadcast_now", {"id": "x", "dur": 60, "src": "clip", "clip": c, "zones": ["thon-1"],
+                                         "vol": 60})
+        assert ack.applied and media.clips._dirty  # fetched at once
+        assert (0, None, c) in list(node.clip_wants())
+        media.clips._dirty = False
+        items.append(["n-4", at(MONDAY, 19), 900, 0, "clip", c, ["thon-2"], 80, "news"])
+        assert rig.send("set_program", {"plan": {"version": 5, "items": items}}).applied
+        assert media.clips._dirty
+        assert (at(MONDAY, 19), at(MONDAY, 19) + 900, c) in list(node.clip_wants())
+    finally:
+        rig.close()
