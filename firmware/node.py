@@ -19,6 +19,7 @@ from firmware.clock import STEP_EVENT_S, NodeClock
 from firmware.cmdlog import CommandLog
 from firmware.events import EventLog
 from firmware.lamp import LampControl
+from firmware.media import Media
 from firmware.speaker import Loudspeaker
 from firmware.store import BatchedValue, Store, StoreError
 from firmware.uptime import Uptime
@@ -60,7 +61,9 @@ class Node:
         self.events = EventLog(self.boot_id)
         self.clock = NodeClock(hal, self.uptime)
         self.lamp = LampControl(hal, cfg, self.energy, self.lit, self.emit, self.uptime) if cfg.has_lamp else None
-        self.media = None  # clip cache + stream client for the player (docs/audio.md 5-7); None: relay-only
+        # clips and streams for the loudspeaker (fetched from the gateway, verified, cached on flash)
+        self.media = Media(hal, cfg, self.clip_wants, self.emit, self.clock.now,
+                           getattr(hal, "open_connection", None)) if hal.zone_count() else None
         self.speaker = Loudspeaker(hal, cfg, self.emit, self.uptime, self.media, self.clock,
                                    self.store) if hal.zone_count() else None
         self.sun = SunSource(cfg.lat, cfg.lon, cfg.tz_hours)
@@ -98,6 +101,8 @@ class Node:
         found = self._load()
         found = self._load_programs() or found
         self.counter.resolve(found, self.clock.now())
+        if self.media is not None:
+            self.media.need()  # the stored plan's clips: fetch what is missing
         self.tick()  # lamps right from flash and RTC alone, before any network
         if self.counter.lost:  # old commands could be replayed until they expire: say so
             self.emit("storage_error", {"file": "counter", "error": "command counter lost; re-provision the key"})
@@ -157,6 +162,22 @@ class Node:
         except StoreError as exc:
             self.emit("storage_error", {"file": name, "error": str(exc)[:100]})
             return False
+
+    def clip_wants(self):
+        """(start, end, clip sha) of every clip the node will air: plan items in its zones, then
+        commanded broadcasts (start 0, no end: at once). The clip cache asks; nothing is copied."""
+        speaker = self.speaker
+        plan = self.plan
+        if plan is not None:
+            zones = speaker.zone_ids if speaker is not None else ()
+            for item in plan.items:
+                if item.src == "clip" and item.airs_in(zones):
+                    yield item.start, item.end, item.ref
+        if speaker is not None:
+            for c in speaker.commanded:
+                clip = getattr(c, "clip", None)
+                if clip:
+                    yield 0, None, clip
 
     # ---- the control step --------------------------------------------------
     def tick(self):
@@ -361,6 +382,8 @@ class Node:
                 self.program = lamp
             if plan is not None:
                 self.plan = plan
+                if self.media is not None:
+                    self.media.need()
             self.emit("program_applied", {"lamp": self.program.version, "plan": self.plan.version if self.plan else 0})
         elif op == commands.LAMP_OVERRIDE:
             now = self.clock.now()
@@ -378,6 +401,8 @@ class Node:
             if self.speaker is None:
                 return "unsupported", "this node has no loudspeaker"
             self.speaker.broadcast_now(args)
+            if self.media is not None and args.get("clip"):
+                self.media.need()  # a commanded clip is fetched at once
         elif op == commands.STOP_BROADCAST:
             if self.speaker is None:
                 return "unsupported", "this node has no loudspeaker"
@@ -487,6 +512,8 @@ class Node:
             loops += (("audio", self._audio_loop),)
         tasks = [asyncio.create_task(self._guard(name, fn)) for name, fn in loops]
         tasks.append(asyncio.create_task(self._guard("mqtt", self.mqtt.run, beat=False)))
+        if self.media is not None:  # downloads take their time: no heartbeat, they time out by themselves
+            tasks.append(asyncio.create_task(self._guard("media", self.media.run, beat=False)))
         try:
             while self.running:
                 await self.hal.sleep_ms(200)

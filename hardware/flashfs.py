@@ -33,6 +33,14 @@ class DirFS:
     def stat(self, name):
         return os.stat(self._full(name))[6]
 
+    def free_bytes(self):
+        """Bytes the filesystem still has for files, or None when it cannot say."""
+        try:
+            st = os.statvfs(self._path)
+        except (AttributeError, OSError):
+            return None
+        return st[0] * st[4]  # f_bsize * f_bavail (LittleFS gives f_bsize = f_frsize)
+
 
 def _is_dir(path):
     try:

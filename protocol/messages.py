@@ -52,6 +52,12 @@ EVENT_KINDS = (
     "time_request",
     "safe_mode_ended",
     "lamp_counters",
+    "clip_ready",  # the node's clip cache (firmware/clips.py): a clip downloaded and verified
+    "clip_evicted",  # removed from flash to make room (no item needs it)
+    "clip_unfit",  # cannot fit the clip budget or the flash (reported once)
+    "clip_corrupt",  # a hash mismatch or a corrupt read: deleted, fetched again
+    "clip_bad",  # corrupt MAX_CORRUPT times: not fetched again this boot
+    "clip_fetch_failed",  # a download failed (network, HTTP status); retried with backoff
 )
 
 APPLIED = "applied"
