@@ -18,13 +18,23 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Literal
 
-from fastapi import APIRouter, Depends, File, Form, Response, UploadFile
+from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, Field
+from starlette.datastructures import UploadFile as StarletteUpload
 
 from gateway.audio.tts import MAX_SPEED, MIN_SPEED
+from gateway.errors import GatewayError
 from gateway.service import Gateway
+from protocol.plan import CATEGORIES
 
 READ_CHUNK = 1 << 20
+FORM_OVERHEAD = 64 * 1024  # multipart boundaries and the small fields around the file
+UPLOAD_SCHEMA: dict[str, Any] = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+    "type": "object", "required": ["file"], "properties": {
+        "file": {"type": "string", "format": "binary", "description": "WAV, MP3, OGG/Opus, M4A, 3GP, AMR, FLAC, WebM"},
+        "title": {"type": "string", "description": "defaults to the file name"},
+        "category": {"type": "string", "enum": list(CATEGORIES)},
+        "source": {"type": "string", "enum": ["upload", "recording"], "default": "upload"}}}}}}}
 
 
 class TtsRequest(BaseModel):
@@ -56,20 +66,38 @@ def audio_router(gw: Gateway, viewer: Any, operator: Any,
         return Response(await clips.browser_audio(clip_id), media_type="audio/wav",
                         headers={"Content-Disposition": 'inline; filename="%s.wav"' % clip_id[:64]})
 
-    @router.post("/api/clips", status_code=201)
-    async def upload_clip(response: Response, file: UploadFile = File(...),
-                          title: str = Form(""), category: str = Form("news"),
-                          source: Literal["upload", "recording"] = Form("upload"),
-                          user: dict = Depends(operator)) -> dict[str, Any]:
-        data = bytearray()
-        while True:
-            chunk = await file.read(READ_CHUNK)
-            if not chunk:
-                break
-            data += chunk
-            if len(data) > clips.max_bytes:
-                raise clips.too_big()
-        row = await clips.add_upload(bytes(data), file.filename, title, category, user["username"], source)
+    @router.post("/api/clips", status_code=201, openapi_extra=UPLOAD_SCHEMA)
+    async def upload_clip(request: Request, response: Response, user: dict = Depends(operator)) -> dict[str, Any]:
+        # The form is read here, after the login and role checks and the size check (a route with File/Form
+        # parameters would have the whole body spooled before any of them).
+        length = request.headers.get("content-length")
+        if length is None or not length.isdigit():
+            raise GatewayError("clip.length_required", "Yêu cầu tải lên thiếu Content-Length",
+                               "An upload needs a Content-Length", status=411)
+        if int(length) > clips.max_bytes + FORM_OVERHEAD:
+            raise clips.too_big()
+        async with request.form(max_files=1, max_fields=8) as form:
+            file = form.get("file")
+            if not isinstance(file, StarletteUpload):
+                raise GatewayError("clip.no_file", "Chưa chọn tệp âm thanh (trường file)", "No file in the form (field file)",
+                                   field="file")
+            data = bytearray()
+            while True:
+                chunk = await file.read(READ_CHUNK)
+                if not chunk:
+                    break
+                data += chunk
+                if len(data) > clips.max_bytes:
+                    raise clips.too_big()
+            title, category, source = (form.get(k) for k in ("title", "category", "source"))
+            filename = file.filename
+        source = source if isinstance(source, str) and source else "upload"
+        if source not in ("upload", "recording"):
+            raise GatewayError("clip.source", "Nguồn phải là upload hoặc recording", "source must be upload or recording",
+                               field="source")
+        row = await clips.add_upload(bytes(data), filename, title if isinstance(title, str) else None,
+                                     category if isinstance(category, str) and category else "news",
+                                     user["username"], source)
         if row["duplicate"]:
             response.status_code = 200
         else:

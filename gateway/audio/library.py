@@ -111,6 +111,20 @@ def _install(tmp: str, final: str) -> None:
         os.close(dfd)
 
 
+def _wav_data_sizes(path: str) -> tuple[int | None, int]:
+    """(bytes the WAV header promises in its data chunk or None when it does not say, bytes there)."""
+    size = os.path.getsize(path)
+    head = _read(path, 1 << 16)
+    pos = 12
+    while pos + 8 <= len(head):
+        cid, length = head[pos:pos + 4], int.from_bytes(head[pos + 4:pos + 8], "little")
+        if cid == b"data":
+            unknown = length in (0, 0xFFFFFFFF, 0x7FFFFFFF) or length - 0x7FFFF000 in range(0x1000)  # streamed writers
+            return (None if unknown else length), max(0, size - pos - 8)
+        pos += 8 + length + (length & 1)
+    return None, size
+
+
 def _unlink(path: str) -> None:
     try:
         os.unlink(path)
@@ -343,6 +357,13 @@ class ClipLibrary:
             raise _refuse("clip.extension_mismatch",
                           "Tệp mang đuôi %s nhưng thực ra là %s; hãy đổi đúng đuôi rồi tải lên lại" % (ext, real),
                           "The file is named %s but is really %s; rename it and upload it again" % (ext, real))
+        if family == "wav":
+            promised, present = await asyncio.to_thread(_wav_data_sizes, src)
+            if promised is not None and present < promised * TRUNCATED_RATIO:
+                raise _refuse("clip.corrupt",
+                              "Tệp WAV bị cắt cụt: đầu tệp ghi %d byte âm thanh nhưng chỉ có %d byte" % (promised, present),
+                              "The WAV file is truncated: its header promises %d bytes of audio, %d are there"
+                              % (promised, present))
         header_s = self._duration(probed)
         if header_s is not None and header_s > self.max_seconds:
             raise self._too_long(header_s)

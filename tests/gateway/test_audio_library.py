@@ -176,7 +176,7 @@ def _bad_inputs(media, tmp):
     hiss = tmp / "hiss.wav"  # -70 dBFS noise: not digital silence, still nothing to hear
     ffmpeg("-f", "lavfi", "-i", "anoisesrc=a=0.0003:r=16000:seed=3", "-t", "3", "-c:a", "pcm_s16le", str(hiss))
     wav = media["wav"].read_bytes()
-    truncated_wav = wav[:len(wav) // 3]  # the header still promises the whole data chunk
+    truncated_wav = wav[:len(wav) // 3 // 4 * 4]  # whole frames (decodes cleanly); the header promises 3x more
     mp3 = bytearray(media["mp3"].read_bytes())
     for pos in range(3000, len(mp3) - 200, 1500):  # garbled: runs of junk over some frames
         mp3[pos:pos + 100] = bytes((pos * 7 + i * 13) & 0xFF for i in range(100))
@@ -323,16 +323,29 @@ def test_api_routes(tmp_path, media):
             await rig.api("POST", "/api/users", expect=201, json={"username": "xem", "name": "Xem", "role": "viewer",
                                                                    "password": "mat-khau-xem"})
             await rig.api("POST", "/api/zones", expect=201, json={"id": "thon-1", "name": "Thôn 1"})
-            up = await rig.api("POST", "/api/clips", expect=201, data={"title": "Thông báo họp", "category": "news"},
+            up = await rig.api("POST", "/api/clips", expect=201,
+                               data={"title": "Thông báo họp", "category": "news", "source": "recording"},
                                files={"file": ("hop.m4a", media["m4a"].read_bytes(), "audio/mp4")})
             clip = up.json()
             assert clip["duplicate"] is False and re.fullmatch(r"[0-9a-f]{64}", clip["id"])
+            assert clip["source"] == "recording" and clip["created_by"] == "admin" and clip["filename"] == "hop.m4a"
             again = await rig.api("POST", "/api/clips", expect=200, data={"title": "x", "category": "news"},
                                   files={"file": ("hop.m4a", media["m4a"].read_bytes(), "audio/mp4")})
             assert again.json()["id"] == clip["id"] and again.json()["duplicate"] is True
             bad = await rig.api("POST", "/api/clips", expect=422, data={"title": "x", "category": "news"},
                                 files={"file": ("a.mp3", b"not audio at all " * 20, "audio/mpeg")})
             assert bad.json()["error"] == "clip.not_audio" and bad.json()["message"] and bad.json()["message_en"]
+            max_bytes, rig.gw.clips.max_bytes = rig.gw.clips.max_bytes, 100_000
+            r = await rig.api("POST", "/api/clips", expect=413, data={"title": "x", "category": "news"},
+                              files={"file": ("big.wav", b"RIFF" + bytes(300_000), "audio/wav")})
+            assert r.json()["error"] == "clip.too_big"
+            rig.gw.clips.max_bytes = max_bytes
+            anon = httpx.AsyncClient(transport=rig.http._transport, base_url="http://gateway")
+            r = await anon.post("/api/clips", files={"file": ("a.wav", media["wav"].read_bytes(), "audio/wav")})
+            assert r.status_code == 401
+            await anon.aclose()
+            r = await rig.api("POST", "/api/clips", expect=400, data={"title": "x"})
+            assert r.json()["error"] == "clip.no_file"
             r = await rig.api("POST", "/api/clips", expect=400, data={"title": "x", "category": "weather"},
                               files={"file": ("a.wav", media["wav"].read_bytes(), "audio/wav")})
             assert r.json()["error"] == "clip.category"
