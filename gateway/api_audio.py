@@ -50,20 +50,19 @@ class NewTtsClip(TtsRequest):
 
 def audio_router(gw: Gateway, viewer: Any, operator: Any,
                  audit: Callable[[dict[str, Any], str, str | None, dict[str, Any] | None], None]) -> APIRouter:
-    clips = gw.clips
-    router = APIRouter()
+    router = APIRouter()  # gw.clips is looked up per request: building the routes needs no running gateway
 
     @router.get("/api/clips")
     async def list_clips(user: dict = Depends(viewer)) -> list[dict[str, Any]]:
-        return clips.list()
+        return gw.clips.list()
 
     @router.get("/api/clips/{clip_id}")
     async def get_clip(clip_id: str, user: dict = Depends(viewer)) -> dict[str, Any]:
-        return clips.require(clip_id)
+        return gw.clips.require(clip_id)
 
     @router.get("/api/clips/{clip_id}/audio")
     async def clip_audio(clip_id: str, user: dict = Depends(viewer)) -> Response:
-        return Response(await clips.browser_audio(clip_id), media_type="audio/wav",
+        return Response(await gw.clips.browser_audio(clip_id), media_type="audio/wav",
                         headers={"Content-Disposition": 'inline; filename="%s.wav"' % clip_id[:64]})
 
     @router.post("/api/clips", status_code=201, openapi_extra=UPLOAD_SCHEMA)
@@ -74,8 +73,8 @@ def audio_router(gw: Gateway, viewer: Any, operator: Any,
         if length is None or not length.isdigit():
             raise GatewayError("clip.length_required", "Yêu cầu tải lên thiếu Content-Length",
                                "An upload needs a Content-Length", status=411)
-        if int(length) > clips.max_bytes + FORM_OVERHEAD:
-            raise clips.too_big()
+        if int(length) > gw.clips.max_bytes + FORM_OVERHEAD:
+            raise gw.clips.too_big()
         async with request.form(max_files=1, max_fields=8) as form:
             file = form.get("file")
             if not isinstance(file, StarletteUpload):
@@ -87,15 +86,15 @@ def audio_router(gw: Gateway, viewer: Any, operator: Any,
                 if not chunk:
                     break
                 data += chunk
-                if len(data) > clips.max_bytes:
-                    raise clips.too_big()
+                if len(data) > gw.clips.max_bytes:
+                    raise gw.clips.too_big()
             title, category, source = (form.get(k) for k in ("title", "category", "source"))
             filename = file.filename
         source = source if isinstance(source, str) and source else "upload"
         if source not in ("upload", "recording"):
             raise GatewayError("clip.source", "Nguồn phải là upload hoặc recording", "source must be upload or recording",
                                field="source")
-        row = await clips.add_upload(bytes(data), filename, title if isinstance(title, str) else None,
+        row = await gw.clips.add_upload(bytes(data), filename, title if isinstance(title, str) else None,
                                      category if isinstance(category, str) and category else "news",
                                      user["username"], source)
         if row["duplicate"]:
@@ -107,7 +106,7 @@ def audio_router(gw: Gateway, viewer: Any, operator: Any,
 
     @router.post("/api/clips/tts", status_code=201)
     async def tts_clip(body: NewTtsClip, response: Response, user: dict = Depends(operator)) -> dict[str, Any]:
-        row = await clips.add_tts(body.text, body.voice, body.speed, body.title, body.category, user["username"])
+        row = await gw.clips.add_tts(body.text, body.voice, body.speed, body.title, body.category, user["username"])
         if row["duplicate"]:
             response.status_code = 200
         else:
@@ -118,11 +117,11 @@ def audio_router(gw: Gateway, viewer: Any, operator: Any,
     @router.post("/api/tts/preview", response_class=Response,
                  responses={200: {"content": {"audio/wav": {}}, "description": "16-bit PCM WAV, 16 kHz mono"}})
     async def tts_preview(body: TtsRequest, user: dict = Depends(operator)) -> Response:
-        return Response(await clips.preview_tts(body.text, body.voice, body.speed), media_type="audio/wav")
+        return Response(await gw.clips.preview_tts(body.text, body.voice, body.speed), media_type="audio/wav")
 
     @router.delete("/api/clips/{clip_id}")
     async def delete_clip(clip_id: str, user: dict = Depends(operator)) -> dict[str, Any]:
-        row = clips.delete(clip_id)
+        row = gw.clips.delete(clip_id)
         audit(user, "clip.delete", clip_id, {"title": row["title"]})
         return {"ok": True}
 
