@@ -22,7 +22,7 @@ FFPROBE = "ffprobe"
 
 TARGET_I = -16.0  # LUFS integrated (EBU R128)
 TARGET_TP = -1.5  # dBTP, in the stored file
-CEILING_DB = TARGET_TP - 0.7  # the limiter's ceiling (dBFS): resampling to 16 kHz and ADPCM's noise add ~0.5 dB
+CEILING_DB = TARGET_TP - 0.8  # the limiter's ceiling (dBFS): resampling to 16 kHz and ADPCM's noise add ~0.5 dB
 TARGET_LRA = 20.0  # LU: wide, so that speech is never squeezed for its range (linear whenever the peak allows)
 
 # docs/audio.md section 1, exactly

@@ -59,8 +59,9 @@ MAX_TEXT = 5000  # characters of text-to-speech input
 SILENT_LUFS = -70.0  # integrated loudness below this: silent (EBU R128's absolute gate)
 SILENT_PEAK_DB = -60.0  # or a true peak below this: silent
 TRUNCATED_RATIO = 0.9  # decoded audio shorter than 90 % of the header's duration (less 0.5 s): corrupt
-LOUDNESS_TOLERANCE = 0.3  # LU: a stored clip further than this from -16 LUFS is made again with the gain corrected
+LOUDNESS_TOLERANCE = 0.3  # LU: further off from -16 LUFS (R128 allows 0.5 for files), made again with more gain
 LOUDNESS_RETRIES = 2
+LOUDNESS_STEP = 1.4
 CONCURRENT = 2  # ffmpeg runs at once (the Pi has 4 cores; the event loop keeps one)
 
 # what ffprobe's format_name says -> the family, and the extensions each family may carry
@@ -385,7 +386,8 @@ class ClipLibrary:
             lufs, true_peak = await ffmpeg.loudness(out, self.timeout)
             if not math.isfinite(lufs) or abs(lufs - ffmpeg.TARGET_I) <= LOUDNESS_TOLERANCE:
                 break
-            gain += ffmpeg.TARGET_I - lufs  # the limiter took some loudness: a little more gain
+            # the limiter took some loudness; more gain makes it take a little more, so step past the error
+            gain += LOUDNESS_STEP * (ffmpeg.TARGET_I - lufs)
         head = await asyncio.to_thread(_read, out, 4096)
         try:
             _, _, samples = ima.parse_header(head)
