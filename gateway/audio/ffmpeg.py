@@ -52,8 +52,12 @@ class Loudness:
 
 async def run(args: list[str], timeout: float, what: str) -> tuple[int, bytes, bytes]:
     """(returncode, stdout, stderr) of one program; killed and refused past `timeout` seconds."""
-    proc = await asyncio.create_subprocess_exec(*args, stdin=asyncio.subprocess.DEVNULL,
-                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    try:
+        proc = await asyncio.create_subprocess_exec(*args, stdin=asyncio.subprocess.DEVNULL,
+                                                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    except FileNotFoundError:
+        raise GatewayError("audio.unavailable", "Máy chủ chưa cài %s nên không xử lý được âm thanh" % args[0],
+                           "%s is not installed on the gateway: audio cannot be processed" % args[0], status=503)
     try:
         out, err = await asyncio.wait_for(proc.communicate(), timeout)
     except asyncio.TimeoutError:

@@ -220,6 +220,8 @@ def test_refused_inputs_leave_nothing(tmp_path, bad_inputs, case):
     e = run(go())
     if case == "mp3-named-wav":
         assert "MP3" in e.en and "MP3" in e.vi  # says what the file really is
+    if case == "jpeg-as-mp3":
+        assert "picture" in e.en and "ảnh" in e.vi
 
 
 def test_tts_each_voice_makes_a_clip_and_preview_plays(tmp_path):
@@ -302,6 +304,26 @@ def test_piper_is_used_only_with_its_module_and_model_else_espeak(tmp_path):
     with pytest.raises(GatewayError) as err:
         GatewayConfig({"audio": {"tts": {"engine": "festival"}}})
     assert err.value.code == "config.audio.tts.engine"
+
+
+def test_a_request_cancelled_at_any_point_leaves_nothing_half_done(tmp_path, media):
+    lib, db, _ = make_library(tmp_path)
+    data = media["wav"].read_bytes()
+
+    async def go():
+        for delay in (0.0, 0.05, 0.2, 0.5, 1.0):
+            task = asyncio.ensure_future(lib.add_upload(data, "a.wav", "a", "news", "x"))
+            await asyncio.sleep(delay)
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            for _ in range(100):  # a store already under way finishes (shielded): wait for the temp files to go
+                if not list(lib.tmp.iterdir()):
+                    break
+                await asyncio.sleep(0.05)
+            rows = [r[0] for r in db.all("SELECT id FROM clips")]
+            assert tree(lib.dir) == [i + ".wav" for i in rows]  # a file exactly for each row, no temp file
+            assert len(rows) <= 1
+    run(go())
 
 
 def test_a_crash_between_file_and_row_is_cleaned_at_start(tmp_path, media):
