@@ -164,6 +164,13 @@ def test_the_same_content_twice_is_one_clip(tmp_path, media):
         again = await lib.add_upload(data, "b.ogg", "Lần hai", "health", "b")
         assert again["id"] == first["id"] and again["duplicate"] is True and again["title"] == "Lần một"
         assert db.scalar("SELECT COUNT(*) FROM clips") == 1 and tree(lib.dir) == [first["id"] + ".wav"]
+        # the same new content twice at once: one clip, one file, both answers name it
+        data = media["mp3"].read_bytes()
+        a, b = await asyncio.gather(lib.add_upload(data, "c.mp3", "c", "news", "a"),
+                                    lib.add_upload(data, "d.mp3", "d", "news", "b"))
+        assert a["id"] == b["id"] and sorted([a["duplicate"], b["duplicate"]]) == [False, True]
+        assert db.scalar("SELECT COUNT(*) FROM clips") == 2 and sorted(tree(lib.dir)) == sorted(
+            [first["id"] + ".wav", a["id"] + ".wav"])
     run(go())
 
 
