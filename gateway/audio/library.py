@@ -227,7 +227,7 @@ class ClipLibrary:
                       user: str | None) -> dict[str, Any]:
         """Typed text, read by the configured engine, normalised and stored like an upload (source 'tts')."""
         self._check_text(text, voice, speed)
-        title = self._title(title or text.strip().split("\n")[0][:MAX_TITLE], None)
+        title = self._title(title or " ".join(text.strip().split("\n")[0].split())[:MAX_TITLE], None)
         category = self._category(category)
         spoken, wav = await self._speak(text, voice, speed)
         meta = {"title": title, "category": category, "source": "tts", "created_by": user, "filename": None,
@@ -300,6 +300,9 @@ class ClipLibrary:
         title = (title or "").strip() or (os.path.splitext(os.path.basename(filename or ""))[0].strip())
         if not title:
             raise _refuse("clip.title", "Clip cần có tên", "A clip needs a title", 400, "title")
+        if any(ord(ch) < 32 or 127 <= ord(ch) < 160 for ch in title):
+            raise _refuse("clip.title", "Tên clip không được chứa ký tự điều khiển",
+                          "The title may not hold control characters", 400, "title")
         if len(title) > MAX_TITLE:
             raise _refuse("clip.title", "Tên clip dài quá %d ký tự" % MAX_TITLE,
                           "The title is longer than %d characters" % MAX_TITLE, 400, "title")

@@ -258,11 +258,12 @@ def test_tts_each_voice_makes_a_clip_and_preview_plays(tmp_path):
             frames = w.readframes(w.getnframes())
         assert w.getnframes() > 8000 and max(abs(x) for x in memoryview(frames).cast("h")) > 8000
         assert tree(lib.dir) == before and db.scalar("SELECT COUNT(*) FROM clips") == 3  # preview stores nothing
-        for bad, code in ((("", "north", 1.0), "tts.empty"), (("x", "west", 1.0), "tts.voice"),
-                          (("x", "north", 3.0), "tts.speed")):
+        for bad, code in ((("", "north", 1.0, None), "tts.empty"), (("x", "west", 1.0, None), "tts.voice"),
+                          (("x", "north", 3.0, None), "tts.speed"), (("x", "north", 1.0, "a\x07b"), "clip.title")):
             with pytest.raises(GatewayError) as err:
-                await lib.add_tts(*bad, None, "news", "canbo")
+                await lib.add_tts(*bad, "news", "canbo")
             assert err.value.code == code
+        assert db.scalar("SELECT COUNT(*) FROM clips") == 3 and tree(lib.dir) == before
     run(go())
 
 
