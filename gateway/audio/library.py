@@ -161,7 +161,7 @@ class ClipLibrary:
         self.max_seconds = cfg.audio_max_seconds
         self.max_bytes = int(cfg.audio_max_upload_mb * 1024 * 1024)
         self.timeout = cfg.audio_ffmpeg_timeout_s
-        self.engine = engine or make_engine(cfg.tts_engine, cfg.tts_model, log)
+        self.engine = engine or make_engine(cfg.tts_engine, cfg.tts_model, log, timeout=self.timeout)
         self._slots = asyncio.Semaphore(CONCURRENT)
         self._clean()
 
