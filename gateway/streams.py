@@ -265,6 +265,10 @@ class StreamHub:
         await self._finish(stream, why)
         return stream
 
+    async def end(self, stream: LiveStream, why: str) -> None:
+        """End this stream if it is still live (no error when it has ended already)."""
+        await self._finish(stream, why)
+
     async def close(self) -> None:
         """Stop every stream (the gateway stops)."""
         for stream_id in list(self.streams):
@@ -420,7 +424,7 @@ class Streams:
         try:
             batch = await self._air(stream, prio, volume, int(max_seconds), user)
         except BaseException:
-            await self.hub.stop(stream_id, "failed")
+            await self.hub.end(stream, "failed")
             raise
         stream.info["batch"] = batch
         return dict(stream.to_json(), progress=self.commands.batch_progress(batch))
