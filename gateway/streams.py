@@ -359,9 +359,10 @@ class StreamHub:
             client.finish()
         stream.clients.clear()
         current = asyncio.current_task()
-        for task in stream.tasks:
-            if task is not current:
-                task.cancel()
+        others = [task for task in stream.tasks if task is not current]
+        for task in others:
+            task.cancel()
+        await asyncio.gather(*others, return_exceptions=True)
         proc = stream.proc
         if proc is not None and proc.returncode is None:
             try:
@@ -372,6 +373,14 @@ class StreamHub:
             except asyncio.TimeoutError:
                 proc.kill()
                 await proc.wait()
+        if proc is not None:  # let its pipes reach EOF, so that asyncio closes their transport
+            if proc.stdin is not None and not proc.stdin.is_closing():
+                proc.stdin.close()
+            if proc.stdout is not None:
+                try:
+                    await asyncio.wait_for(proc.stdout.read(), 1)
+                except (asyncio.TimeoutError, ValueError, RuntimeError):  # read by a cancelled pump meanwhile
+                    pass
         if stream.stderr_task is not None:
             await asyncio.wait([stream.stderr_task], timeout=1)
         stream.ended.set()  # and its ffmpeg is gone
