@@ -53,6 +53,15 @@ OUTPUT_FLAGS = ["-map", "0:a:0", "-vn", "-ar", str(ima.RATE), "-ac", "1", "-c:a"
                 "-flush_packets", "1", "-f", "data", "pipe:1"]
 
 
+def _protocols(source: str) -> str:
+    """What ffmpeg may open for this source: a remote playlist must not reach local files."""
+    if source.startswith(("http://", "https://")):
+        return "http,https,tcp,tls,crypto"
+    if source.startswith(("rtsp://", "rtmp://")):
+        return "rtsp,rtmp,rtp,udp,tcp,tls"
+    return "file"
+
+
 def _fail(code: str, vi: str, en: str, field: str | None = None, status: int | None = None) -> GatewayError:
     return GatewayError(code, vi, en, field, status=status)
 
@@ -172,7 +181,8 @@ class StreamHub:
         elif kind == "url":
             if source is None:
                 raise ValueError("a url stream needs its source")
-            cmd += ["-readrate", "%g" % self.readrate] + INPUT_FLAGS + ["-i", source]
+            cmd += ["-readrate", "%g" % self.readrate, "-protocol_whitelist", _protocols(source)] + INPUT_FLAGS
+            cmd += ["-i", source]
         else:
             raw = ["-f", "s16le", "-ar", str(ima.RATE), "-ac", "1"] if fmt == "s16le" else []
             cmd += INPUT_FLAGS + raw + ["-i", "pipe:0"]

@@ -286,3 +286,30 @@ def test_hub_limits_end_streams(tmp_path):
         assert idle.why == "push_idle" and hub.streams == {}
         assert idle.proc.returncode is not None  # its ffmpeg is gone
     run(scenario())
+
+
+def test_hub_relays_an_http_url(tmp_path):
+    """A url stream from an HTTP server: the listener gets exactly the source's blocks."""
+    import functools
+    import http.server
+
+    source = make_source(tmp_path / "radio.wav", 880, 4.0)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    handler.log_message = lambda *a: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+
+    async def scenario():
+        hub = StreamHub(log=lambda s: None, readrate=8)
+        url = "http://127.0.0.1:%d/radio.wav" % server.server_address[1]
+        stream = await hub.start("st1", "url", ["thon-1"], source=url, max_seconds=60)
+        client = hub.attach(stream, "loa-1")
+        got = b"".join([data async for data in client.blocks()])
+        assert stream.why == "ended"
+        reference = offline_blocks(source)
+        first = assert_run_of(got, reference)
+        assert first + len(got) // BLOCK == len(reference) // BLOCK
+    try:
+        run(scenario())
+    finally:
+        server.shutdown()
