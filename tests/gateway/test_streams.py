@@ -313,3 +313,25 @@ def test_hub_relays_an_http_url(tmp_path):
         run(scenario())
     finally:
         server.shutdown()
+
+
+def test_late_listener_starts_half_a_second_back(tmp_path):
+    """A node joining a running stream gets the last ~0.5 s at once, then the live blocks, no gap."""
+    async def scenario():
+        hub = StreamHub(log=lambda s: None)
+        source = make_source(tmp_path / "tone.wav", 300, 30.0)
+        stream = await hub.start("st1", "url", ["thon-1"], source=source, max_seconds=60)
+        await wait_until(lambda: stream.blocks >= 40, 20, "1.3 s of stream")
+        at = stream.blocks
+        client = hub.attach(stream, "loa-1")
+        got = b""
+        async for data in client.blocks():
+            if not got:
+                assert len(data) == hub.ring_blocks * BLOCK == 16 * BLOCK  # the ring: 0.5 s, handed over at once
+            got += data
+            if len(got) >= 40 * BLOCK:
+                break
+        await hub.stop("st1")
+        reference = offline_blocks(source)
+        assert assert_run_of(got, reference) == at - hub.ring_blocks  # from 16 blocks before the live edge
+    run(scenario())
