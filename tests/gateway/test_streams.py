@@ -102,6 +102,9 @@ def test_url_stream_to_two_nodes(tmp_path):
             pw = await zones_and_nodes(rig, NODES)
             source = make_source(tmp_path / "tone.wav", 1000, 3.0)
             reference = offline_blocks(source)
+            r = await rig.http.post("/api/streams", json={"kind": "url", "url": source, "zones": ["thon-1"]},
+                                    headers={"X-CSRF-Token": "forged"})
+            assert r.status_code == 403 and r.json()["error"] == "csrf.invalid" and rig.gw.streams.list() == []
             r = await rig.api("POST", "/api/streams", expect=201, json={
                 "kind": "url", "url": source, "zones": ["thon-1"], "priority": "emergency", "volume": 90,
                 "max_seconds": 60})
