@@ -73,7 +73,7 @@ def make_gateway(cfg: GatewayConfig, clock: Clock | None = None,
     plans = PlanPusher(db=db, clock=clock, registry=registry, alerts=alerts, commands=commands, ingest=ingest,
                        log=log, utc_offset=cfg.utc_offset, horizon_days=cfg.horizon_days, clip_seconds=clip_seconds)
     users = Users(db, clock)
-    streams = Streams(hub=StreamHub(log=log, mic_device=getattr(cfg, "audio_mic_device", "default")), db=db,
+    streams = Streams(hub=StreamHub(log=log, mic_device=cfg.audio_mic_device), db=db,
                       registry=registry, commands=commands, emergencies=emergencies, log=log)
 
     async def reload_broker(broker_users: list[brokers.BrokerUser]) -> None:
