@@ -152,7 +152,7 @@ class ClipCache:
         self.hal, self.fs = hal, fs
         self.budget = budget
         self.client = client  # firmware.http.Client: where clips come from
-        self.wants = wants  # () -> iterable of (start, end or None, sha)
+        self.wants = wants  # () -> iterable of (start, end or None, sha); None: unknown now (evict nothing)
         self.emit = emit or (lambda kind, data=None: None)
         self.now = now or (lambda: None)  # wall clock (Unix s) or None: items that ended are not wanted
         self._buf = self._head = None  # made for a download, released after it (idle: no buffers)
@@ -163,6 +163,7 @@ class ClipCache:
         self.fetching = None  # the sha being downloaded now
         self.fetched = 0  # clips downloaded and verified since boot
         self._scan()
+        self._audit = list(self._files)  # verified clips to re-hash once after boot, when idle
 
     # ---- what is on flash --------------------------------------------------
     def _scan(self):
@@ -269,7 +270,10 @@ class ClipCache:
     # ---- wants -------------------------------------------------------------
     def _live_wants(self):
         now = self.now()
-        for start, end, sha in self.wants():
+        wants = self.wants()
+        if wants is None:
+            return
+        for start, end, sha in wants:
             if sha and (end is None or now is None or end > now):
                 yield start, end, sha
 
@@ -296,41 +300,54 @@ class ClipCache:
         return best
 
     def _wanted_keys(self):
+        """{sha16: True} of the clips wanted now; None when the node cannot say (see wants)."""
+        if self.wants() is None:
+            return None
         keys = {}
         for _start, _end, sha in self._live_wants():
             keys[key(sha)] = True
         return keys
 
     def _make_room(self, total, have, keep):
-        """Evict unwanted clips until a clip of `total` bytes (`have` of them on flash already)
-        fits the budget and the flash; False if it cannot."""
-        wanted = None
-        while True:
-            fits = self.budget - self.used() >= total
-            free_bytes = getattr(self.fs, "free_bytes", None)
-            if fits and free_bytes is not None:
-                free = free_bytes()
-                fits = free is None or free >= total - have
-            if fits:
-                return True
-            if wanted is None:
-                wanted = self._wanted_keys()
-                wanted[key(keep)] = True
+        """Make a clip of `total` bytes (`have` of them on flash already) fit the budget and the
+        flash, evicting unwanted clips (least recently wanted first) only if that is enough.
+        None when it fits; else why not: "budget", "flash_full" or "wants_unknown"."""
+        need_budget = total - (self.budget - self.used())
+        free_bytes = getattr(self.fs, "free_bytes", None)
+        free = free_bytes() if free_bytes is not None else None
+        need_flash = 0 if free is None else (total - have) - free
+        if need_budget <= 0 and need_flash <= 0:
+            return None
+        wanted = self._wanted_keys()
+        if wanted is None:  # the node cannot say what it needs right now: evict nothing
+            return "wants_unknown"
+        wanted[key(keep)] = True
+        gain = 0
+        for k, entry in self._files.items():
+            if k not in wanted:
+                gain += entry[0]
+        if gain < need_budget:
+            return "budget"
+        if gain < need_flash:
+            return "flash_full"
+        while need_budget > 0 or need_flash > 0:
             victim = None
             for k, entry in self._files.items():
                 if k not in wanted and (victim is None or entry[1] < self._files[victim][1]):
                     victim = k
-            if victim is None:
-                return False
-            self.emit("clip_evicted", {"clip": victim, "size": self._files[victim][0]})
+            size = self._files[victim][0]
+            self.emit("clip_evicted", {"clip": victim, "size": size})
             self._drop(victim)
+            need_budget -= size
+            need_flash -= size
+        return None
 
     # ---- trouble -------------------------------------------------------------
     def _trouble_for(self, k, kind):
         t = self._trouble.get(k)
         if t is None or t[0] != kind:
             if t is None and len(self._trouble) >= MAX_TROUBLE:
-                wanted = self._wanted_keys()
+                wanted = self._wanted_keys() or {}
                 for old in list(self._trouble):
                     if old not in wanted:
                         del self._trouble[old]
@@ -369,6 +386,9 @@ class ClipCache:
         while True:
             self._dirty = False
             sha = self._next()
+            if sha is None and self._audit:
+                await self.audit(self._audit.pop())
+                continue
             if sha is None:
                 waited = 0
                 while waited < IDLE_MS and not self._dirty:  # need() wakes it early
@@ -377,6 +397,35 @@ class ClipCache:
                 continue
             await self.fetch(sha)
             await hal.sleep_ms(0)
+
+    async def audit(self, k):
+        """Re-hash a verified clip on flash (named by its first 16 hex digits); delete it if the
+        flash changed it (it is fetched again if wanted). True when it is intact."""
+        if k not in self._files:
+            return True
+        h = hashlib.sha256()
+        buf = bytearray(BUF)
+        got = 0
+        try:
+            with self.fs.open(PREFIX + k + DONE, "rb") as f:
+                while True:
+                    n = f.readinto(buf)
+                    if not n:
+                        break
+                    h.update(memoryview(buf)[:n])
+                    got += n
+                    await self.hal.sleep_ms(0)  # a file of minutes must not hold the loop
+        except OSError:
+            got = -1
+        buf = None
+        if k not in self._files:  # evicted meanwhile
+            return True
+        if got == self._files[k][0] and binascii.hexlify(h.digest()).decode()[:16] == k:
+            return True
+        self._drop(k)
+        self.emit("clip_corrupt", {"clip": k, "where": "audit"})
+        self._dirty = True
+        return False
 
     async def fetch(self, sha):
         """One attempt at downloading `sha`; True when it is now verified on flash."""
@@ -481,10 +530,13 @@ class ClipCache:
             total = resp.total
             if total is None:
                 raise HttpError("no Content-Length", resp.status)
-            if not self._make_room(total, have, sha):
+            why = self._make_room(total, have, sha)
+            if why == "wants_unknown":
+                raise HttpError("the node's plan is being reloaded: later")
+            if why is not None:
                 self._partial = None
                 self._remove(part)
-                self._unfit(k, total, "budget")
+                self._unfit(k, total, why)
                 raise _Unfit()
             t = self._trouble.get(k)
             if t is not None and t[0] == _UNFIT:
