@@ -48,7 +48,8 @@ MAX_TROUBLE = const(16)
 STALL_MS = const(10000)  # a download with no byte for this long is dropped (and resumed later)
 BACKOFF_MIN_MS = const(1000)
 BACKOFF_MAX_MS = const(60000)
-IDLE_MS = const(1000)  # the fetch task looks at the wants this often when it has nothing to do
+IDLE_MS = const(1000)  # the fetch task's pace when it has nothing to do (need() is seen within it)
+RESCAN = const(10)  # idle rounds between two scans of the wants when nothing changed
 RECHECK_MS = const(60000)  # an unfit clip is tried again this often (items end, room appears)
 HEAD_READ = const(128)  # bytes read to find the WAV data chunk (ffmpeg's header is 60 bytes)
 _ENOENT = const(2)
@@ -297,6 +298,11 @@ class ClipCache:
                     continue
             if best is None or start < best_start:
                 best, best_start = sha, start
+        if self._trouble and self.wants() is not None:  # forget the troubles of clips no longer wanted
+            wanted = self._wanted_keys()
+            for k in list(self._trouble):
+                if k not in wanted:
+                    del self._trouble[k]
         return best
 
     def _wanted_keys(self):
@@ -383,20 +389,32 @@ class ClipCache:
     async def run(self):
         """Fetch what is wanted, forever (the node runs it under its supervisor)."""
         hal = self.hal
+        idle = 0
         while True:
-            self._dirty = False
-            sha = self._next()
+            # the wants are scanned when they changed, when a retry is due, and every RESCAN idle
+            # rounds (windows close as the clock runs); not every second on every node
+            if self._dirty or idle >= RESCAN or self._retry_due():
+                self._dirty = False
+                idle = 0
+                sha = self._next()
+            else:
+                sha = None
             if sha is None and self._audit:
                 await self.audit(self._audit.pop())
                 continue
             if sha is None:
-                waited = 0
-                while waited < IDLE_MS and not self._dirty:  # need() wakes it early
-                    await hal.sleep_ms(IDLE_MS // 4)
-                    waited += IDLE_MS // 4
+                idle += 1
+                await hal.sleep_ms(IDLE_MS)
                 continue
             await self.fetch(sha)
             await hal.sleep_ms(0)
+
+    def _retry_due(self):
+        ticks = self.hal.ticks_ms()
+        for t in self._trouble.values():
+            if (t[0] != _CORRUPT or t[1] < MAX_CORRUPT) and self.hal.ticks_diff(ticks, t[2]) >= 0:
+                return True
+        return False
 
     async def audit(self, k):
         """Re-hash a verified clip on flash (named by its first 16 hex digits); delete it if the
