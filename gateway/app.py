@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 from gateway import broker as brokers
 from gateway.alerts import Alerts
+from gateway.audio.library import ClipLibrary
 from gateway.clock import Clock, SystemClock
 from gateway.commands import CommandService
 from gateway.config import GatewayConfig
@@ -23,6 +24,7 @@ from gateway.plan_push import PlanPusher
 from gateway.provisioning import Provisioning
 from gateway.registry import Registry
 from gateway.service import GATEWAY_USER, Gateway, load_secrets
+from gateway.streams import StreamHub, Streams
 from gateway.timesync import TimeService
 from gateway.users import Users
 
@@ -39,7 +41,7 @@ def make_gateway(cfg: GatewayConfig, clock: Clock | None = None,
     db = Database(os.path.join(cfg.data_dir, "denloa.db"))
     secrets = load_secrets(cfg.data_dir)
     metrics = Metrics()
-    registry = Registry(db, clock, brokers.hash_password)
+    registry = Registry(db, clock, brokers.hash_password, files_port=cfg.http_port)
     alerts = Alerts(db, clock, cfg.tz_s, registry.name)
 
     broker = None
@@ -62,9 +64,17 @@ def make_gateway(cfg: GatewayConfig, clock: Clock | None = None,
                     metrics=metrics, log=log)
     timesync = TimeService(clock=clock, commands=commands, log=log)
     emergencies = Emergencies(db=db, registry=registry, commands=commands)
+    clips = ClipLibrary(db, cfg, clock, log)
+
+    def clip_seconds(clip_id: str) -> float | None:
+        row = clips.get(clip_id)
+        return None if row is None else row["samples"] / 16000.0
+
     plans = PlanPusher(db=db, clock=clock, registry=registry, alerts=alerts, commands=commands, ingest=ingest,
-                       log=log, utc_offset=cfg.utc_offset, horizon_days=cfg.horizon_days)
+                       log=log, utc_offset=cfg.utc_offset, horizon_days=cfg.horizon_days, clip_seconds=clip_seconds)
     users = Users(db, clock)
+    streams = Streams(hub=StreamHub(log=log, mic_device=getattr(cfg, "audio_mic_device", "default")), db=db,
+                      registry=registry, commands=commands, emergencies=emergencies, log=log)
 
     async def reload_broker(broker_users: list[brokers.BrokerUser]) -> None:
         if broker is not None:
@@ -75,7 +85,7 @@ def make_gateway(cfg: GatewayConfig, clock: Clock | None = None,
     gw = Gateway(cfg=cfg, clock=clock, log=log, db=db, secrets=secrets, metrics=metrics, registry=registry,
                  alerts=alerts, commands=commands, ingest=ingest, link=link, timesync=timesync,
                  emergencies=emergencies, plans=plans, users=users, provisioning=provisioning,
-                 broker=broker)
+                 broker=broker, clips=clips, streams=streams)
 
     # ---- hooks, all of them ----
     link.on_connect.append(commands.work.set)  # send what waited for the link

@@ -31,6 +31,15 @@
 
     [bridge]                     # optional: forward the site's topics to a province broker
     host = ""
+
+    [audio]                      # the clip library (docs/audio.md)
+    max_seconds = 900            # longest clip accepted (upload or text-to-speech)
+    max_upload_mb = 50           # biggest upload accepted
+    ffmpeg_timeout_s = 300       # one ffmpeg or TTS run longer than this is stopped and refused
+
+    [audio.tts]
+    engine = "espeak"            # or "piper" (falls back to espeak-ng, with a warning, without it)
+    model = ""                   # piper: path of the .onnx voice (its .onnx.json beside it)
 """
 from __future__ import annotations
 
@@ -49,7 +58,9 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "commands": {"expiry_s": 600, "retry_s": 10},
     "planner": {"horizon_days": 3},
     "bridge": {"host": "", "port": 8883, "username": "", "password": "", "tls_ca": "", "remote_prefix": ""},
+    "audio": {"max_seconds": 900, "max_upload_mb": 50, "ffmpeg_timeout_s": 300, "tts": {}},
 }
+TTS_DEFAULTS: dict[str, Any] = {"engine": "espeak", "model": ""}
 
 
 def _bad(key: str, vi: str, en: str) -> GatewayError:
@@ -103,6 +114,24 @@ class GatewayConfig:
         self.command_retry_s = self._number("commands.retry_s", merged["commands"]["retry_s"], 0.2, 3600)
         self.horizon_days = int(self._number("planner.horizon_days", merged["planner"]["horizon_days"], 1, 14))
         self.bridge = merged["bridge"] if merged["bridge"]["host"] else None
+        a = merged["audio"]
+        self.audio_max_seconds = int(self._number("audio.max_seconds", a["max_seconds"], 1, 6 * 3600))
+        self.audio_max_upload_mb = self._number("audio.max_upload_mb", a["max_upload_mb"], 0.001, 2048)
+        self.audio_ffmpeg_timeout_s = self._number("audio.ffmpeg_timeout_s", a["ffmpeg_timeout_s"], 1, 3600)
+        tts = a["tts"]
+        if not isinstance(tts, dict):
+            raise _bad("audio.tts", "Mục [audio.tts] phải là một bảng", "[audio.tts] must be a table")
+        unknown = set(tts) - set(TTS_DEFAULTS)
+        if unknown:
+            key = "audio.tts.%s" % sorted(unknown)[0]
+            raise _bad(key, "Khóa cấu hình không xác định: %s" % key, "Unknown configuration key: %s" % key)
+        tts = dict(TTS_DEFAULTS, **tts)
+        if tts["engine"] not in ("espeak", "piper"):
+            raise _bad("audio.tts.engine", "audio.tts.engine phải là espeak hoặc piper",
+                       "audio.tts.engine must be espeak or piper")
+        self.tts_engine = str(tts["engine"])
+        model = str(tts["model"])
+        self.tts_model = os.path.normpath(os.path.join(base, os.path.expanduser(model))) if model else ""
 
     @staticmethod
     def _number(key: str, value: object, lo: float, hi: float) -> float:

@@ -96,6 +96,22 @@ MIGRATIONS = [
     CREATE TABLE lamp_counters (
         node_id TEXT PRIMARY KEY, on_s REAL NOT NULL, wh REAL NOT NULL, ts REAL NOT NULL);
     """,
+    # 3: what really played (audio samples, complete or why not), broadcasts the nodes missed, and the
+    #    audio clip library (gateway/audio/library.py): id = SHA-256 of the node-format file
+    """
+    ALTER TABLE airings ADD COLUMN samples INTEGER;
+    ALTER TABLE airings ADD COLUMN of_samples INTEGER;
+    ALTER TABLE airings ADD COLUMN complete INTEGER;
+    ALTER TABLE airings ADD COLUMN why TEXT;
+    ALTER TABLE airings ADD COLUMN by_item TEXT;
+    ALTER TABLE airings ADD COLUMN zones TEXT;
+    CREATE TABLE clips (
+        id TEXT PRIMARY KEY, title TEXT NOT NULL, category TEXT NOT NULL, duration_ms INTEGER NOT NULL,
+        samples INTEGER NOT NULL, size INTEGER NOT NULL, source TEXT NOT NULL CHECK (source IN ('upload', 'tts', 'recording')),
+        created_by TEXT, created_at REAL NOT NULL, filename TEXT, pcm_sha256 TEXT NOT NULL,
+        text TEXT, spoken TEXT, voice TEXT, speed REAL, input_lufs REAL, lufs REAL, true_peak REAL);
+    CREATE INDEX clips_by_time ON clips (created_at);
+    """,
 ]
 
 

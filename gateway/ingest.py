@@ -31,6 +31,14 @@ SUSPICIOUS = ("bad_signature", "replay", "wrong_target")
 SKEW_S = 30  # a node's telemetry time further off than this gets a fresh time sync
 SKEW_EVERY_S = 600
 LAMP_FAULTS = ("lamp_fault", "day_burner")
+AUDIO_RATE = 16000  # samples a second of the node playback format (protocol/ima.py)
+MISSED_WHY = {  # why a node did not air an item (its broadcast_missed event), in plain words
+    "clip_missing": ("loa chưa tải được tệp âm thanh kịp giờ", "the loudspeaker could not fetch the audio in time"),
+    "clip_bad": ("tệp âm thanh trên loa bị hỏng", "the audio file on the loudspeaker is damaged"),
+    "no_clock": ("loa chưa có giờ chuẩn", "the loudspeaker has no valid time"),
+    "stream_unavailable": ("loa không nhận được luồng phát trực tiếp", "the loudspeaker could not get the live stream"),
+    "no_audio": ("bộ phát âm thanh của loa bị lỗi", "the loudspeaker's audio output failed"),
+}
 
 
 class Ingest:
@@ -222,12 +230,14 @@ class Ingest:
                     and self.commands.desynced(node_id, data.get("id"), data.get("ctr"), data.get("got"))):
                 self.alerts.open("cmd_rejected", node_id, data)  # a desync of our own counter is no attack
         elif kind in ("broadcast_ended", "broadcast_interrupted"):
-            started = data.get("start") or (evt.ts or now) - data.get("secs", 0)
-            self.db.run("INSERT OR IGNORE INTO airings (node_id, item_id, category, priority, source, started, secs,"
-                        " outcome, event_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        node_id, str(data.get("id")), str(data.get("cat", "other")), int(data.get("prio", 0)),
-                        data.get("src"), started, int(data.get("secs", 0)),
-                        "ended" if kind == "broadcast_ended" else "interrupted", event_id)
+            self._airing(node_id, evt, event_id, now, "ended" if kind == "broadcast_ended" else "interrupted")
+        elif kind == "broadcast_missed":
+            self._airing(node_id, evt, event_id, now, "missed")
+            why = str(data.get("why", "?"))
+            why_vi, why_en = MISSED_WHY.get(why, (why, why))
+            self.alerts.open("broadcast_not_aired", node_id,
+                             {"item": data.get("id", "?"), "why": why, "why_vi": why_vi, "why_en": why_en},
+                             at=evt.ts if evt.ts is not None else now)
         elif kind == "broadcast_failed":
             self.alerts.open("broadcast_failed", node_id, {"item": data.get("id", "?")})
         elif kind == "clock_invalid":
@@ -249,6 +259,27 @@ class Ingest:
         elif kind == "time_request" and isinstance(data.get("t1"), int):
             for fn in self.on_time_request:
                 fn(node_id, data["t1"], int(now * 1000))
+
+    def _airing(self, node_id: str, evt: messages.Event, event_id: int | None, now: float, outcome: str) -> None:
+        """One segment of a broadcast as the node says it played (or was missed): the report's source."""
+        data = evt.data
+        secs = _int(data.get("secs")) or 0
+        samples = _int(data.get("samples"))
+        if samples is not None:  # audio: what left the DAC, to the sample
+            secs = samples // AUDIO_RATE
+        ts = evt.ts if evt.ts is not None else now
+        started = _int(data.get("start")) or (ts - secs)
+        complete = data.get("complete")
+        zones = data.get("zones")
+        self.db.run("INSERT OR IGNORE INTO airings (node_id, item_id, category, priority, source, started, secs,"
+                    " outcome, event_id, samples, of_samples, complete, why, by_item, zones)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    node_id, str(data.get("id")), str(data.get("cat", "other")), _int(data.get("prio")) or 0,
+                    data.get("src"), started, secs, outcome, event_id, samples, _int(data.get("of")),
+                    None if complete is None else int(bool(complete)),
+                    str(data["why"])[:40] if data.get("why") is not None else None,
+                    str(data["by"])[:40] if data.get("by") is not None else None,
+                    json.dumps(zones[:8]) if isinstance(zones, list) else None)
 
     # ---- what the API and the UI read -------------------------------------
     def live(self, node_id: str) -> dict[str, Any]:
@@ -294,6 +325,10 @@ class Ingest:
                             row["last_seen"], row["node_id"])
                 self.alerts.open("offline", row["node_id"], at=row["last_seen"])
         return len(rows)
+
+
+def _int(v: object) -> int | None:
+    return int(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < 1e15 else None
 
 
 def _number(v: object) -> bool:

@@ -16,6 +16,7 @@ migrations). Everything here is synchronous, so no transaction spans an
 from __future__ import annotations
 
 import hashlib
+import math
 import json
 from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING, Any, Protocol
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
     from gateway.registry import Registry
 
 ROLL_EVERY_S = 600
+RESUME_S = 300  # a clip item's window beyond the clip's length by default: a cut clip can still finish
 
 
 class Clock(Protocol):
@@ -66,7 +68,8 @@ class PlanPusher:
     """Lamp programs and schedules as staff set them, and each node's program and plan pushed as commands."""
 
     def __init__(self, *, db: Database, clock: Clock, registry: Registry, alerts: Alerts, commands: CommandService,
-                 ingest: Ingest, log: Callable[[str], None], utc_offset: float, horizon_days: int) -> None:
+                 ingest: Ingest, log: Callable[[str], None], utc_offset: float, horizon_days: int,
+                 clip_seconds: Callable[[str], float | None] | None = None) -> None:
         self.db = db
         self.clock = clock
         self.registry = registry
@@ -77,6 +80,7 @@ class PlanPusher:
         self.utc_offset = utc_offset  # hours: the site's fixed UTC offset
         self.horizon_days = horizon_days  # how far ahead each node's plan reaches
         self._last_roll = 0.0
+        self.clip_seconds = clip_seconds  # a library clip's length, None when the library has no such clip
 
     # ---- lamp programs -----------------------------------------------------
     def set_program(self, scope: str, target: str, body: Any, user: str | None) -> dict[str, Any]:
@@ -118,6 +122,7 @@ class PlanPusher:
 
     # ---- schedules ---------------------------------------------------------
     def put_schedule(self, body: Any, user: str | None, new: bool) -> dict[str, Any]:
+        body = self._clip_window(body)
         schedule = parse_schedule(body, self.registry.zone_ids(), self.utc_offset)
         with self.db.tx():
             exists = self.db.one("SELECT 1 FROM schedules WHERE id = ?", schedule.id)
@@ -130,6 +135,26 @@ class PlanPusher:
                         schedule.id, json.dumps(schedule.to_json(), ensure_ascii=False), self.clock.now(), user)
             pushed = self.refresh()
         return dict(schedule.to_json(), pushed=pushed)
+
+    def _clip_window(self, body: Any) -> Any:
+        """A clip source must name a clip of the library, and its window must hold the whole clip; with no
+        duration given the window is the clip's length + RESUME_S (room to resume after an emergency)."""
+        if not isinstance(body, dict) or body.get("source") != "clip" or self.clip_seconds is None:
+            return body
+        ref = body.get("ref")
+        secs = self.clip_seconds(ref) if isinstance(ref, str) else None
+        if secs is None:
+            raise GatewayError("clip.unknown", "Không có tệp âm thanh này trong thư viện",
+                               "No such clip in the audio library", "ref")
+        need = int(math.ceil(secs))
+        if "duration_s" not in body:
+            return dict(body, duration_s=need + RESUME_S)
+        duration = body["duration_s"]
+        if isinstance(duration, int) and not isinstance(duration, bool) and duration < need:
+            raise GatewayError("duration_s.too_short",
+                               "Thời lượng %d giây ngắn hơn tệp âm thanh (%d giây)" % (duration, need),
+                               "Duration %d s is shorter than the clip (%d s)" % (duration, need), "duration_s")
+        return body
 
     def delete_schedule(self, schedule_id: str) -> None:
         with self.db.tx():

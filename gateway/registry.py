@@ -48,10 +48,12 @@ def _text(obj: dict[str, Any], key: str, max_len: int, default: str | None = Non
 
 
 class Registry:
-    def __init__(self, db: Database, clock: Clock, hash_password: Callable[[str], str]) -> None:
+    def __init__(self, db: Database, clock: Clock, hash_password: Callable[[str], str],
+                 files_port: int = 8080) -> None:
         self.db = db
         self.clock = clock
         self.hash_password = hash_password
+        self.files_port = files_port  # the gateway's HTTP port: nodes fetch clips and streams there
 
     # ---- zones ---------------------------------------------------------------
     def add_zone(self, obj: dict[str, Any]) -> dict[str, Any]:
@@ -123,6 +125,7 @@ class Registry:
         bundle: dict[str, Any] = {
             "site": site, "node": node_id, "key": key.hex(),
             "broker": {"host": broker_host, "port": broker_port, "user": node_id, "password": password},
+            "files": {"host": broker_host, "port": self.files_port},
             "zones": relays, "location": location, "board": board,
         }
         if kind == "speaker":
@@ -140,6 +143,7 @@ class Registry:
                         self.hash_password(password), key, node_id)
         bundle = {"site": site, "node": node_id, "key": key.hex(),
                   "broker": {"host": broker_host, "port": broker_port, "user": node_id, "password": password},
+                  "files": {"host": broker_host, "port": self.files_port},
                   "zones": node["relays"], "location": location, "board": node["board"]}
         return bundle
 

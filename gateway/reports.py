@@ -14,6 +14,7 @@ from typing import Any
 
 from gateway.db import Database
 from gateway.errors import GatewayError
+from protocol.ima import RATE as AUDIO_RATE
 from protocol.plan import EMERGENCY, PRIORITY_NAMES
 
 
@@ -40,8 +41,14 @@ def monthly(db: Database, month: str, tz_s: int) -> dict[str, Any]:
     by_priority: dict[str, dict[str, Any]] = {}
     items = set()
     minutes = 0.0
+    missed: dict[str, int] = {}
     for a in airings:
-        mins = a["secs"] / 60.0
+        if a["outcome"] == "missed":  # reported by the node with its reason: not aired, counted apart
+            why = a["why"] or "?"
+            missed[why] = missed.get(why, 0) + 1
+            continue
+        # audio segments: what left the loudspeaker's DAC, to the sample; line input: the node's clock
+        mins = a["samples"] / (AUDIO_RATE * 60.0) if a["samples"] is not None else a["secs"] / 60.0
         minutes += mins
         items.add(a["item_id"])
         category = a["category"]
@@ -80,6 +87,7 @@ def monthly(db: Database, month: str, tz_s: int) -> dict[str, Any]:
         "by_zone": counted(by_zone, "speaker_minutes"),
         "by_category": counted(by_category),
         "by_priority": counted(by_priority),
+        "missed": {"count": sum(missed.values()), "by_reason": dict(sorted(missed.items()))},
         "lamps": lamps,
         "faults": faults,
     }
@@ -105,6 +113,11 @@ def monthly_csv(report: dict[str, Any]) -> str:
     w.writerow(["Mức ưu tiên / Priority", "Số bản tin / Broadcasts", "Phút / Minutes"])
     for prio, v in report["by_priority"].items():
         w.writerow([prio, v["broadcasts"], v["minutes"]])
+    w.writerow([])
+    missed = report.get("missed", {})
+    w.writerow(["Không phát được / Not aired", "Số lần / Count"])
+    for why, n in missed.get("by_reason", {}).items():
+        w.writerow([why, n])
     w.writerow([])
     w.writerow(["Đèn / Lamp", "Tên / Name", "Giờ sáng / On hours", "Điện năng kWh / Energy kWh"])
     for lamp in report["lamps"]:

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from gateway.alerts import Alerts
+from gateway.audio.library import ClipLibrary
 from gateway.clock import Clock
 from gateway.commands import CommandService
 from gateway.config import GatewayConfig
@@ -25,6 +26,7 @@ from gateway.metrics import Metrics
 from gateway.plan_push import PlanPusher
 from gateway.provisioning import Provisioning
 from gateway.registry import Registry
+from gateway.streams import Streams
 from gateway.timesync import TimeService
 from gateway.users import Users
 from protocol import commands as ops
@@ -54,7 +56,7 @@ class Gateway:
                  secrets: dict[str, str], metrics: Metrics, registry: Registry, alerts: Alerts,
                  commands: CommandService, ingest: Ingest, link: MqttLink, timesync: TimeService,
                  emergencies: Emergencies, plans: PlanPusher, users: Users, provisioning: Provisioning,
-                 broker: Any) -> None:
+                 broker: Any, clips: ClipLibrary, streams: Streams) -> None:
         self.cfg = cfg
         self.clock = clock
         self.log = log
@@ -72,6 +74,8 @@ class Gateway:
         self.provisioning = provisioning
         self.plans = plans
         self.broker = broker  # None when the broker is external
+        self.clips = clips  # the audio clip library (gateway/audio/library.py)
+        self.streams = streams  # live streams (gateway/streams.py)
         self._tasks: list[asyncio.Task[None]] = []
         self.running = False
 
@@ -113,6 +117,7 @@ class Gateway:
 
     async def stop(self) -> None:
         self.running = False
+        await self.streams.close()
         self.link.stop()
         for task in self._tasks:
             task.cancel()

@@ -13,8 +13,10 @@ in `failed_parts()` and then answers like a part that is not fitted; the node
 goes on.
 
 Not finished, on purpose:
-  - audio: 16-bit PCM only; volume is I2S.shift() in 6 dB steps; the line
-    input has no volume control (no digital potentiometer on denloa-v1).
+  - audio: 16-bit PCM only; the player applies the volume while decoding, so
+    writes go out unscaled; the line input has no volume control (no digital
+    potentiometer on denloa-v1). audio_queued_ms() is a play head advanced by
+    the ticks from what write() took (the driver does not say how full it is).
   - reset_cause: the esp32 port's machine.reset_cause() folds brownout into
     power-on; on a classic ESP32 the HAL then reads the PRO CPU's reset
     reason from RTC_CNTL_RESET_STATE_REG (0x3FF48034, bits 0..5) and reports
@@ -42,7 +44,6 @@ from hardware.hal import Hal
 from protocol.messages import VALID_TIME_MAX, VALID_TIME_MIN
 
 _RESET_MARK = b"denloa:reset"  # in RTC memory: survives a reset, lost on a power cut
-_AUDIO_CHUNK = 2048  # bytes copied per audio_write when the volume needs a shift
 _CT_PERIOD_MS = 5000  # a lamp current reading is reused for this long (a reading blocks ~20 ms)
 _SOURCES = ("clip", "stream", "line")
 _RTC_CNTL_RESET_STATE_REG = 0x3FF48034  # ESP32 (classic): reset reason of the PRO CPU in bits 0..5
@@ -52,14 +53,6 @@ _DAC_SOURCES = ("clip", "stream")
 
 def _level(active_high, on):
     return 1 if bool(on) == bool(active_high) else 0
-
-
-def _volume_shift(volume):
-    """I2S.shift() amount for volume 0..100: round(log2(100 / volume)) 6 dB steps down, 15 for 0."""
-    shift = 0
-    while shift < 15 and volume * (1 << shift) * 1414 < 100000:  # 1414 / 1000 ~ sqrt 2: round to nearest
-        shift += 1
-    return -shift
 
 
 class Esp32Hal(Hal):
@@ -129,9 +122,10 @@ class Esp32Hal(Hal):
         self._source: "str | None" = None
         self._volume = 100
         self._i2s: "machine.I2S | None" = None
-        self._audio_bits = 16
-        self._audio_frame = 2
-        self._audio_buf = bytearray(0)
+        self._audio_bps = 32000  # bytes a second of the open session
+        self._audio_t = time.ticks_ms()  # ticks of the play head's last move
+        self._audio_us = 0  # audio queued then (us)
+        self._audio_closing = False
 
     # ---- parts ---------------------------------------------------------------
     def _failed(self, part, exc):
@@ -322,7 +316,7 @@ class Esp32Hal(Hal):
         spec = self.board["i2s"]
         if bits != 16 or channels not in (1, 2):
             raise ValueError("audio: only 16-bit mono or stereo PCM, not %r bits x %r channels" % (bits, channels))
-        self.audio_close()
+        self._audio_deinit()  # a previous session's tail is cut: the player waits for it, others may not
         if spec is None:
             return
         try:
@@ -347,33 +341,55 @@ class Esp32Hal(Hal):
             self._failed("i2s", exc)
             return
         self._i2s = i2s
-        self._audio_bits = bits
-        self._audio_frame = 2 * channels
-        if len(self._audio_buf) != _AUDIO_CHUNK:
-            self._audio_buf = bytearray(_AUDIO_CHUNK)
+        self._audio_bps = rate * 2 * channels
+        self._audio_t = time.ticks_ms()
+        self._audio_us = 0
 
     def audio_write(self, buf):
+        """Copies what fits in the driver's buffer (ibuf) and returns at once with that count.
+        Unscaled: the player applies the volume while decoding (docs/audio.md section 2)."""
         i2s = self._i2s
-        if i2s is None:
+        if i2s is None or self._audio_closing:
             return 0
-        shift = _volume_shift(self._volume)
         try:
-            if shift == 0:
-                n = i2s.write(buf)
-            else:  # shift a copy: the caller's buffer may be bytes, or reused
-                size = min(len(buf), _AUDIO_CHUNK) // self._audio_frame * self._audio_frame
-                view = memoryview(self._audio_buf)[:size]
-                view[:] = memoryview(buf)[:size]
-                machine.I2S.shift(buf=view, bits=self._audio_bits, shift=shift)
-                n = i2s.write(view)
+            n = i2s.write(buf)
         except OSError as exc:
             self.log("hal: i2s write failed: %r" % (exc,))
             return 0
-        return n or 0  # None: the stream had no room at all
+        n = n or 0  # None: the stream had no room at all
+        if n:
+            now = time.ticks_ms()
+            left = self._audio_left_us(now) + n * 1000000 // self._audio_bps
+            self._audio_t = now
+            self._audio_us = left
+        return n
+
+    def _audio_left_us(self, now):
+        """Audio (us) written and not yet played: a play head advanced by the ticks (the driver
+        does not say how full it is)."""
+        left = self._audio_us - time.ticks_diff(now, self._audio_t) * 1000
+        return left if left > 0 else 0
+
+    def audio_queued_ms(self):
+        if self._i2s is None:
+            return 0
+        left = self._audio_left_us(time.ticks_ms())
+        if left == 0 and self._audio_closing:
+            self._audio_deinit()
+        return (left + 999) // 1000
 
     def audio_close(self):
+        """The queued audio plays out: the driver is stopped once it has (deinit would cut it)."""
+        if self._i2s is None:
+            return
+        self._audio_closing = True
+        self.audio_queued_ms()
+
+    def _audio_deinit(self):
         i2s = self._i2s
         self._i2s = None
+        self._audio_closing = False
+        self._audio_us = 0
         if i2s is not None:
             try:
                 i2s.deinit()
@@ -537,6 +553,8 @@ class Esp32Hal(Hal):
     def service(self):
         """Call once per control tick: advances the dimmer ramp, drives the status LED."""
         self.lamp_dim_level()
+        if self._audio_closing:
+            self.audio_queued_ms()  # stops the driver once the tail has played
         if self._led is not None:
             # solid: network up; blinking once a second: no network
             on = self.net_up() or time.ticks_diff(time.ticks_ms(), self._led_t0) // 500 % 2 == 0

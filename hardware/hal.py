@@ -86,14 +86,22 @@ class Hal:
         raise NotImplementedError
 
     def audio_open(self, rate, bits, channels):
-        """Prepare the I2S output for PCM of this format."""
+        """Start an I2S session for PCM of this format (docs/audio.md section 3). Raises on a
+        failed I2S part (the player reports "no_audio")."""
         raise NotImplementedError
 
     def audio_write(self, buf):
-        """Queue PCM bytes without blocking; return how many were accepted."""
+        """Queue PCM bytes without blocking: accepts at most the free room of the DMA queue
+        (whole frames) and returns how many bytes it took (0 when full or not open). The first
+        sample written into an empty queue leaves the DAC at once."""
+        raise NotImplementedError
+
+    def audio_queued_ms(self):
+        """How much written audio (ms, rounded up) has not yet left the DAC; 0 when none."""
         raise NotImplementedError
 
     def audio_close(self):
+        """End the session: what is queued plays out, then the output stops. Never blocks."""
         raise NotImplementedError
 
     # ---- time --------------------------------------------------------------

@@ -11,7 +11,8 @@ drift); the watchdog expires if not fed.
 Every physical change is reported as ground truth to `truth(t, what, value)`
 with the true time `t` (not the node's clock): "light" (the % of light the
 lamp really gives, ramp target and duration as (level, ramp_ms)), "relay",
-"amp", "zones", "source", "volume", "audio" (bytes played), "power" (mains on/off),
+"amp", "zones", "source", "volume", "pcm" (one I2S session: what left the DAC,
+docs/audio.md section 3), "power" (mains on/off),
 "rtc" (True when the node's wall clock becomes valid, False when it is lost;
 also reported at every power-on).
 
@@ -23,6 +24,8 @@ physics (dimmer ramp, watchdog) use the clock's unwrapped ticks.
 from hardware.hal import Hal
 
 TICKS_PERIOD = 1 << 30
+AUDIO_QUEUE_BYTES = 8192  # the I2S DMA queue: the ESP32 driver's internal buffer (ibuf) of denloa-v1
+
 TICKS_MAX = TICKS_PERIOD - 1
 TICKS_HALF = TICKS_PERIOD >> 1
 
@@ -88,6 +91,28 @@ class RealClock:
         if hasattr(asyncio, "sleep_ms"):
             return asyncio.sleep_ms(max(1, int(real)) if ms else 0)
         return asyncio.sleep(real / 1000.0)
+
+
+def _first_loud(mv):
+    """Index of the first int16 LE sample in mv with |x| >= 4096, or -1."""
+    n = len(mv) // 2
+    if hasattr(bytes, "translate"):  # CPython: scan the high bytes in C
+        high = bytes(mv[1::2])
+        i = high.translate(_LOUD_TABLE).find(b"L")
+        m = high.find(b"\xf0", 0, n if i < 0 else i)
+        while m >= 0:  # high byte 0xF0: loud only as -4096 exactly
+            if mv[2 * m] == 0:
+                return m
+            m = high.find(b"\xf0", m + 1, n if i < 0 else i)
+        return i
+    for k in range(n):
+        h = mv[2 * k + 1]
+        if 16 <= h <= 239 or (h == 240 and mv[2 * k] == 0):
+            return k
+    return -1
+
+
+_LOUD_TABLE = bytes(76 if 16 <= h <= 239 else 46 for h in range(256))
 
 
 class _Rng:
@@ -158,7 +183,17 @@ class SoftBoard(Hal):
         self._source = None
         self._volume = 0
         self._audio_fmt = None
-        self.audio_bytes = 0
+        self.audio_bytes = 0  # bytes accepted by audio_write, all sessions
+        # the DMA queue, a ring of AUDIO_QUEUE_BYTES; made with the board (like the driver's buffer
+        # at boot), while the heap is still in one piece
+        self._aq = bytearray(AUDIO_QUEUE_BYTES) if zones else None
+        self._aq_rate = 16000
+        self._aq_head = self._aq_len = self._aq_done = 0
+        self._aq_t0 = 0.0
+        self._aq_closing = False
+        self._s_start = self._s_end = self._s_loud = self._s_dry = self._s_hash = None
+        self._s_samples = self._s_under = 0
+        self._s_gap = 0.0
         # inputs
         self._dark = False
         self._motion = False
@@ -305,17 +340,114 @@ class SoftBoard(Hal):
         return self._volume
 
     def audio_open(self, rate, bits, channels):
+        self._audio_drain()
+        if self._aq_closing:  # a new session cuts the old one's tail (the ESP32 driver restarts)
+            self._audio_finish()
+        if self._aq is None:
+            self._aq = bytearray(AUDIO_QUEUE_BYTES)
         self._audio_fmt = (rate, bits, channels)
+        self._aq_rate = rate * channels
+        self._aq_head = self._aq_len = 0
+        self._aq_closing = False
+        self._s_start = self._s_end = self._s_loud = self._s_dry = None
+        self._s_samples = self._s_under = 0
+        self._s_gap = 0.0
+        self._s_hash = None
 
     def audio_write(self, buf):
-        if self._audio_fmt is None:
+        if self._audio_fmt is None or not self._powered:
             return 0
-        self.audio_bytes += len(buf)
-        self._record("audio", len(buf))
-        return len(buf)
+        t = self.clock.now()
+        self._audio_drain(t)
+        n = min(len(buf), AUDIO_QUEUE_BYTES - self._aq_len) & ~1
+        if n <= 0:
+            return 0
+        if self._aq_len == 0:  # the DAC starts (again) now
+            self._aq_t0 = t
+            self._aq_done = 0
+            if self._s_start is None:
+                import hashlib
+
+                self._s_start = t
+                self._s_hash = hashlib.sha256()
+            elif self._s_dry is not None:
+                self._s_under += 1
+                self._s_gap += t - self._s_dry
+            self._s_dry = None
+        q = self._aq
+        tail = (self._aq_head + self._aq_len) % AUDIO_QUEUE_BYTES
+        first = min(n, AUDIO_QUEUE_BYTES - tail)
+        mv = memoryview(buf)
+        q[tail:tail + first] = mv[:first]
+        if first < n:
+            q[0:n - first] = mv[first:n]
+        self._aq_len += n
+        self.audio_bytes += n
+        return n
+
+    def audio_queued_ms(self):
+        if self._aq_len == 0:
+            return 0
+        self._audio_drain()
+        return (self._aq_len // 2 * 1000 + self._aq_rate - 1) // self._aq_rate
 
     def audio_close(self):
+        if self._audio_fmt is None:
+            return
+        self._audio_drain()
         self._audio_fmt = None
+        self._aq_closing = True
+        if self._aq_len == 0:
+            self._audio_finish()
+
+    def _audio_drain(self, t=None):
+        """Move the DAC's play head to time t: hash exactly the samples that left it."""
+        if self._aq_len == 0:
+            return
+        if t is None:
+            t = self.clock.now()
+        rate = self._aq_rate
+        n = min(int((t - self._aq_t0) * rate + 0.01) - self._aq_done, self._aq_len // 2)  # 0.01: float time at Unix magnitudes
+        if n <= 0:
+            return
+        q = self._aq
+        head = self._aq_head
+        size = 2 * n
+        first = min(size, AUDIO_QUEUE_BYTES - head)
+        mv = memoryview(q)
+        self._audio_played(mv[head:head + first], self._aq_done)
+        if first < size:
+            self._audio_played(mv[0:size - first], self._aq_done + first // 2)
+        self._s_samples += n
+        self._aq_head = (head + size) % AUDIO_QUEUE_BYTES
+        self._aq_len -= size
+        self._aq_done += n
+        self._s_end = self._aq_t0 + self._aq_done / rate
+        if self._aq_len == 0:
+            self._s_dry = self._s_end
+            if self._aq_closing:
+                self._audio_finish()
+
+    def _audio_played(self, mv, done):
+        """mv: int16 LE samples leaving the DAC, the first being sample `done` of this run."""
+        self._s_hash.update(mv)
+        if self._s_loud is None:
+            i = _first_loud(mv)
+            if i >= 0:
+                self._s_loud = self._aq_t0 + (done + i) / self._aq_rate
+
+    def _audio_finish(self):
+        """The session's ground-truth record: what really left the DAC."""
+        self._aq_closing = False
+        self._aq_len = 0
+        if self._s_start is not None and self._s_end is not None:
+            from binascii import hexlify
+
+            self._record("pcm", {"start": self._s_start, "end": self._s_end, "samples": self._s_samples,
+                                 "sha256": hexlify(self._s_hash.digest()).decode(), "rate": self._aq_rate,
+                                 "underruns": self._s_under, "gap_ms": int(round(self._s_gap * 1000)),
+                                 "first_loud": self._s_loud})
+        self._s_start = self._s_end = self._s_hash = None
 
     # ---- time --------------------------------------------------------------
     def _rtc_missing(self):
@@ -400,6 +532,7 @@ class SoftBoard(Hal):
         return list(self.failed)
 
     def service(self):
+        self._audio_drain()
         if not self._serviced:
             self._serviced = True
             if self.boot_crash > 0:
@@ -429,7 +562,9 @@ class SoftBoard(Hal):
         self._zone_mask = 0
         self._source = None
         self._volume = 0
+        self._audio_drain()  # what played until now is in the record; the queued rest never plays
         self._audio_fmt = None
+        self._audio_finish()
         self._powered = False
         self._record("power", False)
         self._record("relay", self._contact_closed())

@@ -39,6 +39,7 @@ EVENT_KINDS = (
     "broadcast_ended",
     "broadcast_interrupted",
     "broadcast_failed",
+    "broadcast_missed",
     "cmd_rejected",
     "clock_set",
     "clock_invalid",

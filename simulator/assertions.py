@@ -26,7 +26,9 @@
                                                birth of each node in (after, after + within]: after a broker
                                                restart, the node is back and said so)
 """
+import hashlib
 import json
+import os
 
 from gateway.registry import has_lamp, has_speaker
 from protocol.program import LampProgram, SunSource, default_program
@@ -378,7 +380,8 @@ def airings(spec, sc, record, db, run):
             continue
         mine = [a for a in db["airings"] if time.strftime("%Y-%m", time.gmtime(a["started"] + tz_s)) == month]
         items = len({a["item_id"] for a in mine})
-        minutes = round(sum(a["secs"] for a in mine) / 60.0, 1)
+        minutes = round(sum(a["samples"] / 16000.0 if a.get("samples") is not None else a["secs"]
+                            for a in mine if a["outcome"] != "missed") / 60.0, 1)
         if rep["broadcasts"] != items or abs(rep["speaker_minutes"] - minutes) > 0.05:
             bad.append("report %s: %s broadcasts, %s speaker-minutes; airings: %d, %s" % (
                 month, rep["broadcasts"], rep["speaker_minutes"], items, minutes))
@@ -430,9 +433,266 @@ def rebirthed_within(spec, sc, record, db, run):
                        len(ids), spec["after"], len(first), worst, late[:10] or "none"))
 
 
+# ---- audio: judged on the PCM each board's I2S really received ---------------------------------------------
+def pcm_sessions(rows, t0=None, t1=None):
+    """The board's I2S sessions ({start, end, samples, sha256, ...}) that started within [t0, t1]."""
+    out = []
+    for t, what, value in rows:
+        if what == "pcm" and isinstance(value, dict):
+            start = value.get("start")
+            if start is None or (t0 is not None and start < t0) or (t1 is not None and start > t1):
+                continue
+            out.append(value)
+    return out
+
+
+def _clip_pcm(run, name):
+    """(clip row, decoded samples) of a clip the scenario made, read from the gateway's library file."""
+    from protocol import ima
+
+    clip = run.clips[name]
+    path = os.path.join(run.gw.cfg.data_dir, "clips", clip["id"] + ".wav")
+    with open(path, "rb") as f:
+        raw = f.read()
+    off, size, n = ima.parse_header(raw)
+    return clip, ima.decode(raw[off:off + size])[:n]
+
+
+def _pcm_sha(samples, volume, master=100):
+    from protocol import ima
+
+    return hashlib.sha256(ima.pcm_bytes(samples, volume * master * 256 // 10000)).hexdigest()
+
+
+def _percentile(values, q):
+    values = sorted(values)
+    if not values:
+        return None
+    return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
+
+
+def clip_played(spec, sc, record, db, run):
+    """Every loudspeaker of the zone played the whole clip once, from `at`: its I2S received exactly the clip's
+    samples (count and SHA-256 of the PCM at the item's volume), no underrun; starts spread at most
+    max_spread_ms across nodes and each within max_offset_ms of `at`."""
+    at = record["start"] + seconds(spec["at"], "at")
+    clip, samples = _clip_pcm(run, spec["clip"])
+    want_sha = _pcm_sha(samples, int(spec.get("volume", 100)))
+    n = len(samples)
+    max_spread = float(spec.get("max_spread_ms", 50))
+    max_offset = float(spec.get("max_offset_ms", 500))
+    ids = [i for i in _ids(spec, sc) if has_speaker(next(x for x in sc.nodes if x["id"] == i))
+           and i not in spec.get("except", [])]
+    starts = {}
+    bad = []
+    for node_id in ids:
+        got = pcm_sessions(record["truth"][node_id], at - 5, at + n / 16000.0)
+        if len(got) != 1:
+            bad.append("%s: %d I2S sessions near the slot" % (node_id, len(got)))
+            continue
+        pcm = got[0]
+        if pcm["samples"] != n or pcm["sha256"] != want_sha:
+            bad.append("%s: %d of %d samples, %s PCM" % (node_id, pcm["samples"], n,
+                                                          "same" if pcm["sha256"] == want_sha else "different"))
+        if pcm.get("underruns"):
+            bad.append("%s: %d underruns (%s ms of gaps)" % (node_id, pcm["underruns"], pcm.get("gap_ms")))
+        starts[node_id] = (pcm["start"] - at) * 1000.0
+    offsets = sorted(starts.values())
+    spread = offsets[-1] - offsets[0] if offsets else None
+    far = [k for k, v in starts.items() if abs(v) > max_offset]
+    if far:
+        bad.append("started more than %g ms off the slot: %s" % (max_offset, far[:6]))
+    if spread is None or spread > max_spread:
+        bad.append("start spread %s ms > %g ms" % (None if spread is None else round(spread, 1), max_spread))
+    run.figures = getattr(run, "figures", {})
+    if offsets:
+        mid = _percentile(offsets, 0.5)
+        run.figures["start_spread_ms"] = round(spread, 1)
+        run.figures["start_p50_dev_ms"] = round(_percentile([abs(v - mid) for v in offsets], 0.5), 1)
+        run.figures["start_offset_p50_ms"] = round(mid, 1)
+    detail = "%d loudspeakers, clip %s (%d samples, %.1f s); starts vs slot: min %s, p50 %s, max %s ms; spread %s ms;" \
+             " problems: %s" % (
+                 len(ids), clip["id"][:12], n, n / 16000.0, _r(offsets[0] if offsets else None),
+                 _r(_percentile(offsets, 0.5)), _r(offsets[-1] if offsets else None), _r(spread), bad[:6] or "none")
+    return _result(spec.get("name", "the clip played completely and together"), ids and not bad, detail)
+
+
+def _r(v):
+    return None if v is None else round(v, 1)
+
+
+def audio_report_matches_truth(spec, sc, record, db, run):
+    """Each I2S session of every loudspeaker is one airing segment the node reported (same start within 1.5 s,
+    same samples) and each audio segment reported is one session; then the monthly report's counts and minutes
+    (by zone, category, priority) equal those computed from ground truth with the items the segments name."""
+    import time
+
+    tz_s = int(sc.site["utc_offset"] * 3600)
+    speakers = {n["id"]: n for n in sc.nodes if has_speaker(n)}
+    segs = [a for a in db["airings"] if a["node_id"] in speakers and a.get("samples")]
+    used = set()
+    bad = []
+    matched = []
+    sessions = 0
+    for node_id in speakers:
+        for pcm in pcm_sessions(record["truth"][node_id]):
+            if not pcm.get("samples"):
+                continue
+            sessions += 1
+            hit = None
+            for i, a in enumerate(segs):
+                if i not in used and a["node_id"] == node_id and abs(a["started"] - pcm["start"]) <= 1.5 \
+                        and a["samples"] == pcm["samples"]:
+                    hit = i
+                    break
+            if hit is None:
+                bad.append("%s: I2S session at %s (%d samples) not reported" % (
+                    node_id, _hhmm(pcm["start"], tz_s), pcm["samples"]))
+                continue
+            used.add(hit)
+            matched.append((pcm, segs[hit]))
+    for i, a in enumerate(segs):
+        if i not in used:
+            bad.append("%s: reported %s (%d samples) with no I2S session" % (a["node_id"], a["item_id"], a["samples"]))
+    truth_rep = {}
+    for pcm, a in matched:
+        month = time.strftime("%Y-%m", time.gmtime(a["started"] + tz_s))
+        rep = truth_rep.setdefault(month, {"zone": {}, "cat": {}, "prio": {}})
+        mins = pcm["samples"] / (16000 * 60.0)
+        cat = "emergency" if a["priority"] == 2 and a["category"] == "other" else a["category"]
+        keys = [("cat", cat), ("prio", ("routine", "priority", "emergency")[a["priority"]])]
+        keys += [("zone", z) for z in speakers[a["node_id"]].get("zones", [speakers[a["node_id"]]["zone"]])]
+        for table, key in keys:
+            entry = rep[table].setdefault(key, [set(), 0.0])
+            entry[0].add(a["item_id"])
+            entry[1] += mins
+    names = {"zone": ("by_zone", "speaker_minutes"), "cat": ("by_category", "minutes"),
+             "prio": ("by_priority", "minutes")}
+    for month, rep in sorted(truth_rep.items()):
+        got = db.get("reports", {}).get(month)
+        if not got or "error" in got:
+            bad.append("no report for %s" % month)
+            continue
+        for table, (field, minutes) in names.items():
+            for key, (items, mins) in rep[table].items():
+                row = got[field].get(key)
+                if row is None or row["broadcasts"] != len(items) or abs(row[minutes] - round(mins, 1)) > 0.05:
+                    bad.append("%s %s %s: report %s, truth %d broadcasts %.1f min" % (
+                        month, field, key, row, len(items), mins))
+    return _result(spec.get("name", "the aired report counts exactly what the loudspeakers played"),
+                   sessions > 0 and not bad,
+                   "%d I2S sessions, %d reported segments, %d matched; problems: %s" % (
+                       sessions, len(segs), len(matched), bad[:6] or "none"))
+
+
+def missed_reported(spec, sc, record, db, run):
+    """The loudspeakers named could not air the item at `at`: each reported it missed with a reason in `why`,
+    and none was silent about it or played anything in the slot."""
+    at = record["start"] + seconds(spec["at"], "at")
+    window = seconds(spec.get("window", "2m"), "window")
+    whys = spec.get("why", ["clip_missing", "clip_bad"])
+    ids = _ids(spec, sc)
+    bad = []
+    for node_id in ids:
+        played = [p for p in pcm_sessions(record["truth"][node_id], at - 5, at + window) if p.get("samples")]
+        if played:
+            bad.append("%s played %d samples" % (node_id, sum(p["samples"] for p in played)))
+        missed = [a for a in db["airings"] if a["node_id"] == node_id and a["outcome"] == "missed"
+                  and at - 60 <= a["started"] <= at + window]
+        if not missed:
+            bad.append("%s did not report the item missed" % node_id)
+        elif missed[0].get("why") not in whys:
+            bad.append("%s: missed because %s" % (node_id, missed[0].get("why")))
+    return _result(spec.get("name", "a clip that could not be fetched is reported missed, not silent"),
+                   ids and not bad, "%d loudspeakers; problems: %s" % (len(ids), bad[:6] or "none"))
+
+
+def clip_preempted(spec, sc, record, db, run):
+    """A routine clip from `at` is cut by an emergency at `cut`: the board shows the clip's first part (exact
+    samples from its start), then the emergency's audio; the node reported the clip interrupted with exactly
+    the samples the board played and by the emergency; after the emergency the clip resumes where it was cut
+    (`resume = true`: the rest of its samples, exactly) and the item is complete."""
+    at = record["start"] + seconds(spec["at"], "at")
+    cut = record["start"] + seconds(spec["cut"], "cut")
+    clip, samples = _clip_pcm(run, spec["clip"])
+    volume = int(spec.get("volume", 100))
+    gain = volume * 100 * 256 // 10000
+    from protocol import ima
+
+    ids = [i for i in _ids(spec, sc) if has_speaker(next(x for x in sc.nodes if x["id"] == i))]
+    bad = []
+    for node_id in ids:
+        sessions = pcm_sessions(record["truth"][node_id], at - 5, None)
+        if len(sessions) < 2:
+            bad.append("%s: %d I2S sessions" % (node_id, len(sessions)))
+            continue
+        first = sessions[0]
+        k = first["samples"]
+        if not 0 < k < len(samples) or first["sha256"] != hashlib.sha256(ima.pcm_bytes(samples[:k], gain)).hexdigest():
+            bad.append("%s: first session %d samples, not the clip's start" % (node_id, k))
+        if not cut - 2 <= first["end"] <= cut + 2:
+            bad.append("%s: the clip stopped %.1f s from the emergency" % (node_id, first["end"] - cut))
+        reported = [a for a in db["airings"] if a["node_id"] == node_id and a["outcome"] == "interrupted"
+                    and a.get("samples") == k]
+        if not reported:
+            bad.append("%s: no interrupted report with %d samples" % (node_id, k))
+        elif spec.get("by") and not str(reported[0].get("by_item") or "").startswith(spec["by"]):
+            bad.append("%s: interrupted by %s" % (node_id, reported[0].get("by_item")))
+        if spec.get("resume", True):
+            rest = [p for p in sessions[2:] if p["samples"] == len(samples) - k]
+            want = hashlib.sha256(ima.pcm_bytes(samples[k:], gain)).hexdigest()
+            if not rest or rest[0]["sha256"] != want:
+                bad.append("%s: no resumed session with the clip's last %d samples" % (node_id, len(samples) - k))
+            ended = [a for a in db["airings"] if a["node_id"] == node_id and a["outcome"] == "ended"
+                     and a.get("complete")]
+            if not ended:
+                bad.append("%s: the item was not reported complete" % node_id)
+    return _result(spec.get("name", "an emergency cuts a routine clip, which is reported and resumes"),
+                   ids and not bad, "%d loudspeakers; problems: %s" % (len(ids), bad[:6] or "none"))
+
+
+def stream_latency(spec, sc, record, db, run):
+    """Glass-to-horn: the stream's source turns loud `onset_s` after the staff started it at `at`; each
+    loudspeaker's DAC gives its first loud sample (ground truth) at most `max_s` later."""
+    action = next(a for a in run.actions if a["action"] == "stream" and
+                  (spec.get("stream") is None or a["index"] == _action_index(sc, spec["stream"])))
+    loud_at = action["t"] + float(spec.get("onset_s", 0))
+    max_s = float(spec.get("max_s", 2.0))
+    ids = [i for i in _ids(spec, sc) if has_speaker(next(x for x in sc.nodes if x["id"] == i))]
+    lat = {}
+    bad = []
+    for node_id in ids:
+        firsts = [p["first_loud"] for p in pcm_sessions(record["truth"][node_id], action["t"] - 1, None)
+                  if p.get("first_loud") is not None and p["first_loud"] >= loud_at - 0.5]
+        if not firsts:
+            bad.append("%s: no loud sound after the stream started" % node_id)
+            continue
+        lat[node_id] = min(firsts) - loud_at
+    values = sorted(lat.values())
+    slow = [k for k, v in lat.items() if v > max_s]
+    if slow:
+        bad.append("later than %g s: %s" % (max_s, slow[:6]))
+    run.figures = getattr(run, "figures", {})
+    if values:
+        run.figures["stream_latency_p50_s"] = round(_percentile(values, 0.5), 3)
+        run.figures["stream_latency_max_s"] = round(values[-1], 3)
+    return _result(spec.get("name", "live audio reaches every horn within %g s" % max_s), ids and not bad,
+                   "%d loudspeakers; source to horn: p50 %s s, max %s s; problems: %s" % (
+                       len(ids), _r(_percentile(values, 0.5)) if values else None, _r(values[-1]) if values else None,
+                       bad[:6] or "none"))
+
+
+def _action_index(sc, name):
+    for entry in sc.timeline:
+        if entry["type"] == "action" and entry.get("name") == name:
+            return entry["index"]
+    raise KeyError("no action named %r" % name)
+
+
 KINDS = {f.__name__: f for f in (lamps_follow_program, lamp_level, amplifiers_on_within, aired, no_command_lost,
                                   no_event_gap, recovered_within, alert, lamps_off_without_clock, safe_mode, airings,
-                                  never_offline, all_online, rebirthed_within)}
+                                  never_offline, all_online, rebirthed_within, clip_played, audio_report_matches_truth,
+                                  missed_reported, clip_preempted, stream_latency)}
 
 
 def evaluate(sc, record, db, run):

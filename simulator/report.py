@@ -151,8 +151,9 @@ def _ticks(t0, t1, offset):
 
 
 # ---- timeline ------------------------------------------------------------------
-def _node_row(node, walked, y, x, t0, t1, zebra):
-    """One node's row: label, power-off shading, light area, amplifier band, source segments."""
+def _node_row(node, walked, y, x, t0, t1, zebra, pcm=(), offset=0):
+    """One node's row: label, power-off shading, light area, amplifier band, source segments, and the
+    sound the I2S really gave (one dark tick per session, with its samples and hash as a tooltip)."""
     nid, name = node["id"], node.get("name") or ""
     label = nid + ("  " + name if name else "")
     label = label if len(label) <= 34 else label[:33] + "…"
@@ -185,6 +186,15 @@ def _node_row(node, walked, y, x, t0, t1, zebra):
     bands(_spans(walked, "amp", t0, t1), 15.5, lambda v: "amp" if v else None)
     bands(_spans(walked, "source", t0, t1), 15.5,
           lambda v: None if v is None else "s-" + (v if v in ("line", "clip", "stream") else "other"))
+    for p in pcm:
+        if p.get("start") is None or p.get("end") is None or p["end"] < t0 or p["start"] > t1:
+            continue
+        xa = x(p["start"])
+        tip = "I2S %s–%s: %d mẫu / samples, sha256 %s%s" % (
+            _local(p["start"], offset, "%H:%M:%S"), _local(p["end"], offset, "%H:%M:%S"), p.get("samples", 0),
+            str(p.get("sha256", ""))[:12], ", %d underruns" % p["underruns"] if p.get("underruns") else "")
+        parts.append('<path class="pcm" d="M%d,19.5h%d"><title>%s</title></path>'
+                     % (xa, max(2, x(p["end"]) - xa), _e(tip)))
     parts.append("</g>")
     return "".join(parts)
 
@@ -210,7 +220,7 @@ def _markers(events, rows_y, x, height, offset):
     return "".join(parts)
 
 
-def _timeline_svg(nodes, walks, t0, t1, offset, events):
+def _timeline_svg(nodes, walks, t0, t1, offset, events, truth=None):
     x = lambda t: LABEL + round((min(max(t, t0), t1) - t0) / (t1 - t0) * PLOT)
     height = AXIS + ROW * len(nodes) + 2
     rows_y = {n["id"]: AXIS + i * ROW for i, n in enumerate(nodes)}
@@ -222,7 +232,8 @@ def _timeline_svg(nodes, walks, t0, t1, offset, events):
         parts.append('<text class="tick" x="%d" y="12">%s</text>'
                      % (x(t), _local(t, offset, "%d/%m") if stamp == "00:00" else stamp))
     for i, node in enumerate(nodes):
-        parts.append(_node_row(node, walks[node["id"]], rows_y[node["id"]], x, t0, t1, i % 2))
+        pcm = [v for _t, what, v in (truth or {}).get(node["id"], []) if what == "pcm" and isinstance(v, dict)]
+        parts.append(_node_row(node, walks[node["id"]], rows_y[node["id"]], x, t0, t1, i % 2, pcm, offset))
     parts.append('<path class="grid" d="%s"/>' % "".join("M%d,%dV%d" % (x(t), AXIS - 6, height) for t in ticks))
     parts.append(_markers(events, rows_y, x, height, offset))
     return Markup("".join(parts) + "</svg>")
@@ -343,7 +354,7 @@ tr.bad td:nth-child(2){color:#c5221f;font-weight:bold}tr.good td:nth-child(2){co
 svg text{font:11px system-ui,"DejaVu Sans",sans-serif;fill:#222}svg .tick{text-anchor:middle;fill:#555}
 .zebra{fill:#f4f4f4}.off{stroke:#000;stroke-opacity:.28;stroke-width:18px}.amp{stroke:#bcd3f7;stroke-width:5px}
 .lt{fill:#f6c700;fill-opacity:.75;stroke:#b88600;stroke-width:.8}.s-line{stroke:#2e9e5b}.s-clip{stroke:#1a5fd0}
-.s-stream{stroke:#9b3fc7}.s-other{stroke:#666}.s-line,.s-clip,.s-stream,.s-other{stroke-width:3px}
+.s-stream{stroke:#9b3fc7}.pcm{stroke:#111;stroke-width:2px}.s-other{stroke:#666}.s-line,.s-clip,.s-stream,.s-other{stroke-width:3px}
 .grid{stroke:#000;stroke-opacity:.12;fill:none}.fault path{stroke:#d93025;stroke-width:1.5;fill:none}
 .action path{stroke:#333;stroke-width:1.2;stroke-dasharray:3 2;fill:none}.fault .tri{fill:#d93025;stroke:none}
 .action .tri{fill:#333;stroke:none}.land{fill:#eef3e8;stroke:#bbb}.full{fill:#ffe14d;stroke:#8a7400}
@@ -421,7 +432,7 @@ def write_report(record, out_dir):
         period="%s → %s" % (_local(t0, offset, "%d/%m/%Y %H:%M"), _local(t1, offset, "%d/%m/%Y %H:%M")),
         hours="%.1f" % ((t1 - t0) / 3600), local=lambda t: _local(t, offset),
         listed=_listed,
-        timelines=[(zone, _timeline_svg(ns, walks, t0, t1, offset, events)) for zone, ns in groups],
+        timelines=[(zone, _timeline_svg(ns, walks, t0, t1, offset, events, truth)) for zone, ns in groups],
         maps=[(_local(t, offset), _map_svg(every, truth, t)) for t in record.get("snapshots") or [(t0 + t1) / 2]])
     with open(paths["html"], "w", encoding="utf-8") as f:
         f.write(_NOT_XML.sub("\ufffd", html))

@@ -55,6 +55,10 @@ class Run:
         self.clock = SimClock(scenario.start, self.speed)
         self.gw = None
         self.http = None
+        self.http_server = None
+        self.http_task = None
+        self.clips = {}  # scenario name -> the clip row the gateway made (id, samples, pcm_sha256, ...)
+        self.streams = {}  # scenario name -> the live stream the gateway started
         self.proxies = {}
         self.hosts = {}  # node id -> NodeHost
         self.bundles = {}
@@ -88,10 +92,36 @@ class Run:
             await self.gw.users.add(ADMIN[0], "Mô phỏng", "admin", self.password)
         self.gw.ingest.on_birth.append(lambda node_id, state: self.births.append([self.clock.now(), node_id]))
         await self.gw.start()
+        await self._serve_http(app, cfg)
         self.http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway", timeout=30)
         r = await self.http.post("/api/login", json={"username": ADMIN[0], "password": self.password})
         r.raise_for_status()
         self.http.headers["X-CSRF-Token"] = r.json()["csrf"]
+
+    async def _serve_http(self, app, cfg):
+        """The gateway's HTTP on its real port, as on the Pi: nodes fetch clips and live streams there
+        (staff actions go through the ASGI transport: the same app, no socket)."""
+        import uvicorn
+
+        server = uvicorn.Server(uvicorn.Config(app, host=cfg.http_bind, port=cfg.http_port, log_level="warning",
+                                               lifespan="off"))
+        server.install_signal_handlers = lambda: None  # the simulator owns its signals
+        self.http_server = server
+        self.http_task = asyncio.create_task(server.serve())
+        for _ in range(200):
+            if server.started:
+                return
+            await asyncio.sleep(0.05)
+        raise RuntimeError("the gateway's HTTP server did not start")
+
+    async def _stop_http(self):
+        if self.http_task is not None:
+            self.http_server.should_exit = True
+            try:
+                await asyncio.wait_for(self.http_task, 10)
+            except (asyncio.TimeoutError, Exception):
+                self.http_task.cancel()
+            self.http_task = None
 
     async def api(self, method, path, **kw):
         r = await self.http.request(method, path, **kw)
@@ -137,6 +167,8 @@ class Run:
         for node, (_row, bundle) in zip(nodes, added):
             if node["zone"] in self.proxies:  # else straight to the broker (no network faults in this scenario)
                 bundle["broker"]["port"] = self.proxies[node["zone"]].port
+            if node.get("files") == "unreachable":  # nothing listens there: every download fails at once
+                bundle["files"] = dict(bundle.get("files", {}), port=_closed_port())
             self.bundles[node["id"]] = bundle
 
     def _host_specs(self):
@@ -267,6 +299,7 @@ class Run:
         elif kind == "gateway_restart":
             cfg = self.gw.cfg
             await self.http.aclose()
+            await self._stop_http()
             await self.gw.stop()
             await asyncio.sleep(entry.get("down_s", 1.0))
             await self._start_gateway(cfg)
@@ -281,6 +314,7 @@ class Run:
         kind, body = entry["do"], dict(entry.get("body", {}))
         now = self.clock.now()
         t_real = time.time()
+        body = self._resolve(body)
         if kind == "schedule":
             r = await self.api("POST", "/api/schedules", json=body)
         elif kind == "emergency":
@@ -288,6 +322,15 @@ class Run:
             if r.status_code == 202:
                 self.batches.append({"batch": r.json()["batch"], "t": now, "t_real": t_real, "index": entry["index"],
                                      "zones": body.get("zones", "all")})
+        elif kind in ("tts", "upload"):
+            r = await self._make_clip(kind, entry, body)
+        elif kind == "stream":
+            r = await self.api("POST", "/api/streams", json=self._resolve(body))
+            if r.status_code in (200, 201, 202):
+                self.streams[entry.get("name", "stream")] = r.json()
+        elif kind == "stop_stream":
+            stream = self.streams[entry.get("name", "stream")]
+            r = await self.api("DELETE", "/api/streams/%s" % stream["id"])
         elif kind == "stop_emergency":
             r = await self.api("POST", "/api/emergency/%s/stop" % self.batches[-1]["batch"])
         elif kind == "program":
@@ -300,6 +343,43 @@ class Run:
                              "detail": json.dumps(body, ensure_ascii=False)[:200],
                              "result": "%d %s" % (r.status_code, r.text[:120])})
         self.log("  %s  action %s -> %d" % (self._hhmm(now), kind, r.status_code))
+
+    def _resolve(self, value):
+        """Body values "$name" become the id of the clip (or stream) the scenario made under that name."""
+        if isinstance(value, dict):
+            return {k: self._resolve(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self._resolve(v) for v in value]
+        if isinstance(value, str) and value.startswith("$"):
+            name = value[1:]
+            if name.endswith(".file"):
+                return os.path.join(os.path.dirname(os.path.abspath(self.sc.path)), name[:-5])
+            if name in self.clips:
+                return self.clips[name]["id"]
+            if name in self.streams:
+                return self.streams[name]["id"]
+        return value
+
+    async def _make_clip(self, kind, entry, body):
+        name = entry.get("name", "clip")
+        if kind == "tts":
+            r = await self.api("POST", "/api/clips/tts", json=dict({"title": name, "category": "news"}, **body))
+        else:
+            path = entry.get("file")
+            if path:
+                path = os.path.join(os.path.dirname(os.path.abspath(self.sc.path)), path)
+                with open(path, "rb") as f:
+                    data = f.read()
+            else:  # a tone made here with ffmpeg: {hz, seconds}
+                tone = entry.get("tone", {})
+                data = await _tone(float(tone.get("hz", 440)), float(tone.get("seconds", 10)))
+                path = "tone.wav"
+            form = {"title": body.get("title", name), "category": body.get("category", "news")}
+            r = await self.api("POST", "/api/clips", data=form,
+                               files={"file": (os.path.basename(path), data, "application/octet-stream")})
+        if r.status_code in (200, 201):
+            self.clips[name] = r.json()
+        return r
 
     def _hhmm(self, t):
         return time.strftime("%d/%m %H:%M", time.gmtime(t + self.sc.site["utc_offset"] * 3600))
@@ -315,7 +395,7 @@ class Run:
         db_state = {
             "commands": [dict(r) for r in gw.db.all(
                 "SELECT id, node_id, op, status, created, acked, expires FROM commands")],
-            "airings": [dict(r) for r in gw.db.all("SELECT node_id, item_id, started, secs, outcome FROM airings")],
+            "airings": [dict(r) for r in gw.db.all("SELECT * FROM airings")],
             "reports": self._monthly_reports(gw),
             "gaps": [dict(r) for r in gw.db.all("SELECT * FROM seq_tracker WHERE missing > 0")],
             "alerts": [dict(r) for r in gw.db.all("SELECT node_id, kind, message_vi, opened, closed FROM alerts")],
@@ -335,6 +415,7 @@ class Run:
             "snapshots": sorted({self.sc.start + self.sc.duration / 2} | {b["t"] + 5 for b in self.batches}),
         }
         record["assertions"] = assertions.evaluate(self.sc, record, db_state, self)
+        record["figures"] = dict(getattr(self, "figures", {}))  # measured by assertions (e.g. start spread)
         record["metrics"] = {
             "commands": len(db_state["commands"]),
             "applied": sum(1 for c in db_state["commands"] if c["status"] == "applied"),
@@ -368,6 +449,7 @@ class Run:
             host.stop()
         if self.http is not None:
             await self.http.aclose()
+        await self._stop_http()
         if self.gw is not None:
             await self.gw.stop()
             self.gw = None
@@ -375,6 +457,21 @@ class Run:
             await proxy.stop()
         if self.flash_root is not None and self.flash_root.startswith("/dev/shm/"):
             shutil.rmtree(self.flash_root, ignore_errors=True)
+
+
+def _closed_port():
+    """A local TCP port nothing listens on (refused at once)."""
+    return free_port()
+
+
+async def _tone(hz, secs):
+    """A WAV of a sine tone with a little noise (loudness normalisation needs some signal), made by ffmpeg."""
+    proc = await asyncio.create_subprocess_exec(
+        "ffmpeg", "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i",
+        "sine=frequency=%g:sample_rate=22050:duration=%g" % (hz, secs), "-f", "wav", "pipe:1",
+        stdout=asyncio.subprocess.PIPE)
+    out, _ = await proc.communicate()
+    return out
 
 
 def _connects_per_second(log_path):

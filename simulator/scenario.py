@@ -17,6 +17,12 @@
     [[nodes]]   count | ids, prefix, zone, kind, faults = {burnt = true, ...},
                 board = {rtc = "ds3231" | "internal", rtc_drift_ppm = 40, rtc_offset = 0, zones = 2, ...}
     [[actions]] at = "+30m", do = "schedule" | "emergency" | "stop_emergency" | "program" | "override", body = {...}
+                do = "tts", name = "notice", body = {text, voice, speed, title, category}: a clip made by the
+                  gateway's text-to-speech; do = "upload", name, file = "x.mp3" (next to the scenario) or
+                  tone = {hz, seconds}: a clip uploaded; a body value "$notice" anywhere later is that clip's id
+                do = "stream", name, body = {kind, url, zones, priority, volume, max_seconds}: a live stream
+                  ("$name.file" in url: a file next to the scenario); do = "stop_stream", name
+                ([[nodes]] files = "unreachable": the node's clip/stream downloads cannot reach the gateway)
     [[faults]]  at = "+2h", do = "partition" | "heal" | "power_cut" | "power_on" | "broker_restart"
                 | "gateway_restart" | "burnt" | "stuck" | "dark" | "motion" | "rtc_dead" | "pir_dead"
                 | "clock_jump" (value = seconds) | "boot_crash" (value = N: the next N boots crash),
@@ -27,7 +33,8 @@
 import calendar
 import tomllib
 
-ACTIONS = ("schedule", "emergency", "stop_emergency", "program", "override")
+ACTIONS = ("schedule", "emergency", "stop_emergency", "program", "override", "tts", "upload", "stream",
+           "stop_stream")
 FAULTS = ("partition", "heal", "power_cut", "power_on", "broker_restart", "gateway_restart", "burnt", "stuck",
           "dark", "motion", "rtc_dead", "pir_dead", "clock_jump", "boot_crash")
 
@@ -104,7 +111,8 @@ class Scenario:
                                        for k in range(int(group.get("count", 1)))]
             for node_id in ids:
                 self.nodes.append({"id": node_id, "zone": zone, "kind": group.get("kind", "lamp"),
-                                   "board": dict(group.get("board", {})), "faults": dict(group.get("faults", {}))})
+                                   "board": dict(group.get("board", {})), "faults": dict(group.get("faults", {})),
+                                   "files": group.get("files", "gateway")})
         if not self.nodes:
             raise ScenarioError("%s: no [[nodes]]" % path)
         self.timeline = []

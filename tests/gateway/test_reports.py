@@ -98,3 +98,47 @@ def test_a_scheduled_item_a_loudspeaker_did_not_start_is_reported_missed(tmp_pat
         finally:
             await rig.stop()
     run(scenario())
+
+
+def test_audio_segments_count_by_their_samples_and_misses_apart(tmp_path):
+    """A clip cut by an emergency and resumed is one broadcast whose minutes are the samples that played
+    (both segments); a loudspeaker that could not fetch the clip says why: an alert in plain words, counted
+    as not aired, never as minutes."""
+    async def scenario():
+        rig = GatewayRig(tmp_path, broker="embedded")
+        rig.clock = ManualClock(NOV_10)
+        await rig.start()
+        try:
+            await rig.api("POST", "/api/zones", json={"id": "thon-1", "name": "Thôn 1"}, expect=201)
+            for n in ("loa-01", "loa-02"):
+                await rig.api("POST", "/api/nodes", json={"id": n, "zones": ["thon-1"]}, expect=201)
+            ingest = rig.gw.ingest
+            t0 = NOV_10 + 17 * 3600
+            clip = {"id": "tb.1", "cat": "security", "prio": 0, "src": "clip", "of": 16000 * 90}
+            events = [
+                ("broadcast_interrupted", dict(clip, start=t0, samples=16000 * 30, complete=False, why="by", by="e1")),
+                ("broadcast_ended", {"id": "e1", "cat": "other", "prio": 2, "src": "stream", "start": t0 + 30,
+                                     "samples": 16000 * 12, "why": "stream_ended"}),
+                ("broadcast_ended", dict(clip, start=t0 + 43, samples=16000 * 60, complete=True, why="end")),
+            ]
+            for seq, (kind, data) in enumerate(events):
+                ingest.handle("denloa/xa-an-binh/node/loa-01/evt", Event("b1", seq, kind, data, t0 + 120).encode())
+            ingest.handle("denloa/xa-an-binh/node/loa-02/evt", Event("b2", 0, "broadcast_missed", {
+                "id": "tb.1", "cat": "security", "prio": 0, "src": "clip", "why": "clip_missing"}, t0).encode())
+            report = (await rig.api("GET", "/api/reports/monthly?month=2026-11", expect=200)).json()
+            assert report["broadcasts"] == 2
+            assert report["by_category"]["security"] == {"broadcasts": 1, "minutes": 1.5}  # 30 s + 60 s
+            assert report["by_priority"]["emergency"] == {"broadcasts": 1, "minutes": 0.2}
+            assert report["missed"] == {"count": 1, "by_reason": {"clip_missing": 1}}
+            rows = rig.gw.db.all("SELECT outcome, samples, complete, why, by_item FROM airings ORDER BY id")
+            assert [tuple(r) for r in rows] == [
+                ("interrupted", 480000, 0, "by", "e1"), ("ended", 192000, None, "stream_ended", None),
+                ("ended", 960000, 1, "end", None), ("missed", None, None, "clip_missing", None)]
+            alert = [a for a in rig.gw.alerts.recent(0) if a["kind"] == "broadcast_not_aired"][0]
+            assert alert["node_id"] == "loa-02"
+            assert "loa chưa tải được tệp âm thanh kịp giờ" in alert["message_vi"] and "17:00" in alert["message_vi"]
+            r = await rig.api("GET", "/api/reports/monthly.csv?month=2026-11", expect=200)
+            assert ["clip_missing", "1"] in list(csv.reader(io.StringIO(r.text.lstrip("\ufeff"))))
+        finally:
+            await rig.stop()
+    run(scenario())

@@ -1,0 +1,240 @@
+"""The node's player on a SoftBoard: clips and streams play through I2S, judged on the board's
+ground truth (`pcm` records: what really left the DAC), with the events of docs/audio.md
+section 6 (portable)."""
+from firmware.node import Node
+from protocol.plan import EMERGENCY, PRIORITY, ROUTINE
+from tests.firmware.audio_rig import FakeMedia, drive, pcm_sha
+from tests.firmware.rig import MONDAY, PROGRAM, Rig, at
+
+NEWS = at(MONDAY, 17)
+CLIP = "ab" * 32
+CLIP2 = "cd" * 32
+N = 3 * 16000 + 123  # not a whole number of blocks
+
+
+def _rig(t, items, clips=((CLIP, N),)):
+    truth = []
+    rig = Rig(t, program=PROGRAM, plan={"version": 4, "items": items},
+              truth=lambda when, what, value: truth.append((when, what, value)))
+    rig.truth = truth
+    rig.media = FakeMedia(rig.board.fs, rig.clock)
+    for sha, samples in clips:
+        rig.media.add_clip(sha, samples)
+    _boot(rig)
+    return rig
+
+
+def _boot(rig):
+    rig.board.power_on()
+    rig.node = Node(rig.board, rig.cfg)
+    rig.node.speaker.media = rig.media
+    rig.node.boot()
+    return rig.node
+
+
+def _item(item_id, start, secs, ref=CLIP, prio=ROUTINE, src="clip", vol=80):
+    return [item_id, start, secs, prio, src, ref, ["thon-1"], vol, "news"]
+
+
+def _pcm(rig):
+    return [v for _, what, v in rig.truth if what == "pcm"]
+
+
+def _sync(rig):
+    """A time sync at a fractional second: the RTC is set to the whole second (up to 0.5 s off),
+    now_ms() keeps the exact ms."""
+    true_ms = int(rig.clock.now() * 1000)
+    rig.node.clock.apply_sync(None, true_ms, true_ms)
+
+
+def test_a_clip_plays_completely_from_its_start_instant():
+    rig = _rig(NEWS - 20.37, [_item("news-1", NEWS, N // 16000 + 300)])
+    try:
+        _sync(rig)
+        assert abs(rig.board.time() - rig.clock.now()) > 0.3  # the RTC is whole seconds off
+        drive(rig, 30)
+        (rec,) = _pcm(rig)
+        assert rec["samples"] == N and rec["underruns"] == 0
+        assert rec["sha256"] == pcm_sha(rig.board.fs, "c-" + CLIP[:16] + ".ima", N, gain=80 * 256 // 100)
+        err_ms = (rec["start"] - NEWS) * 1000
+        assert -1 <= err_ms <= 5, err_ms  # the first sample at the instant (manual clock: exact to the step)
+        (started,) = rig.events("broadcast_started")
+        assert started.data["at"] == 0 and started.data["src"] == "clip"
+        (ended,) = rig.events("broadcast_ended")
+        assert ended.data["samples"] == N and ended.data["of"] == N and ended.data["complete"] is True
+        assert ended.data["why"] == "end" and ended.data["start"] == NEWS
+        assert rig.board.audio_source_state() is None  # done: the window is open, the clip is not replayed
+        drive(rig, 60)
+        assert len(_pcm(rig)) == 1 and len(rig.events("broadcast_started")) == 1
+    finally:
+        rig.close()
+
+
+def test_volume_is_applied_while_decoding():
+    rig = _rig(NEWS - 10, [_item("news-1", NEWS, 400, vol=50)])
+    try:
+        assert rig.send("set_volume", {"vol": 60}).applied
+        drive(rig, 20)
+        (rec,) = _pcm(rig)
+        assert rec["sha256"] == pcm_sha(rig.board.fs, "c-" + CLIP[:16] + ".ima", N, gain=50 * 60 * 256 // 10000)
+    finally:
+        rig.close()
+
+
+def test_an_emergency_cuts_the_clip_which_then_resumes_where_it_was_cut():
+    rig = _rig(NEWS - 10, [_item("news-1", NEWS, 400, vol=100)], clips=((CLIP, N), (CLIP2, 16000)))
+    fs = rig.board.fs
+    try:
+        drive(rig, 11.3)  # 1.3 s into the clip
+        ack = rig.send("broadcast_now", {"id": "lu-1", "dur": 30, "src": "clip", "clip": CLIP2,
+                                         "zones": ["thon-1"], "vol": 100, "prio": EMERGENCY})
+        assert ack.applied
+        drive(rig, 3)
+        (cut,) = rig.events("broadcast_interrupted")
+        first = _pcm(rig)[0]
+        assert cut.data["id"] == "news-1" and cut.data["why"] == "by" and cut.data["by"] == "lu-1"
+        assert cut.data["samples"] == first["samples"] and cut.data["complete"] is False and cut.data["of"] == N
+        assert 1.3 * 16000 <= first["samples"] <= 1.6 * 16000  # the tail queued at the cut played out
+        assert first["sha256"] == pcm_sha(fs, "c-" + CLIP[:16] + ".ima", N, first=0, count=first["samples"])
+        emergency = _pcm(rig)[1]
+        assert emergency["samples"] == 16000 and emergency["start"] >= first["end"]
+        assert emergency["sha256"] == pcm_sha(fs, "c-" + CLIP2[:16] + ".ima", 16000)
+        drive(rig, 10)
+        resumed = _pcm(rig)[2]
+        started = rig.events("broadcast_started")
+        assert [e.data["id"] for e in started] == ["news-1", "lu-1", "news-1"]
+        assert started[2].data["at"] == first["samples"]
+        assert resumed["samples"] == N - first["samples"]
+        assert resumed["sha256"] == pcm_sha(fs, "c-" + CLIP[:16] + ".ima", N, first=first["samples"])
+        ends = [e.data for e in rig.events("broadcast_ended")]
+        assert [(e["id"], e["why"], e["complete"]) for e in ends] == [("lu-1", "end", True), ("news-1", "end", True)]
+        assert ends[1]["samples"] == N - first["samples"]
+        drive(rig, 30)
+        assert len(_pcm(rig)) == 3  # complete in its window: not replayed
+    finally:
+        rig.close()
+
+
+def test_a_power_cut_is_reported_at_the_next_boot_and_the_clip_resumes_from_the_checkpoint():
+    long = 40 * 16000
+    rig = _rig(NEWS - 5, [_item("news-1", NEWS, 400, vol=100)], clips=((CLIP, long),))
+    fs = rig.board.fs
+    try:
+        drive(rig, 5 + 35)
+        rig.board.power_cut()
+        (cut,) = _pcm(rig)
+        assert 34 * 16000 <= cut["samples"] <= 35 * 16000  # only what left the DAC, not the queued tail
+        assert cut["sha256"] == pcm_sha(fs, "c-" + CLIP[:16] + ".ima", long, count=cut["samples"])
+        rig.clock.advance(10)
+        _boot(rig)
+        drive(rig, 4)  # the amplifier warms up again
+        (pc,) = rig.events("broadcast_interrupted")
+        assert pc.data["why"] == "power_cut" and pc.data["id"] == "news-1" and pc.data["complete"] is False
+        done = pc.data["samples"]
+        assert 30 * 16000 <= done <= 31 * 16000  # the checkpoint of ~30 s in
+        (again,) = rig.events("broadcast_started")
+        assert again.data["at"] == done
+        drive(rig, 15)
+        resumed = _pcm(rig)[1]
+        assert resumed["samples"] == long - done
+        assert resumed["sha256"] == pcm_sha(fs, "c-" + CLIP[:16] + ".ima", long, first=done)
+        (ended,) = rig.events("broadcast_ended")
+        assert ended.data["complete"] is True and ended.data["samples"] == long - done
+        _boot(rig)  # a clean boot later reports nothing old
+        assert rig.events("broadcast_interrupted") == []
+    finally:
+        rig.close()
+
+
+def test_a_clip_missing_at_the_start_is_reported_once_and_nothing_plays():
+    rig = _rig(NEWS - 5, [_item("news-1", NEWS, 60), _item("news-2", NEWS + 100, 60, ref=CLIP2)])
+    try:
+        rig.media.states[CLIP] = "fetching"
+        rig.media.states[CLIP2] = "bad"
+        drive(rig, 20)
+        (missed,) = rig.events("broadcast_missed")
+        assert missed.data["id"] == "news-1" and missed.data["why"] == "clip_missing"
+        assert _pcm(rig) == [] and rig.events("broadcast_started") == [] and rig.board.audio_bytes == 0
+        drive(rig, 100)
+        missed = rig.events("broadcast_missed")
+        assert [(m.data["id"], m.data["why"]) for m in missed] == [("news-1", "clip_missing"), ("news-2", "clip_bad")]
+        assert _pcm(rig) == [] and rig.board.audio_bytes == 0
+    finally:
+        rig.close()
+
+
+def test_a_clip_that_arrives_late_airs_within_its_window():
+    rig = _rig(NEWS - 5, [_item("news-1", NEWS, 60)])
+    try:
+        rig.media.states[CLIP] = "fetching"
+        drive(rig, 15)
+        assert len(rig.events("broadcast_missed")) == 1 and _pcm(rig) == []
+        rig.media.states[CLIP] = "ready"
+        drive(rig, 10)
+        (rec,) = _pcm(rig)
+        assert rec["samples"] == N and len(rig.events("broadcast_missed")) == 1
+    finally:
+        rig.close()
+
+
+def test_a_lost_stream_is_reported_and_reopened_within_the_window():
+    rig = _rig(NEWS - 5, [_item("live-1", NEWS, 20, ref="s-1", src="stream", prio=PRIORITY)], clips=())
+    try:
+        rig.media.streams["s-1"] = [{"lose_at": NEWS + 5}, {}]
+        drive(rig, 30)
+        kinds = [(k, e.data.get("why")) for k, e in _events(rig, ("broadcast_started", "broadcast_interrupted",
+                                                                     "broadcast_ended"))]
+        assert kinds == [("broadcast_started", None), ("broadcast_interrupted", "stream_lost"),
+                         ("broadcast_started", None), ("broadcast_ended", "end")], kinds
+        recs = _pcm(rig)
+        assert len(recs) == 2
+        assert 4.5 <= recs[0]["end"] - recs[0]["start"] <= 5.5
+        assert 1.0 <= recs[1]["start"] - recs[0]["end"] <= 6.5  # reconnected after the backoff
+        assert recs[1]["end"] <= NEWS + 21  # not past its window
+        assert rig.media.opened == ["s-1", "s-1"]
+    finally:
+        rig.close()
+
+
+def _events(rig, kinds):
+    from protocol.messages import Event
+
+    out = []
+    for _, p in rig.node.events.pending:
+        e = Event.decode(p)
+        if e.kind in kinds:
+            out.append((e.kind, e))
+    return out
+
+
+def test_the_control_tick_keeps_its_period_while_playing():
+    rig = _rig(NEWS - 2, [_item("news-1", NEWS, 400)])
+    try:
+        ticks = drive(rig, 6, step_ms=5)
+        assert [b - a for a, b in zip(ticks, ticks[1:])] == [1000] * (len(ticks) - 1)
+        rec = None
+        drive(rig, 1)
+        (rec,) = _pcm(rig)
+        assert rec["underruns"] == 0
+    finally:
+        rig.close()
+
+
+def test_the_expected_hash_helper_agrees_with_the_reference_decoder():
+    import hashlib
+    from binascii import hexlify
+
+    from protocol import ima
+
+    rig = _rig(NEWS - 5, [], clips=(("ee" * 32, 1300),))
+    try:
+        name = "c-" + "ee" * 8 + ".ima"
+        with rig.board.fs.open(name, "rb") as f:
+            data = f.read()
+        pcm = ima.pcm_bytes(ima.decode(data)[:1300], 100)
+        assert pcm_sha(rig.board.fs, name, 1300, gain=100) == hexlify(hashlib.sha256(pcm).digest()).decode()
+        part = pcm[2 * 600:2 * 1100]
+        assert pcm_sha(rig.board.fs, name, 1300, gain=100, first=600, count=500) == hexlify(
+            hashlib.sha256(part).digest()).decode()
+    finally:
+        rig.close()
