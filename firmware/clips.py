@@ -38,7 +38,7 @@ except ImportError:  # CPython
     def const(x):
         return x
 
-BUF = const(1024)
+BUF = const(512)
 PREFIX = "c-"
 DONE = ".ima"
 PART = ".part"
@@ -149,31 +149,38 @@ class ClipSource:
 
 
 class ClipCache:
-    def __init__(self, hal, fs, budget, client, wants, emit=None, now=None):
+    def __init__(self, hal, fs, budget, client, wants, emit=None, now=None, hold=None):
         self.hal, self.fs = hal, fs
         self.budget = budget
         self.client = client  # firmware.http.Client: where clips come from
         self.wants = wants  # () -> iterable of (start, end or None, sha); None: unknown now (evict nothing)
         self.emit = emit or (lambda kind, data=None: None)
         self.now = now or (lambda: None)  # wall clock (Unix s) or None: items that ended are not wanted
+        self.hold = hold or (lambda: False)  # True: no download now (a live stream has the link and the heap)
+        self._watch = None  # the download in flight's Watch (pause() aborts through it)
         self._buf = self._head = None  # made for a download, released after it (idle: no buffers)
-        self._files = {}  # sha16 -> [size, last wanted start]: the verified clips on flash
+        self._index = None  # sha16 -> [size, last wanted start]: the verified clips on flash (read at first use)
         self._trouble = {}  # sha16 -> [kind, count, retry at (ticks), reported]
         self._partial = None  # [sha, hasher, bytes hashed] of the .part: resumes without re-reading it
         self._dirty = True
         self.fetching = None  # the sha being downloaded now
         self.fetched = 0  # clips downloaded and verified since boot
-        self._scan()
-        self._audit = list(self._files)  # verified clips to re-hash once after boot, when idle
+        self._audit = None  # verified clips to re-hash once after boot, when idle
 
     # ---- what is on flash --------------------------------------------------
-    def _scan(self):
-        for name in self.fs.listdir():
-            if name.startswith(PREFIX) and name.endswith(DONE) and len(name) == 2 + 16 + 4:
-                try:
-                    self._files[name[2:18]] = [self.fs.stat(name), 0]
-                except OSError:
-                    pass
+    @property
+    def _files(self):
+        if self._index is None:  # at first use, not at boot: a node that never airs a clip pays nothing
+            index = {}
+            for name in self.fs.listdir():
+                if name.startswith(PREFIX) and name.endswith(DONE) and len(name) == 2 + 16 + 4:
+                    try:
+                        index[name[2:18]] = [self.fs.stat(name), 0]
+                    except OSError:
+                        pass
+            self._index = index
+            self._audit = list(index)
+        return self._index
 
     def used(self):
         total = 0
@@ -259,6 +266,12 @@ class ClipCache:
         self._count_corrupt(k)
         self.emit("clip_corrupt", {"clip": k, "where": "flash"})
         self._dirty = True
+
+    def pause(self):
+        """Drop the download in flight now (its part stays, resumed by Range); with hold() true
+        no other starts. A live stream calls it: the link and the heap are the stream's."""
+        if self._watch is not None and not self._watch.abort:
+            self._watch.abort = "paused for a live stream"
 
     def need(self, *_ignored):
         """The wants changed (plan applied, boot, a commanded clip): look again at once."""
@@ -393,13 +406,16 @@ class ClipCache:
         while True:
             # the wants are scanned when they changed, when a retry is due, and every RESCAN idle
             # rounds (windows close as the clock runs); not every second on every node
+            if self.hold():
+                await hal.sleep_ms(IDLE_MS)
+                continue
             if self._dirty or idle >= RESCAN or self._retry_due():
                 self._dirty = False
                 idle = 0
                 sha = self._next()
             else:
                 sha = None
-            if sha is None and self._audit:
+            if sha is None and self._files and self._audit:
                 await self.audit(self._audit.pop())
                 continue
             if sha is None:
@@ -449,11 +465,14 @@ class ClipCache:
         """One attempt at downloading `sha`; True when it is now verified on flash."""
         k = key(sha)
         self.fetching = sha
-        watch = Watch(self.hal)
+        self._watch = watch = Watch(self.hal)
         try:
             self._buf, self._head = bytearray(BUF), bytearray(HEAD_MAX)
             ok = await guarded(self.hal, watch, self._download(sha, watch), STALL_MS)
         except HttpError as exc:
+            if watch.abort:  # paused: not the clip's fault nor the network's; resumed later by Range
+                self._dirty = True
+                return False
             self._net_failed(sha, exc)
             return False
         except _Unfit:
@@ -465,7 +484,7 @@ class ClipCache:
             self._count_net(k)
             return False
         finally:
-            self.fetching = None
+            self.fetching = self._watch = None
             self._buf = self._head = None
         if ok:
             self._trouble.pop(k, None)

@@ -8,8 +8,8 @@ lost, bad, samples (clips), seek(sample_offset), close().
 The node tells it when its wants change (`need()`) and runs `run()`, the clip fetch task.
 """
 from firmware.clips import ClipCache
-from firmware.http import HEAD_MAX, Client
-from firmware.stream import StreamReceiver, make_ring
+from firmware.http import Client
+from firmware.stream import StreamReceiver
 
 
 class Media:
@@ -17,7 +17,7 @@ class Media:
         self.hal = hal
         self.client = Client(cfg.files_host, cfg.files_port, cfg.broker_user, cfg.broker_password,
                              open_connection)
-        self.clips = ClipCache(hal, hal.fs, cfg.clip_kb * 1024, self.client, wants, emit, now)
+        self.clips = ClipCache(hal, hal.fs, cfg.clip_kb * 1024, self.client, wants, emit, now, self._streaming)
         self.stream = None
 
     def open_clip(self, sha):
@@ -27,24 +27,22 @@ class Media:
         return self.clips.state(sha)
 
     def open_stream(self, stream_id):
+        """Starts receiving at once; the clip download in flight (if any) is dropped and resumed
+        once the stream is over: the link and the heap go to the live audio. The ring (in
+        one-block segments) is made by the stream's task once that download let go of its buffers."""
         if self.stream is not None:
             self.stream.close()
             self.stream = None
-        try:  # the ring only while a stream plays, in 1 KB segments (fragmentation)
-            ring, head = make_ring(), bytearray(HEAD_MAX)
-        except MemoryError:
-            import gc
-
-            ring = None
-            gc.collect()
-            try:
-                ring, head = make_ring(), bytearray(HEAD_MAX)
-            except MemoryError:
-                ring = None
-                return NoStream("no memory for the stream buffer")
-        self.stream = StreamReceiver(self.hal, self.client, stream_id, ring, head)
-        ring = head = None
+        self.clips.pause()
+        clips = self.clips
+        self.stream = StreamReceiver(self.hal, self.client, stream_id, busy=lambda: clips.fetching is not None)
         return self.stream
+
+    def _streaming(self):
+        s = self.stream
+        if s is not None and (s._closed or s._done is not None):
+            self.stream = s = None  # over: the ring goes back to the heap, downloads go on
+        return s is not None
 
     def need(self, *_ignored):
         self.clips.need()
@@ -52,23 +50,3 @@ class Media:
     async def run(self):
         await self.clips.run()
 
-
-class NoStream:
-    """A stream that could not even start: lost at once (the player reports and retries)."""
-
-    samples = None
-    ended = bad = False
-    lost = True
-    status = None
-
-    def __init__(self, error):
-        self.error = error
-
-    def readinto(self, buf):
-        return 0
-
-    def seek(self, sample_offset):
-        pass
-
-    def close(self):
-        pass
