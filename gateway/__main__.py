@@ -11,6 +11,7 @@ import asyncio
 import os
 import secrets
 import signal
+import socket
 import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -18,9 +19,24 @@ from typing import TYPE_CHECKING
 from gateway.config import GatewayConfig
 from gateway.errors import GatewayError
 
+SNDBUF_BYTES = 32 * 1024
+
 if TYPE_CHECKING:
     from gateway.clock import Clock
     from gateway.service import Gateway
+
+
+def http_socket(host: str, port: int) -> socket.socket:
+    """The HTTP listening socket, its connections' send buffers capped (SNDBUF_BYTES): a live stream to a
+    node that stopped reading fills that buffer in about 4 s and the stream hub drops the node, where
+    Linux's self-grown buffer (up to 4 MiB, ~5 minutes of stream) would hide it."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SNDBUF_BYTES)  # accepted sockets inherit it
+    sock.bind((host, port))
+    sock.listen(1024)
+    sock.setblocking(False)
+    return sock
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -85,7 +101,7 @@ async def serve(cfg: GatewayConfig, clock: Clock | None = None,
             password, os.path.join(cfg.data_dir, "admin-password.txt")), flush=True)
     server = uvicorn.Server(uvicorn.Config(app, host=cfg.http_bind, port=cfg.http_port, log_level="warning"))
     server.install_signal_handlers = lambda: None  # type: ignore[attr-defined]  # gone since uvicorn 0.29
-    task = asyncio.create_task(server.serve())
+    task = asyncio.create_task(server.serve(sockets=[http_socket(cfg.http_bind, cfg.http_port)]))
     if ready is not None:
         result = ready(gw, url)
         if asyncio.iscoroutine(result):

@@ -63,17 +63,18 @@ def make_gateway(cfg: GatewayConfig, clock: Clock | None = None,
     ingest = Ingest(db=db, cfg=cfg, clock=clock, registry=registry, commands=commands, alerts=alerts,
                     metrics=metrics, log=log)
     timesync = TimeService(clock=clock, commands=commands, log=log)
-    emergencies = Emergencies(db=db, registry=registry, commands=commands)
     clips = ClipLibrary(db, cfg, clock, log)
 
     def clip_seconds(clip_id: str) -> float | None:
         row = clips.get(clip_id)
         return None if row is None else row["samples"] / 16000.0
 
+    emergencies = Emergencies(db=db, registry=registry, commands=commands, clip_seconds=clip_seconds)
+
     plans = PlanPusher(db=db, clock=clock, registry=registry, alerts=alerts, commands=commands, ingest=ingest,
                        log=log, utc_offset=cfg.utc_offset, horizon_days=cfg.horizon_days, clip_seconds=clip_seconds)
     users = Users(db, clock)
-    streams = Streams(hub=StreamHub(log=log, mic_device=getattr(cfg, "audio_mic_device", "default")), db=db,
+    streams = Streams(hub=StreamHub(log=log, mic_device=cfg.audio_mic_device), db=db,
                       registry=registry, commands=commands, emergencies=emergencies, log=log)
 
     async def reload_broker(broker_users: list[brokers.BrokerUser]) -> None:

@@ -36,6 +36,7 @@
     max_seconds = 900            # longest clip accepted (upload or text-to-speech)
     max_upload_mb = 50           # biggest upload accepted
     ffmpeg_timeout_s = 300       # one ffmpeg or TTS run longer than this is stopped and refused
+    mic_device = "default"       # the Pi's microphone for live broadcasts (ALSA device name)
 
     [audio.tts]
     engine = "espeak"            # or "piper" (falls back to espeak-ng, with a warning, without it)
@@ -58,7 +59,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "commands": {"expiry_s": 600, "retry_s": 10},
     "planner": {"horizon_days": 3},
     "bridge": {"host": "", "port": 8883, "username": "", "password": "", "tls_ca": "", "remote_prefix": ""},
-    "audio": {"max_seconds": 900, "max_upload_mb": 50, "ffmpeg_timeout_s": 300, "tts": {}},
+    "audio": {"max_seconds": 900, "max_upload_mb": 50, "ffmpeg_timeout_s": 300, "mic_device": "default",
+              "tts": {}},
 }
 TTS_DEFAULTS: dict[str, Any] = {"engine": "espeak", "model": ""}
 
@@ -118,6 +120,7 @@ class GatewayConfig:
         self.audio_max_seconds = int(self._number("audio.max_seconds", a["max_seconds"], 1, 6 * 3600))
         self.audio_max_upload_mb = self._number("audio.max_upload_mb", a["max_upload_mb"], 0.001, 2048)
         self.audio_ffmpeg_timeout_s = self._number("audio.ffmpeg_timeout_s", a["ffmpeg_timeout_s"], 1, 3600)
+        self.audio_mic_device = str(a["mic_device"])
         tts = a["tts"]
         if not isinstance(tts, dict):
             raise _bad("audio.tts", "Mục [audio.tts] phải là một bảng", "[audio.tts] must be a table")

@@ -2,6 +2,8 @@
 a stop sends stop_broadcast to the same nodes. Both are batches whose progress counts node acks."""
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from typing import Any
 
 from gateway.commands import CommandService
@@ -19,10 +21,12 @@ def _unknown(batch: str) -> NotFound:
 
 
 class Emergencies:
-    def __init__(self, *, db: Database, registry: Registry, commands: CommandService) -> None:
+    def __init__(self, *, db: Database, registry: Registry, commands: CommandService,
+                 clip_seconds: Callable[[str], float | None] | None = None) -> None:
         self.db = db
         self.registry = registry
         self.commands = commands
+        self.clip_seconds = clip_seconds  # a library clip's length (None: no such clip)
 
     def zones(self, zones: list[str] | str) -> list[str]:
         """The zones asked for ("all" or a list), checked against the registry."""
@@ -41,6 +45,12 @@ class Emergencies:
         if (source == "line") != (ref is None):
             raise GatewayError("ref.invalid", "Nguồn clip/stream cần mã; nguồn line thì không",
                                "A clip or stream source needs ref; line takes none", "ref")
+        if source == "clip" and self.clip_seconds is not None and ref is not None:
+            secs = self.clip_seconds(ref)
+            if secs is None:
+                raise GatewayError("clip.unknown", "Không có tệp âm thanh này trong thư viện",
+                                   "No such clip in the audio library", "ref")
+            duration_s = max(duration_s, int(math.ceil(secs)))  # an emergency clip always plays to its end
         nodes = [n for n in self.registry.nodes_in_zones(chosen) if has_speaker(n)]
         batch = "e%d" % self.db.next_counter("batch")
         commands = []

@@ -53,6 +53,15 @@ OUTPUT_FLAGS = ["-map", "0:a:0", "-vn", "-ar", str(ima.RATE), "-ac", "1", "-c:a"
                 "-flush_packets", "1", "-f", "data", "pipe:1"]
 
 
+def _protocols(source: str) -> str:
+    """What ffmpeg may open for this source: a remote playlist must not reach local files."""
+    if source.startswith(("http://", "https://")):
+        return "http,https,tcp,tls,crypto"
+    if source.startswith(("rtsp://", "rtmp://")):
+        return "rtsp,rtmp,rtp,udp,tcp,tls"
+    return "file"
+
+
 def _fail(code: str, vi: str, en: str, field: str | None = None, status: int | None = None) -> GatewayError:
     return GatewayError(code, vi, en, field, status=status)
 
@@ -172,7 +181,8 @@ class StreamHub:
         elif kind == "url":
             if source is None:
                 raise ValueError("a url stream needs its source")
-            cmd += ["-readrate", "%g" % self.readrate] + INPUT_FLAGS + ["-i", source]
+            cmd += ["-readrate", "%g" % self.readrate, "-protocol_whitelist", _protocols(source)] + INPUT_FLAGS
+            cmd += ["-i", source]
         else:
             raw = ["-f", "s16le", "-ar", str(ima.RATE), "-ac", "1"] if fmt == "s16le" else []
             cmd += INPUT_FLAGS + raw + ["-i", "pipe:0"]
@@ -265,6 +275,10 @@ class StreamHub:
         await self._finish(stream, why)
         return stream
 
+    async def end(self, stream: LiveStream, why: str) -> None:
+        """End this stream if it is still live (no error when it has ended already)."""
+        await self._finish(stream, why)
+
     async def close(self) -> None:
         """Stop every stream (the gateway stops)."""
         for stream_id in list(self.streams):
@@ -355,9 +369,10 @@ class StreamHub:
             client.finish()
         stream.clients.clear()
         current = asyncio.current_task()
-        for task in stream.tasks:
-            if task is not current:
-                task.cancel()
+        others = [task for task in stream.tasks if task is not current]
+        for task in others:
+            task.cancel()
+        await asyncio.gather(*others, return_exceptions=True)
         proc = stream.proc
         if proc is not None and proc.returncode is None:
             try:
@@ -368,6 +383,14 @@ class StreamHub:
             except asyncio.TimeoutError:
                 proc.kill()
                 await proc.wait()
+        if proc is not None:  # let its pipes reach EOF, so that asyncio closes their transport
+            if proc.stdin is not None and not proc.stdin.is_closing():
+                proc.stdin.close()
+            if proc.stdout is not None:
+                try:
+                    await asyncio.wait_for(proc.stdout.read(), 1)
+                except (asyncio.TimeoutError, ValueError, RuntimeError):  # read by a cancelled pump meanwhile
+                    pass
         if stream.stderr_task is not None:
             await asyncio.wait([stream.stderr_task], timeout=1)
         stream.ended.set()  # and its ffmpeg is gone
@@ -420,7 +443,7 @@ class Streams:
         try:
             batch = await self._air(stream, prio, volume, int(max_seconds), user)
         except BaseException:
-            await self.hub.stop(stream_id, "failed")
+            await self.hub.end(stream, "failed")
             raise
         stream.info["batch"] = batch
         return dict(stream.to_json(), progress=self.commands.batch_progress(batch))

@@ -16,6 +16,7 @@ import time
 
 import httpx
 
+from gateway.__main__ import http_socket
 from gateway.api import create_app
 from gateway.app import make_gateway
 from gateway.clock import ScaledClock
@@ -107,7 +108,7 @@ class Run:
                                                lifespan="off"))
         server.install_signal_handlers = lambda: None  # the simulator owns its signals
         self.http_server = server
-        self.http_task = asyncio.create_task(server.serve())
+        self.http_task = asyncio.create_task(server.serve(sockets=[http_socket(cfg.http_bind, cfg.http_port)]))
         for _ in range(200):
             if server.started:
                 return

@@ -70,10 +70,13 @@ def local_time(text, utc_offset, where):
     try:
         date, hm = text.split("T")
         y, mo, d = (int(p) for p in date.split("-"))
-        hh, mm = (int(p) for p in hm.split(":")[:2])
-        return calendar.timegm((y, mo, d, hh, mm, 0)) - int(utc_offset * 3600)
+        parts = [int(p) for p in hm.split(":")]
+        if not 2 <= len(parts) <= 3:
+            raise ValueError
+        hh, mm, ss = parts[0], parts[1], parts[2] if len(parts) == 3 else 0
+        return calendar.timegm((y, mo, d, hh, mm, ss)) - int(utc_offset * 3600)
     except (ValueError, AttributeError):
-        raise ScenarioError("%s: %r is not a local time YYYY-MM-DDTHH:MM" % (where, text))
+        raise ScenarioError("%s: %r is not a local time YYYY-MM-DDTHH:MM[:SS]" % (where, text))
 
 
 class Scenario:

@@ -22,7 +22,7 @@ FFPROBE = "ffprobe"
 
 TARGET_I = -16.0  # LUFS integrated (EBU R128)
 TARGET_TP = -1.5  # dBTP, in the stored file
-CEILING_DB = TARGET_TP - 0.7  # the limiter's ceiling (dBFS): resampling to 16 kHz and ADPCM's noise add ~0.5 dB
+CEILING_DB = TARGET_TP - 0.8  # the limiter's ceiling (dBFS): resampling to 16 kHz and ADPCM's noise add ~0.5 dB
 TARGET_LRA = 20.0  # LU: wide, so that speech is never squeezed for its range (linear whenever the peak allows)
 
 # docs/audio.md section 1, exactly
@@ -52,8 +52,12 @@ class Loudness:
 
 async def run(args: list[str], timeout: float, what: str) -> tuple[int, bytes, bytes]:
     """(returncode, stdout, stderr) of one program; killed and refused past `timeout` seconds."""
-    proc = await asyncio.create_subprocess_exec(*args, stdin=asyncio.subprocess.DEVNULL,
-                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    try:
+        proc = await asyncio.create_subprocess_exec(*args, stdin=asyncio.subprocess.DEVNULL,
+                                                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    except FileNotFoundError:
+        raise GatewayError("audio.unavailable", "Máy chủ chưa cài %s nên không xử lý được âm thanh" % args[0],
+                           "%s is not installed on the gateway: audio cannot be processed" % args[0], status=503)
     try:
         out, err = await asyncio.wait_for(proc.communicate(), timeout)
     except asyncio.TimeoutError:

@@ -41,7 +41,7 @@ import secrets
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from gateway.audio import ffmpeg
 from gateway.audio.tts import TtsEngine, check_speed, check_voice, make_engine
@@ -59,8 +59,9 @@ MAX_TEXT = 5000  # characters of text-to-speech input
 SILENT_LUFS = -70.0  # integrated loudness below this: silent (EBU R128's absolute gate)
 SILENT_PEAK_DB = -60.0  # or a true peak below this: silent
 TRUNCATED_RATIO = 0.9  # decoded audio shorter than 90 % of the header's duration (less 0.5 s): corrupt
-LOUDNESS_TOLERANCE = 0.3  # LU: a stored clip further than this from -16 LUFS is made again with the gain corrected
+LOUDNESS_TOLERANCE = 0.3  # LU: further off from -16 LUFS (R128 allows 0.5 for files), made again with more gain
 LOUDNESS_RETRIES = 2
+LOUDNESS_STEP = 1.4
 CONCURRENT = 2  # ffmpeg runs at once (the Pi has 4 cores; the event loop keeps one)
 
 # what ffprobe's format_name says -> the family, and the extensions each family may carry
@@ -111,6 +112,34 @@ def _install(tmp: str, final: str) -> None:
         os.close(dfd)
 
 
+def _wav_data_sizes(path: str) -> tuple[int | None, int]:
+    """(bytes the WAV header promises in its data chunk or None when it does not say, bytes there)."""
+    size = os.path.getsize(path)
+    head = _read(path, 1 << 16)
+    pos = 12
+    while pos + 8 <= len(head):
+        cid, length = head[pos:pos + 4], int.from_bytes(head[pos + 4:pos + 8], "little")
+        if cid == b"data":
+            unknown = length in (0, 0xFFFFFFFF, 0x7FFFFFFF) or length - 0x7FFFF000 in range(0x1000)  # streamed writers
+            return (None if unknown else length), max(0, size - pos - 8)
+        pos += 8 + length + (length & 1)
+    return None, size
+
+
+T = TypeVar("T")
+
+
+async def _thread(fn: Callable[..., T], *args: Any) -> T:
+    """fn(*args) in a worker thread; a cancel waits for the thread to finish (it cannot be stopped)
+    before it goes on, so that the cleanup after it never races a file still being written."""
+    fut = asyncio.ensure_future(asyncio.to_thread(fn, *args))
+    try:
+        return await asyncio.shield(fut)
+    except asyncio.CancelledError:
+        await asyncio.wait([fut])
+        raise
+
+
 def _unlink(path: str) -> None:
     try:
         os.unlink(path)
@@ -132,7 +161,7 @@ class ClipLibrary:
         self.max_seconds = cfg.audio_max_seconds
         self.max_bytes = int(cfg.audio_max_upload_mb * 1024 * 1024)
         self.timeout = cfg.audio_ffmpeg_timeout_s
-        self.engine = engine or make_engine(cfg.tts_engine, cfg.tts_model, log)
+        self.engine = engine or make_engine(cfg.tts_engine, cfg.tts_model, log, timeout=self.timeout)
         self._slots = asyncio.Semaphore(CONCURRENT)
         self._clean()
 
@@ -198,7 +227,7 @@ class ClipLibrary:
                       user: str | None) -> dict[str, Any]:
         """Typed text, read by the configured engine, normalised and stored like an upload (source 'tts')."""
         self._check_text(text, voice, speed)
-        title = self._title(title or text.strip().split("\n")[0][:MAX_TITLE], None)
+        title = self._title(title or " ".join(text.strip().split("\n")[0].split())[:MAX_TITLE], None)
         category = self._category(category)
         spoken, wav = await self._speak(text, voice, speed)
         meta = {"title": title, "category": category, "source": "tts", "created_by": user, "filename": None,
@@ -224,7 +253,7 @@ class ClipLibrary:
             return spoken, engine.synthesize(spoken, voice, speed), used_g2p
 
         async with self._slots:
-            spoken, wav, used_g2p = await asyncio.to_thread(work)
+            spoken, wav, used_g2p = await _thread(work)
         if not used_g2p:
             self.log("tts: g2p-hamster did not take part; read with the commune rules only")
         return spoken, wav
@@ -271,6 +300,9 @@ class ClipLibrary:
         title = (title or "").strip() or (os.path.splitext(os.path.basename(filename or ""))[0].strip())
         if not title:
             raise _refuse("clip.title", "Clip cần có tên", "A clip needs a title", 400, "title")
+        if any(ord(ch) < 32 or 127 <= ord(ch) < 160 for ch in title):
+            raise _refuse("clip.title", "Tên clip không được chứa ký tự điều khiển",
+                          "The title may not hold control characters", 400, "title")
         if len(title) > MAX_TITLE:
             raise _refuse("clip.title", "Tên clip dài quá %d ký tự" % MAX_TITLE,
                           "The title is longer than %d characters" % MAX_TITLE, 400, "title")
@@ -285,12 +317,17 @@ class ClipLibrary:
 
     async def _ingest(self, data: bytes, filename: str, meta: dict[str, Any]) -> dict[str, Any]:
         tmp_out, info = await self._process(data, filename)
+        # From here on the clip is complete: storing it is shielded from a request that goes away,
+        # so that a cancel can never leave a file without its row (or a row without its file).
+        return await asyncio.shield(asyncio.ensure_future(self._store(tmp_out, info, meta)))
+
+    async def _store(self, tmp_out: str, info: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
         clip_id = info["id"]
         final = str(self.dir / (clip_id + ".wav"))
         try:
             if self.get(clip_id) is not None:
                 return dict(self.require(clip_id), duplicate=True)
-            await asyncio.to_thread(_install, tmp_out, final)
+            await _thread(_install, tmp_out, final)
             row = dict(meta, id=clip_id, duration_ms=info["samples"] * 1000 // ima.RATE, samples=info["samples"],
                        size=info["size"], created_at=self.clock.now(), pcm_sha256=info["pcm_sha256"],
                        input_lufs=info["input_lufs"], lufs=info["lufs"], true_peak=info["true_peak"])
@@ -305,7 +342,8 @@ class ClipLibrary:
                 if self.get(clip_id) is None:
                     _unlink(final)
                 raise
-            self.log("clips: stored %s %r (%d ms, %s)" % (clip_id[:12], row["title"], row["duration_ms"], row["source"]))
+            self.log("clips: stored %s %r (%d ms, %s, %.1f LUFS)" % (
+                clip_id[:12], row["title"], row["duration_ms"], row["source"], row["lufs"] or -99))
             return dict(self.require(clip_id), duplicate=False)
         finally:
             _unlink(tmp_out)
@@ -318,7 +356,7 @@ class ClipLibrary:
         src, out = str(self.tmp / ("in-" + token)), str(self.tmp / ("out-" + token + ".wav"))
         ok = False
         try:
-            await asyncio.to_thread(_write_temp, src, data)
+            await _thread(_write_temp, src, data)
             async with self._slots:
                 info = await self._convert(src, out, filename)
             ok = True
@@ -332,9 +370,8 @@ class ClipLibrary:
         probed = await ffmpeg.probe(src, self.timeout)
         streams = probed.get("streams", []) if probed else []
         if probed is None or not any(s.get("codec_type") == "audio" for s in streams if isinstance(s, dict)):
-            what = self._kind(probed)
-            raise _refuse("clip.not_audio", "Tệp không phải âm thanh%s" % (" (%s)" % what if what else ""),
-                          "The file is not audio%s" % (" (%s)" % what if what else ""))
+            vi, en = self._kind(probed)
+            raise _refuse("clip.not_audio", "Tệp không phải âm thanh%s" % vi, "The file is not audio%s" % en)
         fmt = probed.get("format", {})
         family = _FAMILIES.get(str(fmt.get("format_name", "")), str(fmt.get("format_name", "")))
         ext = os.path.splitext(filename.lower())[1]
@@ -343,6 +380,13 @@ class ClipLibrary:
             raise _refuse("clip.extension_mismatch",
                           "Tệp mang đuôi %s nhưng thực ra là %s; hãy đổi đúng đuôi rồi tải lên lại" % (ext, real),
                           "The file is named %s but is really %s; rename it and upload it again" % (ext, real))
+        if family == "wav":
+            promised, present = await _thread(_wav_data_sizes, src)
+            if promised is not None and present < promised * TRUNCATED_RATIO:
+                raise _refuse("clip.corrupt",
+                              "Tệp WAV bị cắt cụt: đầu tệp ghi %d byte âm thanh nhưng chỉ có %d byte" % (promised, present),
+                              "The WAV file is truncated: its header promises %d bytes of audio, %d are there"
+                              % (promised, present))
         header_s = self._duration(probed)
         if header_s is not None and header_s > self.max_seconds:
             raise self._too_long(header_s)
@@ -364,8 +408,9 @@ class ClipLibrary:
             lufs, true_peak = await ffmpeg.loudness(out, self.timeout)
             if not math.isfinite(lufs) or abs(lufs - ffmpeg.TARGET_I) <= LOUDNESS_TOLERANCE:
                 break
-            gain += ffmpeg.TARGET_I - lufs  # the limiter took some loudness: a little more gain
-        head = await asyncio.to_thread(_read, out, 4096)
+            # the limiter took some loudness; more gain makes it take a little more, so step past the error
+            gain += LOUDNESS_STEP * (ffmpeg.TARGET_I - lufs)
+        head = await _thread(_read, out, 4096)
         try:
             _, _, samples = ima.parse_header(head)
         except ima.FormatError as exc:
@@ -387,7 +432,7 @@ class ClipLibrary:
         def hashes() -> tuple[str, str, int]:
             return _sha256_file(out), hashlib.sha256(pcm[:2 * samples]).hexdigest(), os.path.getsize(out)
 
-        clip_id, pcm_sha, size = await asyncio.to_thread(hashes)
+        clip_id, pcm_sha, size = await _thread(hashes)
         return {"id": clip_id, "samples": samples, "size": size, "pcm_sha256": pcm_sha,
                 "input_lufs": loud.input_i if loud.input_i > -1e9 else None,
                 "lufs": lufs if math.isfinite(lufs) else None, "true_peak": true_peak if math.isfinite(true_peak) else None}
@@ -409,13 +454,16 @@ class ClipLibrary:
         return None
 
     @staticmethod
-    def _kind(probed: dict[str, Any] | None) -> str:
+    def _kind(probed: dict[str, Any] | None) -> tuple[str, str]:
+        """What the file is instead, for the message: (Vietnamese, English) with a leading ': '."""
         if not probed:
-            return ""
+            return (", hoặc hỏng đến mức không đọc được", ", or too damaged to be read")
         for s in probed.get("streams", []):
             if s.get("codec_type") == "video":
-                return "image or video: %s" % s.get("codec_name", "?")
-        return str(probed.get("format", {}).get("format_name", ""))
+                codec = str(s.get("codec_name", "?"))
+                return (": đây là ảnh hoặc video (%s)" % codec, ": it is a picture or a video (%s)" % codec)
+        name = str(probed.get("format", {}).get("format_name", ""))
+        return (": %s" % name, ": %s" % name) if name else ("", "")
 
 
 def _db(x: float) -> str:

@@ -115,22 +115,22 @@ def _import_piper() -> Any:
 
 
 def make_engine(engine: str, model: str, log: Callable[[str], None],
-                importer: Callable[[], Any] = _import_piper) -> TtsEngine:
+                importer: Callable[[], Any] = _import_piper, timeout: float = 120.0) -> TtsEngine:
     """The configured engine; Piper without its module or model falls back to espeak-ng (logged)."""
     if engine != "piper":
-        return EspeakEngine()
+        return EspeakEngine(timeout=timeout)
     try:
         module = importer()
         if not hasattr(module, "PiperVoice"):
             raise ImportError("the installed `piper` module is not piper-tts (no PiperVoice)")
     except Exception as exc:
         log("warning: audio.tts.engine is piper but piper-tts is not usable (%s); using espeak-ng" % exc)
-        return EspeakEngine()
+        return EspeakEngine(timeout=timeout)
     if not model or not os.path.isfile(model):
         log("warning: audio.tts.engine is piper but its model %r is not there; using espeak-ng" % model)
-        return EspeakEngine()
+        return EspeakEngine(timeout=timeout)
     try:
         return PiperEngine(module, model)
     except Exception as exc:
         log("warning: piper could not load %r (%r); using espeak-ng" % (model, exc))
-        return EspeakEngine()
+        return EspeakEngine(timeout=timeout)

@@ -38,7 +38,11 @@ def test_demo_runs_and_stops_cleanly(tmp_path):
                 online = sum(1 for n in nodes if n["live"].get("online"))
                 time.sleep(0.5)
             assert len(nodes) == 40 and online == 40
-            assert len(http.get("/api/schedules").json()) == 3
+            schedules = {s["id"]: s for s in http.get("/api/schedules").json()}
+            assert len(schedules) == 4
+            # the evening notice is a text-to-speech clip of the library, fetchable by the loudspeakers
+            notice = schedules["nhac-nho"]
+            assert notice["source"] == "clip" and http.get("/api/clips/" + notice["ref"]).status_code == 200
     finally:
         proc.send_signal(signal.SIGINT)
         try:
