@@ -149,14 +149,14 @@ class ClipSource:
 
 
 class ClipCache:
-    def __init__(self, hal, fs, budget, client, wants, emit=None, now=None, hold=None):
+    def __init__(self, hal, fs, budget, client, wants, emit=None, now=None):
         self.hal, self.fs = hal, fs
         self.budget = budget
         self.client = client  # firmware.http.Client: where clips come from
         self.wants = wants  # () -> iterable of (start, end or None, sha); None: unknown now (evict nothing)
         self.emit = emit or (lambda kind, data=None: None)
         self.now = now or (lambda: None)  # wall clock (Unix s) or None: items that ended are not wanted
-        self.hold = hold or (lambda: False)  # True: no download now (a live stream has the link and the heap)
+        self.stream = None  # the live stream receiving now (Media sets it): no download meanwhile
         self._watch = None  # the download in flight's Watch (pause() aborts through it)
         self._buf = self._head = None  # made for a download, released after it (idle: no buffers)
         self._index = None  # sha16 -> [size, last wanted start]: the verified clips on flash (read at first use)
@@ -266,6 +266,13 @@ class ClipCache:
         self._count_corrupt(k)
         self.emit("clip_corrupt", {"clip": k, "where": "flash"})
         self._dirty = True
+
+    def hold(self):
+        """True while a live stream receives: it has the link and the heap."""
+        s = self.stream
+        if s is not None and (s._closed or s._done is not None):
+            self.stream = s = None  # over: its ring goes back to the heap, downloads go on
+        return s is not None
 
     def pause(self):
         """Drop the download in flight now (its part stays, resumed by Range); with hold() true

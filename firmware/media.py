@@ -17,7 +17,7 @@ class Media:
         self.hal = hal
         self.client = Client(cfg.files_host, cfg.files_port, cfg.broker_user, cfg.broker_password,
                              open_connection)
-        self.clips = ClipCache(hal, hal.fs, cfg.clip_kb * 1024, self.client, wants, emit, now, self._streaming)
+        self.clips = ClipCache(hal, hal.fs, cfg.clip_kb * 1024, self.client, wants, emit, now)
         self.stream = None
 
     def open_clip(self, sha):
@@ -33,16 +33,11 @@ class Media:
         if self.stream is not None:
             self.stream.close()
             self.stream = None
-        self.clips.pause()
         clips = self.clips
-        self.stream = StreamReceiver(self.hal, self.client, stream_id, busy=lambda: clips.fetching is not None)
+        clips.pause()
+        self.stream = clips.stream = StreamReceiver(self.hal, self.client, stream_id,
+                                                    busy=lambda: clips.fetching is not None)
         return self.stream
-
-    def _streaming(self):
-        s = self.stream
-        if s is not None and (s._closed or s._done is not None):
-            self.stream = s = None  # over: the ring goes back to the heap, downloads go on
-        return s is not None
 
     def need(self, *_ignored):
         self.clips.need()
