@@ -38,7 +38,7 @@ except ImportError:  # CPython
     def const(x):
         return x
 
-BUF = const(1024)
+BUF = const(512)
 PREFIX = "c-"
 DONE = ".ima"
 PART = ".part"
@@ -48,7 +48,8 @@ MAX_TROUBLE = const(16)
 STALL_MS = const(10000)  # a download with no byte for this long is dropped (and resumed later)
 BACKOFF_MIN_MS = const(1000)
 BACKOFF_MAX_MS = const(60000)
-IDLE_MS = const(1000)  # the fetch task looks at the wants this often when it has nothing to do
+IDLE_MS = const(1000)  # the fetch task's pace when it has nothing to do (need() is seen within it)
+RESCAN = const(10)  # idle rounds between two scans of the wants when nothing changed
 RECHECK_MS = const(60000)  # an unfit clip is tried again this often (items end, room appears)
 HEAD_READ = const(128)  # bytes read to find the WAV data chunk (ffmpeg's header is 60 bytes)
 _ENOENT = const(2)
@@ -152,26 +153,34 @@ class ClipCache:
         self.hal, self.fs = hal, fs
         self.budget = budget
         self.client = client  # firmware.http.Client: where clips come from
-        self.wants = wants  # () -> iterable of (start, end or None, sha)
+        self.wants = wants  # () -> iterable of (start, end or None, sha); None: unknown now (evict nothing)
         self.emit = emit or (lambda kind, data=None: None)
         self.now = now or (lambda: None)  # wall clock (Unix s) or None: items that ended are not wanted
+        self.stream = None  # the live stream receiving now (Media sets it): no download meanwhile
+        self._watch = None  # the download in flight's Watch (pause() aborts through it)
         self._buf = self._head = None  # made for a download, released after it (idle: no buffers)
-        self._files = {}  # sha16 -> [size, last wanted start]: the verified clips on flash
+        self._index = None  # sha16 -> [size, last wanted start]: the verified clips on flash (read at first use)
         self._trouble = {}  # sha16 -> [kind, count, retry at (ticks), reported]
         self._partial = None  # [sha, hasher, bytes hashed] of the .part: resumes without re-reading it
         self._dirty = True
         self.fetching = None  # the sha being downloaded now
         self.fetched = 0  # clips downloaded and verified since boot
-        self._scan()
+        self._audit = None  # verified clips to re-hash once after boot, when idle
 
     # ---- what is on flash --------------------------------------------------
-    def _scan(self):
-        for name in self.fs.listdir():
-            if name.startswith(PREFIX) and name.endswith(DONE) and len(name) == 2 + 16 + 4:
-                try:
-                    self._files[name[2:18]] = [self.fs.stat(name), 0]
-                except OSError:
-                    pass
+    @property
+    def _files(self):
+        if self._index is None:  # at first use, not at boot: a node that never airs a clip pays nothing
+            index = {}
+            for name in self.fs.listdir():
+                if name.startswith(PREFIX) and name.endswith(DONE) and len(name) == 2 + 16 + 4:
+                    try:
+                        index[name[2:18]] = [self.fs.stat(name), 0]
+                    except OSError:
+                        pass
+            self._index = index
+            self._audit = list(index)
+        return self._index
 
     def used(self):
         total = 0
@@ -258,6 +267,19 @@ class ClipCache:
         self.emit("clip_corrupt", {"clip": k, "where": "flash"})
         self._dirty = True
 
+    def hold(self):
+        """True while a live stream receives: it has the link and the heap."""
+        s = self.stream
+        if s is not None and (s._closed or s._done is not None):
+            self.stream = s = None  # over: its ring goes back to the heap, downloads go on
+        return s is not None
+
+    def pause(self):
+        """Drop the download in flight now (its part stays, resumed by Range); with hold() true
+        no other starts. A live stream calls it: the link and the heap are the stream's."""
+        if self._watch is not None and not self._watch.abort:
+            self._watch.abort = "paused for a live stream"
+
     def need(self, *_ignored):
         """The wants changed (plan applied, boot, a commanded clip): look again at once."""
         self._dirty = True
@@ -269,7 +291,10 @@ class ClipCache:
     # ---- wants -------------------------------------------------------------
     def _live_wants(self):
         now = self.now()
-        for start, end, sha in self.wants():
+        wants = self.wants()
+        if wants is None:
+            return
+        for start, end, sha in wants:
             if sha and (end is None or now is None or end > now):
                 yield start, end, sha
 
@@ -293,44 +318,62 @@ class ClipCache:
                     continue
             if best is None or start < best_start:
                 best, best_start = sha, start
+        if self._trouble and self.wants() is not None:  # forget the troubles of clips no longer wanted
+            wanted = self._wanted_keys()
+            for k in list(self._trouble):
+                if k not in wanted:
+                    del self._trouble[k]
         return best
 
     def _wanted_keys(self):
+        """{sha16: True} of the clips wanted now; None when the node cannot say (see wants)."""
+        if self.wants() is None:
+            return None
         keys = {}
         for _start, _end, sha in self._live_wants():
             keys[key(sha)] = True
         return keys
 
     def _make_room(self, total, have, keep):
-        """Evict unwanted clips until a clip of `total` bytes (`have` of them on flash already)
-        fits the budget and the flash; False if it cannot."""
-        wanted = None
-        while True:
-            fits = self.budget - self.used() >= total
-            free_bytes = getattr(self.fs, "free_bytes", None)
-            if fits and free_bytes is not None:
-                free = free_bytes()
-                fits = free is None or free >= total - have
-            if fits:
-                return True
-            if wanted is None:
-                wanted = self._wanted_keys()
-                wanted[key(keep)] = True
+        """Make a clip of `total` bytes (`have` of them on flash already) fit the budget and the
+        flash, evicting unwanted clips (least recently wanted first) only if that is enough.
+        None when it fits; else why not: "budget", "flash_full" or "wants_unknown"."""
+        need_budget = total - (self.budget - self.used())
+        free_bytes = getattr(self.fs, "free_bytes", None)
+        free = free_bytes() if free_bytes is not None else None
+        need_flash = 0 if free is None else (total - have) - free
+        if need_budget <= 0 and need_flash <= 0:
+            return None
+        wanted = self._wanted_keys()
+        if wanted is None:  # the node cannot say what it needs right now: evict nothing
+            return "wants_unknown"
+        wanted[key(keep)] = True
+        gain = 0
+        for k, entry in self._files.items():
+            if k not in wanted:
+                gain += entry[0]
+        if gain < need_budget:
+            return "budget"
+        if gain < need_flash:
+            return "flash_full"
+        while need_budget > 0 or need_flash > 0:
             victim = None
             for k, entry in self._files.items():
                 if k not in wanted and (victim is None or entry[1] < self._files[victim][1]):
                     victim = k
-            if victim is None:
-                return False
-            self.emit("clip_evicted", {"clip": victim, "size": self._files[victim][0]})
+            size = self._files[victim][0]
+            self.emit("clip_evicted", {"clip": victim, "size": size})
             self._drop(victim)
+            need_budget -= size
+            need_flash -= size
+        return None
 
     # ---- trouble -------------------------------------------------------------
     def _trouble_for(self, k, kind):
         t = self._trouble.get(k)
         if t is None or t[0] != kind:
             if t is None and len(self._trouble) >= MAX_TROUBLE:
-                wanted = self._wanted_keys()
+                wanted = self._wanted_keys() or {}
                 for old in list(self._trouble):
                     if old not in wanted:
                         del self._trouble[old]
@@ -366,27 +409,77 @@ class ClipCache:
     async def run(self):
         """Fetch what is wanted, forever (the node runs it under its supervisor)."""
         hal = self.hal
+        idle = 0
         while True:
-            self._dirty = False
-            sha = self._next()
+            # the wants are scanned when they changed, when a retry is due, and every RESCAN idle
+            # rounds (windows close as the clock runs); not every second on every node
+            if self.hold():
+                await hal.sleep_ms(IDLE_MS)
+                continue
+            if self._dirty or idle >= RESCAN or self._retry_due():
+                self._dirty = False
+                idle = 0
+                sha = self._next()
+            else:
+                sha = None
+            if sha is None and self._files and self._audit:
+                await self.audit(self._audit.pop())
+                continue
             if sha is None:
-                waited = 0
-                while waited < IDLE_MS and not self._dirty:  # need() wakes it early
-                    await hal.sleep_ms(IDLE_MS // 4)
-                    waited += IDLE_MS // 4
+                idle += 1
+                await hal.sleep_ms(IDLE_MS)
                 continue
             await self.fetch(sha)
             await hal.sleep_ms(0)
+
+    def _retry_due(self):
+        ticks = self.hal.ticks_ms()
+        for t in self._trouble.values():
+            if (t[0] != _CORRUPT or t[1] < MAX_CORRUPT) and self.hal.ticks_diff(ticks, t[2]) >= 0:
+                return True
+        return False
+
+    async def audit(self, k):
+        """Re-hash a verified clip on flash (named by its first 16 hex digits); delete it if the
+        flash changed it (it is fetched again if wanted). True when it is intact."""
+        if k not in self._files:
+            return True
+        h = hashlib.sha256()
+        buf = bytearray(BUF)
+        got = 0
+        try:
+            with self.fs.open(PREFIX + k + DONE, "rb") as f:
+                while True:
+                    n = f.readinto(buf)
+                    if not n:
+                        break
+                    h.update(memoryview(buf)[:n])
+                    got += n
+                    await self.hal.sleep_ms(0)  # a file of minutes must not hold the loop
+        except OSError:
+            got = -1
+        buf = None
+        if k not in self._files:  # evicted meanwhile
+            return True
+        if got == self._files[k][0] and binascii.hexlify(h.digest()).decode()[:16] == k:
+            return True
+        self._drop(k)
+        self.emit("clip_corrupt", {"clip": k, "where": "audit"})
+        self._dirty = True
+        return False
 
     async def fetch(self, sha):
         """One attempt at downloading `sha`; True when it is now verified on flash."""
         k = key(sha)
         self.fetching = sha
-        watch = Watch(self.hal)
+        self._watch = watch = Watch(self.hal)
         try:
             self._buf, self._head = bytearray(BUF), bytearray(HEAD_MAX)
             ok = await guarded(self.hal, watch, self._download(sha, watch), STALL_MS)
         except HttpError as exc:
+            if watch.abort:  # paused: not the clip's fault nor the network's; resumed later by Range
+                self._dirty = True
+                return False
             self._net_failed(sha, exc)
             return False
         except _Unfit:
@@ -398,7 +491,7 @@ class ClipCache:
             self._count_net(k)
             return False
         finally:
-            self.fetching = None
+            self.fetching = self._watch = None
             self._buf = self._head = None
         if ok:
             self._trouble.pop(k, None)
@@ -481,10 +574,13 @@ class ClipCache:
             total = resp.total
             if total is None:
                 raise HttpError("no Content-Length", resp.status)
-            if not self._make_room(total, have, sha):
+            why = self._make_room(total, have, sha)
+            if why == "wants_unknown":
+                raise HttpError("the node's plan is being reloaded: later")
+            if why is not None:
                 self._partial = None
                 self._remove(part)
-                self._unfit(k, total, "budget")
+                self._unfit(k, total, why)
                 raise _Unfit()
             t = self._trouble.get(k)
             if t is not None and t[0] == _UNFIT:

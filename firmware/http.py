@@ -35,6 +35,7 @@ class Watch:
     def __init__(self, hal):
         self._hal = hal
         self.at = hal.ticks_ms()
+        self.abort = None  # set to a reason: guarded() drops the request at its next look
 
     def poke(self):
         self.at = self._hal.ticks_ms()
@@ -66,6 +67,13 @@ async def guarded(hal, watch, aw, stall_ms, poll_ms=250):
     try:
         while not task.done():
             await hal.sleep_ms(poll_ms)
+            if not task.done() and watch.abort:
+                task.cancel()
+                try:
+                    await task
+                except asyncio.CancelledError:
+                    pass
+                raise HttpError(watch.abort)
             if not task.done() and watch.idle_ms() >= stall_ms:
                 task.cancel()
                 try:

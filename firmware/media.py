@@ -8,8 +8,8 @@ lost, bad, samples (clips), seek(sample_offset), close().
 The node tells it when its wants change (`need()`) and runs `run()`, the clip fetch task.
 """
 from firmware.clips import ClipCache
-from firmware.http import HEAD_MAX, Client
-from firmware.stream import StreamReceiver, make_ring
+from firmware.http import Client
+from firmware.stream import StreamReceiver
 
 
 class Media:
@@ -27,23 +27,16 @@ class Media:
         return self.clips.state(sha)
 
     def open_stream(self, stream_id):
+        """Starts receiving at once; the clip download in flight (if any) is dropped and resumed
+        once the stream is over: the link and the heap go to the live audio. The ring (in
+        one-block segments) is made by the stream's task once that download let go of its buffers."""
         if self.stream is not None:
             self.stream.close()
             self.stream = None
-        try:  # the ring only while a stream plays, in 1 KB segments (fragmentation)
-            ring, head = make_ring(), bytearray(HEAD_MAX)
-        except MemoryError:
-            import gc
-
-            ring = None
-            gc.collect()
-            try:
-                ring, head = make_ring(), bytearray(HEAD_MAX)
-            except MemoryError:
-                ring = None
-                return NoStream("no memory for the stream buffer")
-        self.stream = StreamReceiver(self.hal, self.client, stream_id, ring, head)
-        ring = head = None
+        clips = self.clips
+        clips.pause()
+        self.stream = clips.stream = StreamReceiver(self.hal, self.client, stream_id,
+                                                    busy=lambda: clips.fetching is not None)
         return self.stream
 
     def need(self, *_ignored):
@@ -52,23 +45,3 @@ class Media:
     async def run(self):
         await self.clips.run()
 
-
-class NoStream:
-    """A stream that could not even start: lost at once (the player reports and retries)."""
-
-    samples = None
-    ended = bad = False
-    lost = True
-    status = None
-
-    def __init__(self, error):
-        self.error = error
-
-    def readinto(self, buf):
-        return 0
-
-    def seek(self, sample_offset):
-        pass
-
-    def close(self):
-        pass

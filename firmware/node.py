@@ -165,7 +165,13 @@ class Node:
 
     def clip_wants(self):
         """(start, end, clip sha) of every clip the node will air: plan items in its zones, then
-        commanded broadcasts (start 0, no end: at once). The clip cache asks; nothing is copied."""
+        commanded broadcasts (start 0, no end: at once). The clip cache asks; nothing is copied.
+        None while the stored plan is not back in RAM (the cache then evicts nothing)."""
+        if self._reload_due:
+            return None
+        return self._clip_wants()
+
+    def _clip_wants(self):
         speaker = self.speaker
         plan = self.plan
         if plan is not None:

@@ -16,7 +16,7 @@ calling `open_stream` again.
 """
 import asyncio
 
-from firmware.http import HttpError, Watch, guarded
+from firmware.http import HEAD_MAX, HttpError, Watch, guarded
 from protocol.ima import BLOCK_BYTES
 
 try:
@@ -25,37 +25,49 @@ except ImportError:  # CPython
     def const(x):
         return x
 
-SEG = const(4 * 256)
+SEG = const(256)  # one block: found even among small holes of a fragmented heap
 RING = const(20 * 256)
 PREBUFFER = const(10 * 256)
+MIN_RING = const(8 * 256)  # a short heap gets a shorter ring (253 ms), never less
+RESERVE = const(6144)  # heap left to the rest of the node when the ring cannot be whole
 STALL_MS = const(2000)
 _FULL_WAIT_MS = const(20)
 
 
-def make_ring(size=RING):
-    """The ring's segments (a MemoryError if the heap has not even SEG bytes in one piece)."""
-    return [bytearray(SEG) for _ in range(size // SEG)]
+def make_ring(size=RING, least=MIN_RING):
+    """The ring's segments: `size` bytes, or as many segments as the heap gives while keeping
+    RESERVE bytes free for the rest of the node, at least `least` bytes (else MemoryError)."""
+    import gc
+
+    ring = [None] * (size // SEG)  # sized once: no list regrowth on a short heap
+    mem_free = getattr(gc, "mem_free", None)
+    n = 0
+    while n < len(ring):
+        if mem_free is not None and n * SEG >= least and mem_free() < RESERVE:
+            break
+        try:
+            ring[n] = bytearray(SEG)
+        except MemoryError:
+            break
+        n += 1
+    if n * SEG < least:
+        raise MemoryError("stream ring: %d of %d bytes" % (n * SEG, least))
+    return ring[:n]
 
 
 class StreamReceiver:
     samples = None  # a stream has no length
     bad = False
 
-    def __init__(self, hal, client, stream_id, ring, head, prebuffer=PREBUFFER, stall_ms=STALL_MS):
-        seg = len(ring[0])
-        for part in ring:
-            if len(part) != seg or seg % BLOCK_BYTES:
-                raise ValueError("stream ring segments must be equal and whole blocks")
-        if prebuffer > seg * len(ring):
-            raise ValueError("the stream ring must hold the pre-buffer")
+    def __init__(self, hal, client, stream_id, ring=None, head=None, prebuffer=PREBUFFER, stall_ms=STALL_MS,
+                 busy=None):
+        """`ring` (segments) and `head` (HEAD_MAX bytes) are made by the task when not given, once
+        `busy()` is false (a download being dropped gives its buffers back first) or after 1 s."""
         self.hal, self.client = hal, client
         self.stream_id = stream_id
-        self._segs = [memoryview(part) for part in ring]
-        self._seg = seg
-        self._size = seg * len(ring)
-        self._head = head
         self.prebuffer = max(BLOCK_BYTES, prebuffer)
         self.stall_ms = stall_ms
+        self._busy = busy
         self._r = self._w = self._fill = 0
         self.playing = False  # the pre-buffer was reached; blocks are handed out
         self.connected = False  # the server answered 200
@@ -65,7 +77,23 @@ class StreamReceiver:
         self.error = None  # why it was lost
         self._done = None  # None while receiving, then "ended" or "lost"
         self._closed = False
+        self._segs = []
+        self._seg = self._size = 0
+        self._head = head
+        if ring is not None:
+            self._use(ring)
         self._task = asyncio.create_task(self._run())
+
+    def _use(self, ring):
+        seg = len(ring[0])
+        for part in ring:
+            if len(part) != seg or seg % BLOCK_BYTES:
+                raise ValueError("stream ring segments must be equal and whole blocks")
+        if self.prebuffer > seg * len(ring) - 2 * BLOCK_BYTES:  # a shorter ring: pre-buffer less
+            self.prebuffer = max(BLOCK_BYTES, seg * len(ring) - 2 * BLOCK_BYTES)
+        self._segs = [memoryview(part) for part in ring]
+        self._seg = seg
+        self._size = seg * len(ring)
 
     # ---- the player's side -------------------------------------------------
     @property
@@ -122,6 +150,21 @@ class StreamReceiver:
 
     # ---- the receiving task ------------------------------------------------
     async def _run(self):
+        try:
+            if not self._segs:
+                waited = 0
+                while self._busy is not None and self._busy() and waited < 1000:
+                    await self.hal.sleep_ms(50)
+                    waited += 50
+                if self._closed:
+                    return
+                self._use(make_ring())
+                if self._head is None:
+                    self._head = bytearray(HEAD_MAX)
+        except MemoryError as exc:
+            self.error = "no memory for the stream buffer: %s" % exc
+            self._done = "lost"
+            return
         watch = Watch(self.hal)
         try:
             await guarded(self.hal, watch, self._receive(watch), self.stall_ms)
@@ -132,6 +175,9 @@ class StreamReceiver:
             self._done = "lost"
         except OSError as exc:
             self.error = "network: %s" % exc
+            self._done = "lost"
+        except MemoryError:
+            self.error = "no memory"
             self._done = "lost"
 
     async def _receive(self, watch):

@@ -20,10 +20,12 @@ from hardware.flashfs import DirFS
 
 
 class VirtualHal:
-    """ticks and sleep_ms on a virtual clock that moves only when something sleeps."""
+    """ticks and sleep_ms on a virtual clock that moves only when something sleeps (by what it
+    sleeps: several sleepers make it run faster, so a test with many must pass auto=False)."""
 
-    def __init__(self, path, fs=None):
+    def __init__(self, path, fs=None, auto=True):
         self.t = 0
+        self.auto = auto  # False: time stands still (no timeouts) unless a test moves t
         self._fs = fs if fs is not None else DirFS(path)
         self.logs = []
 
@@ -41,7 +43,8 @@ class VirtualHal:
         return t + d
 
     async def sleep_ms(self, ms):
-        self.t += ms
+        if self.auto:
+            self.t += ms
         await asyncio.sleep(0)
 
     def log(self, text):

@@ -80,6 +80,14 @@ def run(coro):
     return asyncio.run(coro)
 
 
+async def stop(task):
+    """Cancel and let it finish (MicroPython's asyncio.run leaves a pending task in its queue)."""
+    task.cancel()
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert task.done()
+
+
 def read_all(source, size=4 * BLOCK_BYTES):
     out = bytearray()
     buf = bytearray(size)
@@ -281,7 +289,7 @@ def test_the_fetch_task_takes_clips_in_start_order_commanded_first():
                 await asyncio.sleep(0)
                 if s.cache.fetched == 3:
                     break
-            task.cancel()
+            await stop(task)
         run(main())
         order = [p[-64:] for p, _ in s.server.requests]
         assert order == [now, early, late], order
@@ -478,7 +486,7 @@ def stream_setup(data, faults=(), chunk=300, delay=0):
 
 
 def test_stream_prebuffers_then_hands_out_blocks_in_order_and_ends():
-    data = blocks(30)
+    data = blocks(16)
     server, hal, client = stream_setup(data, chunk=100, delay=2)
 
     async def main():
@@ -504,7 +512,7 @@ def test_stream_prebuffers_then_hands_out_blocks_in_order_and_ends():
 
 
 def test_stream_full_ring_holds_back_the_socket_and_loses_nothing():
-    data = blocks(32)
+    data = blocks(24)
     server, hal, client = stream_setup(data, chunk=512)
 
     async def main():
@@ -617,3 +625,119 @@ def test_the_node_tells_its_cache_what_to_fetch():
         assert (at(MONDAY, 19), at(MONDAY, 19) + 900, c) in list(node.clip_wants())
     finally:
         rig.close()
+
+
+def test_eviction_only_when_it_is_enough_and_never_while_the_wants_are_unknown():
+    size = len(clip(4, 1)[0])
+    s = Setup(budget=2 * size)
+    try:
+        _, x = s.add(4, 30, want=False)
+        _, a = s.add(4, 31, start=60)
+        assert run(s.cache.fetch(x)) and run(s.cache.fetch(a))
+        _, big = s.add(10, 32, start=120)
+        assert run(s.cache.fetch(big)) is False
+        assert s.cache.has(x) and "clip_evicted" not in s.kinds()  # evicting x would not have made room
+        assert [d["why"] for k, d in s.events if k == "clip_unfit"] == ["budget"]
+        _, c = s.add(4, 33, start=180)
+        wants, s.want = s.want, None  # the node's plan is being reloaded
+        s.cache.wants = lambda: s.want
+        assert run(s.cache.fetch(c)) is False
+        assert s.cache.has(x) and s.cache.state(c) == MISSING
+        assert s.events[-1][0] == "clip_fetch_failed"
+        s.want = wants
+        assert run(s.cache.fetch(c)) is True and not s.cache.has(x) and s.cache.has(a)
+    finally:
+        s.close()
+
+
+def test_after_boot_the_verified_clips_are_rehashed_once():
+    s = Setup()
+    try:
+        body, good = s.add(6, 34)
+        _, rotten = s.add(6, 35)
+        assert run(s.cache.fetch(good)) and run(s.cache.fetch(rotten))
+        with open(s.path + "/" + file_name(rotten), "r+b") as f:
+            f.seek(900)
+            f.write(b"\xff")
+        s.want = []
+        s.reboot()
+        assert s.cache.has(good) and sorted(s.cache._audit) == sorted([good[:16], rotten[:16]])
+
+        async def main():
+            task = asyncio.create_task(s.cache.run())
+            for _ in range(500):
+                await asyncio.sleep(0)
+                if not s.cache._audit:
+                    break
+            for _ in range(20):
+                await asyncio.sleep(0)
+            await stop(task)
+        run(main())
+        assert s.cache.has(good) and not s.cache.has(rotten) and s.file(rotten) is None
+        assert ("clip_corrupt", {"clip": rotten[:16], "where": "audit"}) in s.events
+    finally:
+        s.close()
+
+
+def test_the_flash_directory_says_how_much_room_it_has():
+    from hardware.flashfs import DirFS
+
+    path = temp_dir()
+    try:
+        free = DirFS(path).free_bytes()
+        assert free is None or free > 0  # None only where the port has no statvfs
+        if free is not None:
+            chunk = bytearray(4096)
+            with open(path + "/x", "wb") as f:
+                for _ in range(16):
+                    f.write(chunk)
+            assert DirFS(path).free_bytes() <= free  # (other writers on the machine can only lower it more)
+    finally:
+        remove_dir(path)
+
+
+def test_a_live_stream_pauses_the_download_which_resumes_after_it():
+    from firmware.media import Media
+
+    path = temp_dir()
+    try:
+        hal = VirtualHal(path, auto=False)
+        server = FakeServer(chunk=256, delay=1)
+        body, sha = clip(16, 60)
+        server.files["/node/v1/clips/" + sha] = body
+        server.streams["live"] = blocks(12)
+        cfg = NodeConfig(config(broker={"host": "gw", "user": "n1", "password": "pw"}))
+        media = Media(hal, cfg, lambda: iter([(100, None, sha)]), open_connection=server.open)
+
+        async def main():
+            task = asyncio.create_task(media.run())
+            for _ in range(2000):
+                await asyncio.sleep(0)
+                if server.connections and server.connections[-1].sent > 1500:
+                    break
+            assert media.clips.fetching == sha
+            rx = media.open_stream("live")
+            assert media.clips.hold()
+            got = bytearray()
+            buf = bytearray(4 * BLOCK_BYTES)
+            for _ in range(3000):
+                got += buf[:rx.readinto(buf)]
+                if rx.ended:
+                    break
+                assert media.clips.fetching is None or not rx.connected  # paused before the stream connects
+                await asyncio.sleep(0)
+            assert rx.ended and bytes(got) == server.streams["live"], (rx.error, rx._done, len(got), rx.received)
+            assert not media.clips.hold()
+            for _ in range(3000):
+                await asyncio.sleep(0)
+                if media.clip_state(sha) == READY:
+                    break
+            await stop(task)
+        run(main())
+        assert media.clip_state(sha) == READY
+        ranges = [h.get("range") for p, h in server.requests if p.startswith("/node/v1/clips/")]
+        assert ranges[0] is None and ranges[1].startswith("bytes=") and int(ranges[1][6:-1]) > 1000, ranges
+        with open(path + "/" + file_name(sha), "rb") as f:
+            assert f.read() == body
+    finally:
+        remove_dir(path)
