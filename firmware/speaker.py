@@ -25,7 +25,7 @@ and airs if it becomes ready while its window is open; a lost stream is
 reported and reopened within the window (backoff 1..5 s).
 """
 from firmware.audio import BLOCK_SAMPLES, Player, gain256
-from protocol.plan import EMERGENCY
+from protocol.plan import EMERGENCY, BroadcastPlan
 
 PLAY_FILE = "play.json"
 CHECKPOINT_MS = 30000
@@ -94,14 +94,13 @@ class Loudspeaker:
         self.media = media  # clip cache + stream client (docs/audio.md 5-7), or None: relay-only
         self.clock = clock  # NodeClock: now_ms() for exact starts, broadcast_near for resyncs
         self.store = store  # for the play checkpoint (PLAY_FILE)
-        self.player = Player(hal, self._now_ms)  # its buffers are made once, at boot
+        self.player = Player(hal, self._now_ms) if media is not None else None  # buffers made once
         self.segment = None  # the airing item's audio now (Segment), or None
         self.progress = []  # [[key, samples done, complete]] of clips aired in their windows
         self.missed = []  # keys reported as broadcast_missed
         self._retry_at = None  # uptime ms: reopen the airing stream then
         self._retry_ms = RETRY_MIN_MS
         self._armed = None  # a plan item the audio task starts at its exact instant
-        self._plan = None
         self._safe = False
         self._restored = False
         self.uptime = uptime
@@ -246,12 +245,12 @@ class Loudspeaker:
         """Drive amplifier, zone relays, source and volume to match the wanted item."""
         hal = self.hal
         ticks = self.uptime.ms()
-        self._plan = plan
-        self._safe = safe_mode
-        if not self._restored:
-            self._restored = True
-            self._restore()
-        self._audio_check(now, ticks)
+        self._safe = safe_mode  # (the plan is not kept: the node drops it to parse a big command)
+        if self.media is not None:
+            if not self._restored:
+                self._restored = True
+                self._restore()
+            self._audio_check(now, ticks)
         item, soon = self.choose(now, plan, safe_mode)
         if item is not None or soon:
             self._idle_since = None
@@ -384,6 +383,8 @@ class Loudspeaker:
                 self.missed.append(key)
                 self._missed(item, "stream_unavailable", repr(exc)[:60])
             return
+        if self.player is None:
+            self.player = Player(self.hal, self._now_ms)
         skip = at % BLOCK_SAMPLES if at else 0
         limit = of - at if of is not None else None
         until_ms = None if isinstance(item, Commanded) else item.end * 1000
@@ -491,7 +492,7 @@ class Loudspeaker:
             now_ms = self._now_ms()
             if now_ms is not None and now_ms >= armed.start * 1000 - 20:
                 self._armed = None
-                self.update(armed.start, self._plan, self._safe)  # as the tick at the instant would
+                self.update(armed.start, self._mini_plan(armed), self._safe)  # as the tick at the instant would
                 player = self.player
             elif now_ms is not None:
                 wait = armed.start * 1000 - 20 - now_ms
@@ -501,9 +502,17 @@ class Loudspeaker:
         going = player.step()
         if not self.segment.announced and player.written:
             self._announce()
-        if not going and not player.active:
-            self.update(self._unix(), self._plan, self._safe)
+        if not going and not player.active:  # the segment is over: report it and free the relays now
+            self.update(self._unix(), self._mini_plan(None), self._safe)
         return player.wait_ms() if player.active else 200
+
+    def _mini_plan(self, armed):
+        """The plan items that matter between two ticks: the armed one and the airing one."""
+        items = [armed] if armed is not None else []
+        on = self.airing
+        if on is not None and not isinstance(on, Commanded):
+            items.append(on)
+        return BroadcastPlan(0, items)
 
     def _unix(self):
         if self.clock is not None:

@@ -14,7 +14,7 @@ N = 3 * 16000 + 123  # not a whole number of blocks
 
 def _rig(t, items, clips=((CLIP, N),)):
     truth = []
-    rig = Rig(t, program=PROGRAM, plan={"version": 4, "items": items},
+    rig = Rig(t, program=PROGRAM, plan={"version": 4, "items": items}, audio=True,
               truth=lambda when, what, value: truth.append((when, what, value)))
     rig.truth = truth
     rig.media = FakeMedia(rig.board.fs, rig.clock)
@@ -27,7 +27,7 @@ def _rig(t, items, clips=((CLIP, N),)):
 def _boot(rig):
     rig.board.power_on()
     rig.node = Node(rig.board, rig.cfg)
-    rig.node.speaker.media = rig.media
+    rig.node.speaker.media = rig.media  # the other part's wiring gives it at construction
     rig.node.boot()
     return rig.node
 
@@ -216,25 +216,5 @@ def test_the_control_tick_keeps_its_period_while_playing():
         drive(rig, 1)
         (rec,) = _pcm(rig)
         assert rec["underruns"] == 0
-    finally:
-        rig.close()
-
-
-def test_the_expected_hash_helper_agrees_with_the_reference_decoder():
-    import hashlib
-    from binascii import hexlify
-
-    from protocol import ima
-
-    rig = _rig(NEWS - 5, [], clips=(("ee" * 32, 1300),))
-    try:
-        name = "c-" + "ee" * 8 + ".ima"
-        with rig.board.fs.open(name, "rb") as f:
-            data = f.read()
-        pcm = ima.pcm_bytes(ima.decode(data)[:1300], 100)
-        assert pcm_sha(rig.board.fs, name, 1300, gain=100) == hexlify(hashlib.sha256(pcm).digest()).decode()
-        part = pcm[2 * 600:2 * 1100]
-        assert pcm_sha(rig.board.fs, name, 1300, gain=100, first=600, count=500) == hexlify(
-            hashlib.sha256(part).digest()).decode()
     finally:
         rig.close()
