@@ -103,6 +103,7 @@ class Loudspeaker:
         self._armed = None  # a plan item the audio task starts at its exact instant
         self._safe = False
         self._restored = False
+        self._no_clock_since = None  # uptime ms since when the clock has been invalid
         self.uptime = uptime
         self.zone_relays = cfg.zones  # zone id -> relay number
         self.zone_ids = list(cfg.zones)
@@ -221,6 +222,28 @@ class Loudspeaker:
         entry = self._progress(item_key(item)) if self.media is not None else None
         return entry is not None and entry[2]
 
+    def _clock_gap(self, now, plan, ticks):
+        """Items whose whole window passed while the node had no valid clock: broadcast_missed
+        "no_clock" once the time is back (those still open air, late)."""
+        if now is None:
+            if self._no_clock_since is None:
+                self._no_clock_since = ticks
+            return
+        since = self._no_clock_since
+        if since is None:
+            return
+        self._no_clock_since = None
+        if plan is None:
+            return
+        begin = now - (ticks - since) // 1000 - 1
+        for item in plan.items:
+            if begin <= item.start and item.end <= now and item.airs_in(self.zone_ids) and item.id not in self.skipped:
+                key = item_key(item)
+                if key not in self.missed:
+                    self.missed.append(key)
+                    self.missed = self.missed[-MAX_PROGRESS:]
+                    self._missed(item, "no_clock", "")
+
     def _missed(self, item, why, detail=""):
         self.emit("broadcast_missed", {"id": item.id, "prio": item.prio, "cat": item.cat, "src": item.src,
                                        "why": why, "detail": detail})
@@ -251,6 +274,7 @@ class Loudspeaker:
                 self._restored = True
                 self._restore()
             self._audio_check(now, ticks)
+            self._clock_gap(now, plan, ticks)
         item, soon = self.choose(now, plan, safe_mode)
         if item is not None or soon:
             self._idle_since = None

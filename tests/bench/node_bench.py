@@ -52,10 +52,13 @@ def playing_heap():
     rig.node = Node(rig.board, rig.cfg)
     rig.node.speaker.media = media
     rig.node.boot()
-    peak = 0
-    for _ in range(260):
-        drive(rig, 0.1)
-        peak = max(peak, heap_used() - base)
+    peak = [0]
+
+    def probe():
+        peak[0] = max(peak[0], heap_used() - base)
+
+    drive(rig, 26, step_ms=100, probe=probe)
+    peak = peak[0]
     ended = len(rig.events("broadcast_ended"))
     rig.close()
     return peak, ended

@@ -218,3 +218,21 @@ def test_the_control_tick_keeps_its_period_while_playing():
         assert rec["underruns"] == 0
     finally:
         rig.close()
+
+
+def test_an_item_whose_window_passed_without_a_clock_is_reported_missed():
+    rig = _rig(NEWS - 5, [_item("news-1", NEWS, 30), _item("news-2", NEWS + 100, 400)],
+               clips=((CLIP, N),))
+    try:
+        rig.board._rtc_valid = False  # the clock is lost (no RTC time, no sync yet)
+        drive(rig, 60)
+        assert _pcm(rig) == [] and rig.events("broadcast_missed") == []
+        true_ms = int(rig.clock.now() * 1000)
+        rig.node.clock.apply_sync(None, true_ms, true_ms)  # the time is back
+        drive(rig, 2)
+        (missed,) = rig.events("broadcast_missed")
+        assert missed.data["id"] == "news-1" and missed.data["why"] == "no_clock"
+        drive(rig, 60)  # news-2 is still to come in its window: it airs
+        assert len(_pcm(rig)) == 1 and len(rig.events("broadcast_missed")) == 1
+    finally:
+        rig.close()
