@@ -488,6 +488,8 @@ class Loudspeaker:
             why = "no_audio"
         elif player.cut:
             why = "end" if item.src == "stream" else "window"
+        elif player.bad:
+            why = "clip_bad" if item.src == "clip" else "stream_lost"
         elif item.src == "stream":
             why = "stream_lost" if src is None or getattr(src, "lost", False) else "stream_ended"
         else:
