@@ -105,6 +105,12 @@ def _first_loud(mv):
                 return m
             m = high.find(b"\xf0", m + 1, n if i < 0 else i)
         return i
+    try:
+        from hardware.loud_viper import first_loud  # MicroPython: 50 boards scan quiet audio at 1x
+    except Exception:
+        first_loud = None
+    if first_loud is not None:
+        return first_loud(mv, n)
     for k in range(n):
         h = mv[2 * k + 1]
         if 16 <= h <= 239 or (h == 240 and mv[2 * k] == 0):
