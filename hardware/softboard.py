@@ -274,7 +274,7 @@ class SoftBoard(Hal):
       pir_dead: motion is never reported
       rtc_battery_dead: a DS3231 loses the time on a power cut too
       failed: part names that failed to start (failed_parts()); "ds3231",
-        "photocell", "lamp_ct", "pir" then answer as not fitted
+        "photocell", "lamp_ct", "pir" then answer as not fitted; "i2s": audio_open raises
       boot_crash: N > 0: the first service() after each power-on raises
         RuntimeError (a driver crashing the firmware at boot), N times
     Hooks: on_reset, a callable the simulator host sets: reset() calls it
@@ -475,6 +475,8 @@ class SoftBoard(Hal):
         return self._dma
 
     def audio_open(self, rate, bits, channels):
+        if "i2s" in self.failed or not self._zones:
+            raise OSError("audio: this board has no working I2S output")
         self._audio_fmt = (rate, bits, channels)
         self._dma_queue().open(rate, bits, channels)
 

@@ -270,3 +270,15 @@ def test_an_item_whose_window_passed_without_a_clock_is_reported_missed():
         assert len(_pcm(rig)) == 1 and len(rig.events("broadcast_missed")) == 1
     finally:
         rig.close()
+
+
+def test_a_failed_i2s_is_reported_once_and_nothing_plays():
+    rig = _rig(NEWS - 5, [_item("news-1", NEWS, 60), _item("news-2", NEWS + 100, 60)])
+    try:
+        rig.board.failed = ["i2s"]
+        drive(rig, 150)
+        missed = [(m.data["id"], m.data["why"]) for m in rig.events("broadcast_missed")]
+        assert missed == [("news-1", "no_audio"), ("news-2", "no_audio")], missed
+        assert _pcm(rig) == [] and rig.events("broadcast_started") == []
+    finally:
+        rig.close()
