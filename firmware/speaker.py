@@ -24,7 +24,7 @@ from it. A clip not ready at its start is reported once (broadcast_missed)
 and airs if it becomes ready while its window is open; a lost stream is
 reported and reopened within the window (backoff 1..5 s).
 """
-from firmware.audio import BLOCK_SAMPLES, Player, gain256
+from firmware.audio import BLOCK_SAMPLES, QUEUE_MS, START_EARLY_MS, Player, gain256
 from protocol.plan import EMERGENCY, BroadcastPlan
 
 PLAY_FILE = "play.json"
@@ -164,8 +164,14 @@ class Loudspeaker:
             if best is None and self.warmup_ms:
                 lead = self.warmup_ms / 1000 + (ARM_S if self.media is not None else 0)  # warm before the arming
                 upcoming = plan.active(now, self.zone_ids, lead=lead)
-                if upcoming is not None:
-                    soon = not (self._blocked(upcoming, now) if upcoming.start <= now else self._done(upcoming))
+                if upcoming is not None and upcoming.start > now:
+                    soon = not self._done(upcoming)
+                if upcoming is not None and not soon:  # the best is done or blocked: any other one?
+                    for p in plan.items:
+                        if p.start - lead <= now < p.end and p.airs_in(self.zone_ids) and (
+                                not self._done(p) if p.start > now else not self._blocked(p, now)):
+                            soon = True
+                            break
         return best, soon
 
     def _keep_on_air(self, plan, now, item):
@@ -364,9 +370,13 @@ class Loudspeaker:
             self.player.set_gain(self._gain(self.segment.item))
         self._armed = None
         if now is not None and plan is not None and not self._safe:
-            nxt = plan.active(now + ARM_S, self.zone_ids)
-            if (nxt is not None and nxt.start > now and nxt.src in AUDIO_SRCS and not same_item(nxt, self.airing)
-                    and (item is None or nxt.prio > item.prio) and nxt.id not in self.skipped):
+            nxt = None  # the best item starting within ARM_S s that is not done
+            for p in plan.items:
+                if now < p.start <= now + ARM_S and p.airs_in(self.zone_ids) and not self._done(p):
+                    if nxt is None or p.prio > nxt.prio or (p.prio == nxt.prio and p.start > nxt.start):
+                        nxt = p
+            if (nxt is not None and nxt.src in AUDIO_SRCS and not same_item(nxt, self.airing)
+                    and self._will_win(nxt, item)):
                 self._armed = nxt
         if self.clock is not None:
             near = False
@@ -376,6 +386,14 @@ class Loudspeaker:
                         near = True
                         break
             self.clock.broadcast_near = near
+
+    def _will_win(self, nxt, item):
+        """At its start, will the plan item `nxt` take over from `item` (what airs now)?"""
+        if item is None:
+            return True
+        if isinstance(item, Commanded):
+            return nxt.prio > item.prio
+        return nxt.prio > item.prio or item.end <= nxt.start  # an airing plan item keeps the air at equal rank
 
     def _start_segment(self, item, now, ticks):
         media = self.media
@@ -514,23 +532,29 @@ class Loudspeaker:
         notice the end of a segment at once. Returns the ms the task may sleep."""
         player = self.player
         armed = self._armed
-        if armed is not None and (self.segment is None or self.segment.item.prio < armed.prio):
+        wait = 200
+        starve = False
+        if armed is not None:
             now_ms = self._now_ms()
-            if now_ms is not None and now_ms >= armed.start * 1000 - 20:
-                self._armed = None
-                self.update(armed.start, self._mini_plan(armed), self._safe)  # as the tick at the instant would
-                player = self.player
-            elif now_ms is not None:
-                wait = armed.start * 1000 - 20 - now_ms
-                return max(1, min(wait, 200)) if player is None or not player.active else min(20, max(1, wait))
+            if now_ms is not None:
+                lead = armed.start * 1000 - START_EARLY_MS - now_ms
+                if lead <= 0:
+                    self._armed = None
+                    self.update(armed.start, self._mini_plan(armed), self._safe)  # as the tick at the instant would
+                    player = self.player
+                else:
+                    wait = lead
+                    # the airing segment gets nothing more: its queue has played out by the instant
+                    starve = lead <= QUEUE_MS and self.segment is not None
         if player is None or self.segment is None:
-            return 200
-        going = player.step()
-        if not self.segment.announced and player.written:
-            self._announce()
-        if not going and not player.active:  # the segment is over: report it and free the relays now
-            self.update(self._unix(), self._mini_plan(None), self._safe)
-        return player.wait_ms() if player.active else 200
+            return max(1, min(wait, 200))
+        if not starve:
+            going = player.step()
+            if not self.segment.announced and player.written:
+                self._announce()
+            if not going and not player.active:  # the segment is over: report it and free the relays now
+                self.update(self._unix(), self._mini_plan(None), self._safe)
+        return max(1, min(wait, player.wait_ms() if player.active else 200))
 
     def _mini_plan(self, armed):
         """The plan items that matter between two ticks: the armed one and the airing one."""

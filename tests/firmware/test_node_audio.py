@@ -282,3 +282,27 @@ def test_a_failed_i2s_is_reported_once_and_nothing_plays():
         assert _pcm(rig) == [] and rig.events("broadcast_started") == []
     finally:
         rig.close()
+
+
+def test_a_higher_item_cuts_a_playing_clip_at_its_exact_instant():
+    # the playing clip gets nothing more in the last 250 ms: its queue runs out by the instant,
+    # the higher item starts on time, the clip resumes after it where it was cut; a later item
+    # of the same rank starts on time too
+    rig = _rig(NEWS - 5.37, [_item("a", NEWS, 400), _item("b", NEWS + 5, 400, ref=CLIP2, prio=PRIORITY),
+                             _item("c", NEWS + 30, 400, ref=CLIP2)],
+               clips=((CLIP, 8 * 16000), (CLIP2, 16000)))
+    try:
+        _sync(rig)
+        drive(rig, 25)
+        recs = _pcm(rig)
+        assert len(recs) == 3
+        assert abs(recs[0]["start"] - NEWS) <= 0.005 and recs[0]["underruns"] == 0
+        assert abs(recs[1]["start"] - (NEWS + 5)) <= 0.005
+        assert recs[0]["end"] <= recs[1]["start"] and recs[0]["end"] >= NEWS + 5 - 0.06  # ~ the wake-up lead
+        assert recs[0]["samples"] + recs[2]["samples"] == 8 * 16000 and recs[1]["samples"] == 16000
+        started = [(e.data["id"], e.data["at"]) for e in rig.events("broadcast_started")]
+        assert started == [("a", 0), ("b", 0), ("a", recs[0]["samples"])], started
+        drive(rig, 15)  # c: after a is complete, on time
+        assert len(_pcm(rig)) == 4 and abs(_pcm(rig)[3]["start"] - (NEWS + 30)) <= 0.005
+    finally:
+        rig.close()
