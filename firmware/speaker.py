@@ -270,8 +270,9 @@ class Loudspeaker:
             entry[1] = done
             entry[2] = complete
 
-    def update(self, now, plan, safe_mode=False):
-        """Drive amplifier, zone relays, source and volume to match the wanted item."""
+    def update(self, now, plan, safe_mode=False, full=True):
+        """Drive amplifier, zone relays, source and volume to match the wanted item.
+        full=False: the audio task's update between ticks, with only the items that matter."""
         hal = self.hal
         ticks = self.uptime.ms()
         self._safe = safe_mode  # (the plan is not kept: the node drops it to parse a big command)
@@ -280,7 +281,8 @@ class Loudspeaker:
                 self._restored = True
                 self._restore()
             self._audio_check(now, ticks)
-            self._clock_gap(now, plan, ticks)
+            if full:
+                self._clock_gap(now, plan, ticks)
         item, soon = self.choose(now, plan, safe_mode)
         if item is not None or soon:
             self._idle_since = None
@@ -295,7 +297,7 @@ class Loudspeaker:
         if item is not None and warm:
             self._route(item)
         if self.media is not None:
-            self._audio_follow(now, plan, item, warm, ticks)
+            self._audio_follow(now, plan, item, warm, ticks, full)
         if item is None and not soon:
             self._route(None)
             if hal.amp_power_state():
@@ -358,7 +360,7 @@ class Loudspeaker:
     def _gain(self, item):
         return gain256(item.vol, self.master_volume)
 
-    def _audio_follow(self, now, plan, item, warm, ticks):
+    def _audio_follow(self, now, plan, item, warm, ticks, full=True):
         """Open the airing item's audio when it has none; arm an item about to start; the
         resync hint for the clock."""
         if item is not None and warm and self.segment is None and item.src in AUDIO_SRCS and same_item(item, self.airing):
@@ -368,8 +370,9 @@ class Loudspeaker:
                 self._start_segment(item, now, ticks)
         if self.segment is not None and self.player is not None:
             self.player.set_gain(self._gain(self.segment.item))
-        self._armed = None
-        if now is not None and plan is not None and not self._safe:
+        if full:
+            self._armed = None
+        if full and now is not None and plan is not None and not self._safe:
             nxt = None  # the best item starting within ARM_S s that is not done
             for p in plan.items:
                 if now < p.start <= now + ARM_S and p.airs_in(self.zone_ids) and not self._done(p):
@@ -378,7 +381,7 @@ class Loudspeaker:
             if (nxt is not None and nxt.src in AUDIO_SRCS and not same_item(nxt, self.airing)
                     and self._will_win(nxt, item)):
                 self._armed = nxt
-        if self.clock is not None:
+        if self.clock is not None and full:
             near = False
             if now is not None and plan is not None:
                 for p in plan.items:
@@ -540,7 +543,7 @@ class Loudspeaker:
                 lead = armed.start * 1000 - START_EARLY_MS - now_ms
                 if lead <= 0:
                     self._armed = None
-                    self.update(armed.start, self._mini_plan(armed), self._safe)  # as the tick at the instant would
+                    self.update(armed.start, self._mini_plan(armed), self._safe, False)  # as the tick at the instant would
                     player = self.player
                 else:
                     wait = lead
@@ -553,7 +556,7 @@ class Loudspeaker:
             if not self.segment.announced and player.written:
                 self._announce()
             if not going and not player.active:  # the segment is over: report it and free the relays now
-                self.update(self._unix(), self._mini_plan(None), self._safe)
+                self.update(self._unix(), self._mini_plan(None), self._safe, False)
         return max(1, min(wait, player.wait_ms() if player.active else 200))
 
     def _mini_plan(self, armed):

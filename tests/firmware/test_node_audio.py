@@ -306,3 +306,18 @@ def test_a_higher_item_cuts_a_playing_clip_at_its_exact_instant():
         assert len(_pcm(rig)) == 4 and abs(_pcm(rig)[3]["start"] - (NEWS + 30)) <= 0.005
     finally:
         rig.close()
+
+
+def test_a_clip_right_after_another_starts_on_time():
+    # a ends 0.32 s before b starts, after the last tick before it: the audio task's end-of-segment update
+    # keeps b armed
+    rig = _rig(NEWS - 5.37, [_item("a", NEWS, 4), _item("b", NEWS + 4, 400, ref=CLIP2)],
+               clips=((CLIP, 58900), (CLIP2, 16000)))
+    try:
+        _sync(rig)
+        drive(rig, 12)
+        recs = _pcm(rig)
+        assert len(recs) == 2 and recs[0]["samples"] == 58900
+        assert abs(recs[1]["start"] - (NEWS + 4)) <= 0.005, recs[1]["start"] - NEWS
+    finally:
+        rig.close()
