@@ -321,3 +321,20 @@ def test_a_clip_right_after_another_starts_on_time():
         assert abs(recs[1]["start"] - (NEWS + 4)) <= 0.005, recs[1]["start"] - NEWS
     finally:
         rig.close()
+
+
+def test_stop_broadcast_ends_the_clip_and_reports_what_played():
+    rig = _rig(NEWS - 5, [_item("news-1", NEWS, 400)])
+    try:
+        drive(rig, 6.5)
+        assert rig.send("stop_broadcast", {}).applied
+        drive(rig, 2)
+        (cut,) = rig.events("broadcast_interrupted")
+        (rec,) = _pcm(rig)
+        assert cut.data["why"] == "stopped" and "by" not in cut.data and cut.data["samples"] == rec["samples"]
+        assert 1.5 * 16000 <= rec["samples"] <= 1.8 * 16000 and cut.data["complete"] is False
+        assert rig.board.audio_source_state() is None
+        drive(rig, 30)
+        assert len(_pcm(rig)) == 1  # stopped by staff: not resumed
+    finally:
+        rig.close()
