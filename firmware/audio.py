@@ -133,6 +133,7 @@ class Player:
         self.opened = False
         self.failed = False  # audio_open raised: "no_audio"
         self.error = None
+        self.bad = False  # the source failed to read or decode: "clip_bad"
         self.started_ms = None  # wall ms when the first sample was written
         self.until_ms = None
         self.cut = False  # the window closed before the source ended
@@ -153,7 +154,7 @@ class Player:
         self.written = 0
         self._pcm_len = self._pcm_pos = 0
         self._eof = False
-        self.failed = False
+        self.failed = self.bad = False
         self.started_ms = None
         self.state = WAITING
 
@@ -209,8 +210,16 @@ class Player:
             queued = hal.audio_queued_ms()
             if queued >= QUEUE_MS:
                 break
-            if self._pcm_pos >= self._pcm_len and (self._eof or not self._fill()):
-                break
+            if self._pcm_pos >= self._pcm_len:
+                if self._eof:
+                    break
+                try:
+                    if not self._fill():
+                        break
+                except Exception as exc:  # a read error or a corrupt block: the segment ends here
+                    self.error = repr(exc)[:60]
+                    self.bad = self._eof = True
+                    break
             end = self._pcm_len
             if self.until_ms is not None:
                 now = self.now_ms()

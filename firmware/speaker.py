@@ -24,8 +24,8 @@ from it. A clip not ready at its start is reported once (broadcast_missed)
 and airs if it becomes ready while its window is open; a lost stream is
 reported and reopened within the window (backoff 1..5 s).
 """
-from firmware.audio import BLOCK_SAMPLES, Player, gain256
-from protocol.plan import EMERGENCY
+from firmware.audio import BLOCK_SAMPLES, QUEUE_MS, START_EARLY_MS, Player, gain256
+from protocol.plan import EMERGENCY, BroadcastPlan
 
 PLAY_FILE = "play.json"
 CHECKPOINT_MS = 30000
@@ -94,16 +94,16 @@ class Loudspeaker:
         self.media = media  # clip cache + stream client (docs/audio.md 5-7), or None: relay-only
         self.clock = clock  # NodeClock: now_ms() for exact starts, broadcast_near for resyncs
         self.store = store  # for the play checkpoint (PLAY_FILE)
-        self.player = Player(hal, self._now_ms)  # its buffers are made once, at boot
+        self.player = Player(hal, self._now_ms) if media is not None else None  # buffers made once
         self.segment = None  # the airing item's audio now (Segment), or None
         self.progress = []  # [[key, samples done, complete]] of clips aired in their windows
         self.missed = []  # keys reported as broadcast_missed
         self._retry_at = None  # uptime ms: reopen the airing stream then
         self._retry_ms = RETRY_MIN_MS
         self._armed = None  # a plan item the audio task starts at its exact instant
-        self._plan = None
         self._safe = False
         self._restored = False
+        self._no_clock_since = None  # uptime ms since when the clock has been invalid
         self.uptime = uptime
         self.zone_relays = cfg.zones  # zone id -> relay number
         self.zone_ids = list(cfg.zones)
@@ -164,8 +164,14 @@ class Loudspeaker:
             if best is None and self.warmup_ms:
                 lead = self.warmup_ms / 1000 + (ARM_S if self.media is not None else 0)  # warm before the arming
                 upcoming = plan.active(now, self.zone_ids, lead=lead)
-                if upcoming is not None:
-                    soon = not (self._blocked(upcoming, now) if upcoming.start <= now else self._done(upcoming))
+                if upcoming is not None and upcoming.start > now:
+                    soon = not self._done(upcoming)
+                if upcoming is not None and not soon:  # the best is done or blocked: any other one?
+                    for p in plan.items:
+                        if p.start - lead <= now < p.end and p.airs_in(self.zone_ids) and (
+                                not self._done(p) if p.start > now else not self._blocked(p, now)):
+                            soon = True
+                            break
         return best, soon
 
     def _keep_on_air(self, plan, now, item):
@@ -222,6 +228,28 @@ class Loudspeaker:
         entry = self._progress(item_key(item)) if self.media is not None else None
         return entry is not None and entry[2]
 
+    def _clock_gap(self, now, plan, ticks):
+        """Items whose whole window passed while the node had no valid clock: broadcast_missed
+        "no_clock" once the time is back (those still open air, late)."""
+        if now is None:
+            if self._no_clock_since is None:
+                self._no_clock_since = ticks
+            return
+        since = self._no_clock_since
+        if since is None:
+            return
+        self._no_clock_since = None
+        if plan is None:
+            return
+        begin = now - (ticks - since) // 1000 - 1
+        for item in plan.items:
+            if begin <= item.start and item.end <= now and item.airs_in(self.zone_ids) and item.id not in self.skipped:
+                key = item_key(item)
+                if key not in self.missed:
+                    self.missed.append(key)
+                    self.missed = self.missed[-MAX_PROGRESS:]
+                    self._missed(item, "no_clock", "")
+
     def _missed(self, item, why, detail=""):
         self.emit("broadcast_missed", {"id": item.id, "prio": item.prio, "cat": item.cat, "src": item.src,
                                        "why": why, "detail": detail})
@@ -242,16 +270,19 @@ class Loudspeaker:
             entry[1] = done
             entry[2] = complete
 
-    def update(self, now, plan, safe_mode=False):
-        """Drive amplifier, zone relays, source and volume to match the wanted item."""
+    def update(self, now, plan, safe_mode=False, full=True):
+        """Drive amplifier, zone relays, source and volume to match the wanted item.
+        full=False: the audio task's update between ticks, with only the items that matter."""
         hal = self.hal
         ticks = self.uptime.ms()
-        self._plan = plan
-        self._safe = safe_mode
-        if not self._restored:
-            self._restored = True
-            self._restore()
-        self._audio_check(now, ticks)
+        self._safe = safe_mode  # (the plan is not kept: the node drops it to parse a big command)
+        if self.media is not None:
+            if not self._restored:
+                self._restored = True
+                self._restore()
+            self._audio_check(now, ticks)
+            if full:
+                self._clock_gap(now, plan, ticks)
         item, soon = self.choose(now, plan, safe_mode)
         if item is not None or soon:
             self._idle_since = None
@@ -266,7 +297,7 @@ class Loudspeaker:
         if item is not None and warm:
             self._route(item)
         if self.media is not None:
-            self._audio_follow(now, plan, item, warm, ticks)
+            self._audio_follow(now, plan, item, warm, ticks, full)
         if item is None and not soon:
             self._route(None)
             if hal.amp_power_state():
@@ -329,7 +360,7 @@ class Loudspeaker:
     def _gain(self, item):
         return gain256(item.vol, self.master_volume)
 
-    def _audio_follow(self, now, plan, item, warm, ticks):
+    def _audio_follow(self, now, plan, item, warm, ticks, full=True):
         """Open the airing item's audio when it has none; arm an item about to start; the
         resync hint for the clock."""
         if item is not None and warm and self.segment is None and item.src in AUDIO_SRCS and same_item(item, self.airing):
@@ -339,13 +370,18 @@ class Loudspeaker:
                 self._start_segment(item, now, ticks)
         if self.segment is not None and self.player is not None:
             self.player.set_gain(self._gain(self.segment.item))
-        self._armed = None
-        if now is not None and plan is not None and not self._safe:
-            nxt = plan.active(now + ARM_S, self.zone_ids)
-            if (nxt is not None and nxt.start > now and nxt.src in AUDIO_SRCS and not same_item(nxt, self.airing)
-                    and (item is None or nxt.prio > item.prio) and nxt.id not in self.skipped):
+        if full:
+            self._armed = None
+        if full and now is not None and plan is not None and not self._safe:
+            nxt = None  # the best item starting within ARM_S s that is not done
+            for p in plan.items:
+                if now < p.start <= now + ARM_S and p.airs_in(self.zone_ids) and not self._done(p):
+                    if nxt is None or p.prio > nxt.prio or (p.prio == nxt.prio and p.start > nxt.start):
+                        nxt = p
+            if (nxt is not None and nxt.src in AUDIO_SRCS and not same_item(nxt, self.airing)
+                    and self._will_win(nxt, item)):
                 self._armed = nxt
-        if self.clock is not None:
+        if self.clock is not None and full:
             near = False
             if now is not None and plan is not None:
                 for p in plan.items:
@@ -353,6 +389,14 @@ class Loudspeaker:
                         near = True
                         break
             self.clock.broadcast_near = near
+
+    def _will_win(self, nxt, item):
+        """At its start, will the plan item `nxt` take over from `item` (what airs now)?"""
+        if item is None:
+            return True
+        if isinstance(item, Commanded):
+            return nxt.prio > item.prio
+        return nxt.prio > item.prio or item.end <= nxt.start  # an airing plan item keeps the air at equal rank
 
     def _start_segment(self, item, now, ticks):
         media = self.media
@@ -384,6 +428,8 @@ class Loudspeaker:
                 self.missed.append(key)
                 self._missed(item, "stream_unavailable", repr(exc)[:60])
             return
+        if self.player is None:
+            self.player = Player(self.hal, self._now_ms)
         skip = at % BLOCK_SAMPLES if at else 0
         limit = of - at if of is not None else None
         until_ms = None if isinstance(item, Commanded) else item.end * 1000
@@ -463,6 +509,8 @@ class Loudspeaker:
             why = "no_audio"
         elif player.cut:
             why = "end" if item.src == "stream" else "window"
+        elif player.bad:
+            why = "clip_bad" if item.src == "clip" else "stream_lost"
         elif item.src == "stream":
             why = "stream_lost" if src is None or getattr(src, "lost", False) else "stream_ended"
         else:
@@ -487,23 +535,37 @@ class Loudspeaker:
         notice the end of a segment at once. Returns the ms the task may sleep."""
         player = self.player
         armed = self._armed
-        if armed is not None and (self.segment is None or self.segment.item.prio < armed.prio):
+        wait = 200
+        starve = False
+        if armed is not None:
             now_ms = self._now_ms()
-            if now_ms is not None and now_ms >= armed.start * 1000 - 20:
-                self._armed = None
-                self.update(armed.start, self._plan, self._safe)  # as the tick at the instant would
-                player = self.player
-            elif now_ms is not None:
-                wait = armed.start * 1000 - 20 - now_ms
-                return max(1, min(wait, 200)) if player is None or not player.active else min(20, max(1, wait))
+            if now_ms is not None:
+                lead = armed.start * 1000 - START_EARLY_MS - now_ms
+                if lead <= 0:
+                    self._armed = None
+                    self.update(armed.start, self._mini_plan(armed), self._safe, False)  # as the tick at the instant would
+                    player = self.player
+                else:
+                    wait = lead
+                    # the airing segment gets nothing more: its queue has played out by the instant
+                    starve = lead <= QUEUE_MS and self.segment is not None
         if player is None or self.segment is None:
-            return 200
-        going = player.step()
-        if not self.segment.announced and player.written:
-            self._announce()
-        if not going and not player.active:
-            self.update(self._unix(), self._plan, self._safe)
-        return player.wait_ms() if player.active else 200
+            return max(1, min(wait, 200))
+        if not starve:
+            going = player.step()
+            if not self.segment.announced and player.written:
+                self._announce()
+            if not going and not player.active:  # the segment is over: report it and free the relays now
+                self.update(self._unix(), self._mini_plan(None), self._safe, False)
+        return max(1, min(wait, player.wait_ms() if player.active else 200))
+
+    def _mini_plan(self, armed):
+        """The plan items that matter between two ticks: the armed one and the airing one."""
+        items = [armed] if armed is not None else []
+        on = self.airing
+        if on is not None and not isinstance(on, Commanded):
+            items.append(on)
+        return BroadcastPlan(0, items)
 
     def _unix(self):
         if self.clock is not None:

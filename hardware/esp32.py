@@ -317,8 +317,8 @@ class Esp32Hal(Hal):
         if bits != 16 or channels not in (1, 2):
             raise ValueError("audio: only 16-bit mono or stereo PCM, not %r bits x %r channels" % (bits, channels))
         self._audio_deinit()  # a previous session's tail is cut: the player waits for it, others may not
-        if spec is None:
-            return
+        if spec is None or "i2s" in self._failed_parts:
+            raise OSError("audio: this board has no working I2S output")
         try:
             i2s = machine.I2S(
                 spec["id"],
@@ -339,7 +339,7 @@ class Esp32Hal(Hal):
             poll.poll(0)
         except Exception as exc:
             self._failed("i2s", exc)
-            return
+            raise OSError("audio: I2S failed to start: %r" % (exc,))
         self._i2s = i2s
         self._audio_bps = rate * 2 * channels
         self._audio_t = time.ticks_ms()

@@ -105,6 +105,12 @@ def _first_loud(mv):
                 return m
             m = high.find(b"\xf0", m + 1, n if i < 0 else i)
         return i
+    try:
+        from hardware.loud_viper import first_loud  # MicroPython: 50 boards scan quiet audio at 1x
+    except Exception:
+        first_loud = None
+    if first_loud is not None:
+        return first_loud(mv, n)
     for k in range(n):
         h = mv[2 * k + 1]
         if 16 <= h <= 239 or (h == 240 and mv[2 * k] == 0):
@@ -130,6 +136,135 @@ class _Rng:
         return x & 0xFF
 
 
+class I2sQueue:
+    """SoftBoard's I2S DMA queue (docs/audio.md section 3): a ring of AUDIO_QUEUE_BYTES that
+    drains at the sample rate on the board's clock; hashes exactly the samples that leave the
+    DAC, and records each session as ground truth ("pcm") once its last sample has played."""
+
+    def __init__(self, clock, record):
+        self.clock = clock
+        self.record = record
+        self.ring = bytearray(AUDIO_QUEUE_BYTES)
+        self.fmt = None
+        self.total = 0  # bytes accepted, all sessions
+        self.rate = 16000
+        self.head = self.qlen = self.done = 0
+        self.t0 = 0.0
+        self.closing = False
+        self.s_start = self.s_end = self.s_loud = self.s_dry = self.s_hash = None
+        self.s_samples = self.s_under = 0
+        self.s_gap = 0.0
+
+    def open(self, rate, bits, channels):
+        self.drain()
+        if self.closing:  # a new session cuts the old one's tail (the ESP32 driver restarts)
+            self.finish()
+        self.fmt = (rate, bits, channels)
+        self.rate = rate * channels
+        self.head = self.qlen = 0
+        self.closing = False
+        self.s_start = self.s_end = self.s_loud = self.s_dry = None
+        self.s_samples = self.s_under = 0
+        self.s_gap = 0.0
+        self.s_hash = None
+
+    def write(self, buf):
+        if self.fmt is None:
+            return 0
+        t = self.clock.now()
+        self.drain(t)
+        n = min(len(buf), AUDIO_QUEUE_BYTES - self.qlen) & ~1
+        if n <= 0:
+            return 0
+        if self.qlen == 0:  # the DAC starts (again) now
+            self.t0 = t
+            self.done = 0
+            if self.s_start is None:
+                import hashlib
+
+                self.s_start = t
+                self.s_hash = hashlib.sha256()
+            elif self.s_dry is not None:
+                self.s_under += 1
+                self.s_gap += t - self.s_dry
+            self.s_dry = None
+        q = self.ring
+        tail = (self.head + self.qlen) % AUDIO_QUEUE_BYTES
+        first = min(n, AUDIO_QUEUE_BYTES - tail)
+        mv = memoryview(buf)
+        q[tail:tail + first] = mv[:first]
+        if first < n:
+            q[0:n - first] = mv[first:n]
+        self.qlen += n
+        self.total += n
+        return n
+
+    def queued_ms(self):
+        if self.qlen == 0:
+            return 0
+        self.drain()
+        return (self.qlen // 2 * 1000 + self.rate - 1) // self.rate
+
+    def close(self):
+        if self.fmt is None:
+            return
+        self.drain()
+        self.fmt = None
+        self.closing = True
+        if self.qlen == 0:
+            self.finish()
+
+    def drain(self, t=None):
+        """Move the DAC's play head to time t: hash exactly the samples that left it."""
+        if self.qlen == 0:
+            return
+        if t is None:
+            t = self.clock.now()
+        rate = self.rate
+        n = min(int((t - self.t0) * rate + 0.01) - self.done, self.qlen // 2)  # 0.01: float time at Unix magnitudes
+        if n <= 0:
+            return
+        q = self.ring
+        head = self.head
+        size = 2 * n
+        first = min(size, AUDIO_QUEUE_BYTES - head)
+        mv = memoryview(q)
+        self._played(mv[head:head + first], self.done)
+        if first < size:
+            self._played(mv[0:size - first], self.done + first // 2)
+        self.s_samples += n
+        self.head = (head + size) % AUDIO_QUEUE_BYTES
+        self.qlen -= size
+        self.done += n
+        self.s_end = self.t0 + self.done / rate
+        if self.qlen == 0:
+            self.s_dry = self.s_end
+            if self.closing:
+                self.finish()
+
+    def _played(self, mv, done):
+        """mv: int16 LE samples leaving the DAC, the first being sample `done` of this run."""
+        self.s_hash.update(mv)
+        if self.s_loud is None:
+            i = _first_loud(mv)
+            if i >= 0:
+                self.s_loud = self.t0 + (done + i) / self.rate
+
+    def finish(self):
+        """The session's ground-truth record: what really left the DAC."""
+        self.closing = False
+        self.qlen = 0
+        if self.s_start is not None and self.s_end is not None:
+            from binascii import hexlify
+
+            self.record("pcm", {"start": self.s_start, "end": self.s_end, "samples": self.s_samples,
+                                 "sha256": hexlify(self.s_hash.digest()).decode(), "rate": self.rate,
+                                 "underruns": self.s_under, "gap_ms": int(round(self.s_gap * 1000)),
+                                 "first_loud": self.s_loud})
+        self.s_start = self.s_end = self.s_hash = None
+
+
+
 class SoftBoard(Hal):
     """Software board with the HAL interface; see the module doc.
 
@@ -139,7 +274,7 @@ class SoftBoard(Hal):
       pir_dead: motion is never reported
       rtc_battery_dead: a DS3231 loses the time on a power cut too
       failed: part names that failed to start (failed_parts()); "ds3231",
-        "photocell", "lamp_ct", "pir" then answer as not fitted
+        "photocell", "lamp_ct", "pir" then answer as not fitted; "i2s": audio_open raises
       boot_crash: N > 0: the first service() after each power-on raises
         RuntimeError (a driver crashing the firmware at boot), N times
     Hooks: on_reset, a callable the simulator host sets: reset() calls it
@@ -148,7 +283,7 @@ class SoftBoard(Hal):
 
     def __init__(self, clock, fs=None, zones=4, rtc="ds3231", rated_w=60.0, mains_v=230.0,
                  photocell=True, pir=True, seed=1, truth=None, rtc_offset=0.0, rtc_drift_ppm=0.0,
-                 ticks_offset=0):
+                 ticks_offset=0, audio=False):
         self.clock = clock
         self._fs = fs
         self._zones = zones
@@ -184,16 +319,9 @@ class SoftBoard(Hal):
         self._volume = 0
         self._audio_fmt = None
         self.audio_bytes = 0  # bytes accepted by audio_write, all sessions
-        # the DMA queue, a ring of AUDIO_QUEUE_BYTES; made with the board (like the driver's buffer
-        # at boot), while the heap is still in one piece
-        self._aq = bytearray(AUDIO_QUEUE_BYTES) if zones else None
-        self._aq_rate = 16000
-        self._aq_head = self._aq_len = self._aq_done = 0
-        self._aq_t0 = 0.0
-        self._aq_closing = False
-        self._s_start = self._s_end = self._s_loud = self._s_dry = self._s_hash = None
-        self._s_samples = self._s_under = 0
-        self._s_gap = 0.0
+        # the I2S DMA queue (I2sQueue): made at the first audio_open, or with the board when
+        # `audio` (a test on a small heap makes it while the heap is still in one piece)
+        self._dma = None
         # inputs
         self._dark = False
         self._motion = False
@@ -213,6 +341,8 @@ class SoftBoard(Hal):
         self._powered_before = False
         self.link = True
         self.rssi_dbm = -60
+        if audio:
+            self._dma_queue()
 
     # ---- ground truth ------------------------------------------------------
     def _record(self, what, value):
@@ -339,115 +469,32 @@ class SoftBoard(Hal):
     def audio_volume_state(self):
         return self._volume
 
+    def _dma_queue(self):
+        if self._dma is None:
+            self._dma = I2sQueue(self.clock, self._record)
+        return self._dma
+
     def audio_open(self, rate, bits, channels):
-        self._audio_drain()
-        if self._aq_closing:  # a new session cuts the old one's tail (the ESP32 driver restarts)
-            self._audio_finish()
-        if self._aq is None:
-            self._aq = bytearray(AUDIO_QUEUE_BYTES)
+        if "i2s" in self.failed or not self._zones:
+            raise OSError("audio: this board has no working I2S output")
         self._audio_fmt = (rate, bits, channels)
-        self._aq_rate = rate * channels
-        self._aq_head = self._aq_len = 0
-        self._aq_closing = False
-        self._s_start = self._s_end = self._s_loud = self._s_dry = None
-        self._s_samples = self._s_under = 0
-        self._s_gap = 0.0
-        self._s_hash = None
+        self._dma_queue().open(rate, bits, channels)
 
     def audio_write(self, buf):
-        if self._audio_fmt is None or not self._powered:
+        dma = self._dma
+        if dma is None or not self._powered:
             return 0
-        t = self.clock.now()
-        self._audio_drain(t)
-        n = min(len(buf), AUDIO_QUEUE_BYTES - self._aq_len) & ~1
-        if n <= 0:
-            return 0
-        if self._aq_len == 0:  # the DAC starts (again) now
-            self._aq_t0 = t
-            self._aq_done = 0
-            if self._s_start is None:
-                import hashlib
-
-                self._s_start = t
-                self._s_hash = hashlib.sha256()
-            elif self._s_dry is not None:
-                self._s_under += 1
-                self._s_gap += t - self._s_dry
-            self._s_dry = None
-        q = self._aq
-        tail = (self._aq_head + self._aq_len) % AUDIO_QUEUE_BYTES
-        first = min(n, AUDIO_QUEUE_BYTES - tail)
-        mv = memoryview(buf)
-        q[tail:tail + first] = mv[:first]
-        if first < n:
-            q[0:n - first] = mv[first:n]
-        self._aq_len += n
+        n = dma.write(buf)
         self.audio_bytes += n
         return n
 
     def audio_queued_ms(self):
-        if self._aq_len == 0:
-            return 0
-        self._audio_drain()
-        return (self._aq_len // 2 * 1000 + self._aq_rate - 1) // self._aq_rate
+        return 0 if self._dma is None else self._dma.queued_ms()
 
     def audio_close(self):
-        if self._audio_fmt is None:
-            return
-        self._audio_drain()
         self._audio_fmt = None
-        self._aq_closing = True
-        if self._aq_len == 0:
-            self._audio_finish()
-
-    def _audio_drain(self, t=None):
-        """Move the DAC's play head to time t: hash exactly the samples that left it."""
-        if self._aq_len == 0:
-            return
-        if t is None:
-            t = self.clock.now()
-        rate = self._aq_rate
-        n = min(int((t - self._aq_t0) * rate + 0.01) - self._aq_done, self._aq_len // 2)  # 0.01: float time at Unix magnitudes
-        if n <= 0:
-            return
-        q = self._aq
-        head = self._aq_head
-        size = 2 * n
-        first = min(size, AUDIO_QUEUE_BYTES - head)
-        mv = memoryview(q)
-        self._audio_played(mv[head:head + first], self._aq_done)
-        if first < size:
-            self._audio_played(mv[0:size - first], self._aq_done + first // 2)
-        self._s_samples += n
-        self._aq_head = (head + size) % AUDIO_QUEUE_BYTES
-        self._aq_len -= size
-        self._aq_done += n
-        self._s_end = self._aq_t0 + self._aq_done / rate
-        if self._aq_len == 0:
-            self._s_dry = self._s_end
-            if self._aq_closing:
-                self._audio_finish()
-
-    def _audio_played(self, mv, done):
-        """mv: int16 LE samples leaving the DAC, the first being sample `done` of this run."""
-        self._s_hash.update(mv)
-        if self._s_loud is None:
-            i = _first_loud(mv)
-            if i >= 0:
-                self._s_loud = self._aq_t0 + (done + i) / self._aq_rate
-
-    def _audio_finish(self):
-        """The session's ground-truth record: what really left the DAC."""
-        self._aq_closing = False
-        self._aq_len = 0
-        if self._s_start is not None and self._s_end is not None:
-            from binascii import hexlify
-
-            self._record("pcm", {"start": self._s_start, "end": self._s_end, "samples": self._s_samples,
-                                 "sha256": hexlify(self._s_hash.digest()).decode(), "rate": self._aq_rate,
-                                 "underruns": self._s_under, "gap_ms": int(round(self._s_gap * 1000)),
-                                 "first_loud": self._s_loud})
-        self._s_start = self._s_end = self._s_hash = None
+        if self._dma is not None:
+            self._dma.close()
 
     # ---- time --------------------------------------------------------------
     def _rtc_missing(self):
@@ -532,7 +579,8 @@ class SoftBoard(Hal):
         return list(self.failed)
 
     def service(self):
-        self._audio_drain()
+        if self._dma is not None:
+            self._dma.drain()
         if not self._serviced:
             self._serviced = True
             if self.boot_crash > 0:
@@ -562,9 +610,11 @@ class SoftBoard(Hal):
         self._zone_mask = 0
         self._source = None
         self._volume = 0
-        self._audio_drain()  # what played until now is in the record; the queued rest never plays
         self._audio_fmt = None
-        self._audio_finish()
+        if self._dma is not None:  # what played until now is in the record; the queued rest never plays
+            self._dma.drain()
+            self._dma.fmt = None
+            self._dma.finish()
         self._powered = False
         self._record("power", False)
         self._record("relay", self._contact_closed())

@@ -161,10 +161,11 @@ class FakeMedia:
         return FakeStream(self.clock, self.block, **kw)
 
 
-def drive(rig, seconds, tick_ms=1000, step_ms=None):
+def drive(rig, seconds, tick_ms=1000, step_ms=None, probe=None):
     """Run the node's control tick every tick_ms and its audio task when it asks to wake
     (speaker.pump()'s answer), on the manual clock, like asyncio would at 1x. Returns the
-    control tick times (ms since the call) so a test can check the period."""
+    control tick times (ms since the call) so a test can check the period. `probe()` is called
+    after every step_ms step."""
     node = rig.node
     clock = rig.clock
     t = 0
@@ -188,4 +189,6 @@ def drive(rig, seconds, tick_ms=1000, step_ms=None):
             node.tick()
             ticks.append(t)
             next_tick = t + tick_ms
+        if probe is not None and step_ms is not None and t % step_ms == 0:
+            probe()
     return ticks

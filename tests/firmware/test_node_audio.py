@@ -14,7 +14,7 @@ N = 3 * 16000 + 123  # not a whole number of blocks
 
 def _rig(t, items, clips=((CLIP, N),)):
     truth = []
-    rig = Rig(t, program=PROGRAM, plan={"version": 4, "items": items},
+    rig = Rig(t, program=PROGRAM, plan={"version": 4, "items": items}, audio=True,
               truth=lambda when, what, value: truth.append((when, what, value)))
     rig.truth = truth
     rig.media = FakeMedia(rig.board.fs, rig.clock)
@@ -27,7 +27,7 @@ def _rig(t, items, clips=((CLIP, N),)):
 def _boot(rig):
     rig.board.power_on()
     rig.node = Node(rig.board, rig.cfg)
-    rig.node.speaker.media = rig.media
+    rig.node.speaker.media = rig.media  # the other part's wiring gives it at construction
     rig.node.boot()
     return rig.node
 
@@ -208,33 +208,133 @@ def _events(rig, kinds):
 
 
 def test_the_control_tick_keeps_its_period_while_playing():
-    rig = _rig(NEWS - 2, [_item("news-1", NEWS, 400)])
+    """Real asyncio at 1x (RealClock): the control loop and the audio task as Node.run has them.
+    Generous bound: every tick period within 1000 +- 250 ms while a clip plays (the player never
+    blocks the loop), and the clip plays without an underrun."""
+    import asyncio
+
+    from hardware.flashfs import DirFS
+    from hardware.softboard import RealClock, SoftBoard
+
+    rig = Rig(NEWS - 3.5, program=PROGRAM, plan={"version": 4, "items": [_item("news-1", NEWS, 400)]})
     try:
-        ticks = drive(rig, 6, step_ms=5)
-        assert [b - a for a, b in zip(ticks, ticks[1:])] == [1000] * (len(ticks) - 1)
-        rec = None
-        drive(rig, 1)
-        (rec,) = _pcm(rig)
-        assert rec["underruns"] == 0
+        recs = []
+        clock = RealClock(NEWS - 3.5, speed=1.0)
+        rig.board = SoftBoard(clock, DirFS(rig.path), seed=7, audio=True,
+                              truth=lambda t, what, v: recs.append(v) if what == "pcm" else None)
+        rig.clock = clock
+        rig.media = FakeMedia(rig.board.fs, clock)
+        rig.media.add_clip(CLIP, 16000 + 300)
+        node = _boot(rig)
+        ticks = []
+        tick = node.tick
+
+        def timed_tick():
+            ticks.append(clock.ticks_ms())
+            tick()
+
+        node.tick = timed_tick
+
+        async def go():
+            node.running = True
+            tasks = [asyncio.create_task(node._control_loop()), asyncio.create_task(node._audio_loop())]
+            await asyncio.sleep(6)
+            node.running = False
+            await asyncio.sleep(0.2)
+            for task in tasks:
+                task.cancel()
+
+        asyncio.run(go())
+        periods = [b - a for a, b in zip(ticks, ticks[1:])]
+        assert len(periods) >= 4 and all(750 <= p <= 1250 for p in periods), periods
+        (rec,) = recs
+        assert rec["samples"] == 16300 and rec["underruns"] == 0
+        assert abs(rec["start"] - NEWS) < 0.1  # generous: a loaded machine
     finally:
         rig.close()
 
 
-def test_the_expected_hash_helper_agrees_with_the_reference_decoder():
-    import hashlib
-    from binascii import hexlify
-
-    from protocol import ima
-
-    rig = _rig(NEWS - 5, [], clips=(("ee" * 32, 1300),))
+def test_an_item_whose_window_passed_without_a_clock_is_reported_missed():
+    rig = _rig(NEWS - 5, [_item("news-1", NEWS, 30), _item("news-2", NEWS + 100, 400)],
+               clips=((CLIP, N),))
     try:
-        name = "c-" + "ee" * 8 + ".ima"
-        with rig.board.fs.open(name, "rb") as f:
-            data = f.read()
-        pcm = ima.pcm_bytes(ima.decode(data)[:1300], 100)
-        assert pcm_sha(rig.board.fs, name, 1300, gain=100) == hexlify(hashlib.sha256(pcm).digest()).decode()
-        part = pcm[2 * 600:2 * 1100]
-        assert pcm_sha(rig.board.fs, name, 1300, gain=100, first=600, count=500) == hexlify(
-            hashlib.sha256(part).digest()).decode()
+        rig.board._rtc_valid = False  # the clock is lost (no RTC time, no sync yet)
+        drive(rig, 60)
+        assert _pcm(rig) == [] and rig.events("broadcast_missed") == []
+        true_ms = int(rig.clock.now() * 1000)
+        rig.node.clock.apply_sync(None, true_ms, true_ms)  # the time is back
+        drive(rig, 2)
+        (missed,) = rig.events("broadcast_missed")
+        assert missed.data["id"] == "news-1" and missed.data["why"] == "no_clock"
+        drive(rig, 60)  # news-2 is still to come in its window: it airs
+        assert len(_pcm(rig)) == 1 and len(rig.events("broadcast_missed")) == 1
+    finally:
+        rig.close()
+
+
+def test_a_failed_i2s_is_reported_once_and_nothing_plays():
+    rig = _rig(NEWS - 5, [_item("news-1", NEWS, 60), _item("news-2", NEWS + 100, 60)])
+    try:
+        rig.board.failed = ["i2s"]
+        drive(rig, 150)
+        missed = [(m.data["id"], m.data["why"]) for m in rig.events("broadcast_missed")]
+        assert missed == [("news-1", "no_audio"), ("news-2", "no_audio")], missed
+        assert _pcm(rig) == [] and rig.events("broadcast_started") == []
+    finally:
+        rig.close()
+
+
+def test_a_higher_item_cuts_a_playing_clip_at_its_exact_instant():
+    # the playing clip gets nothing more in the last 250 ms: its queue runs out by the instant,
+    # the higher item starts on time, the clip resumes after it where it was cut; a later item
+    # of the same rank starts on time too
+    rig = _rig(NEWS - 5.37, [_item("a", NEWS, 400), _item("b", NEWS + 5, 400, ref=CLIP2, prio=PRIORITY),
+                             _item("c", NEWS + 30, 400, ref=CLIP2)],
+               clips=((CLIP, 8 * 16000), (CLIP2, 16000)))
+    try:
+        _sync(rig)
+        drive(rig, 25)
+        recs = _pcm(rig)
+        assert len(recs) == 3
+        assert abs(recs[0]["start"] - NEWS) <= 0.005 and recs[0]["underruns"] == 0
+        assert abs(recs[1]["start"] - (NEWS + 5)) <= 0.005
+        assert recs[0]["end"] <= recs[1]["start"] and recs[0]["end"] >= NEWS + 5 - 0.06  # ~ the wake-up lead
+        assert recs[0]["samples"] + recs[2]["samples"] == 8 * 16000 and recs[1]["samples"] == 16000
+        started = [(e.data["id"], e.data["at"]) for e in rig.events("broadcast_started")]
+        assert started == [("a", 0), ("b", 0), ("a", recs[0]["samples"])], started
+        drive(rig, 15)  # c: after a is complete, on time
+        assert len(_pcm(rig)) == 4 and abs(_pcm(rig)[3]["start"] - (NEWS + 30)) <= 0.005
+    finally:
+        rig.close()
+
+
+def test_a_clip_right_after_another_starts_on_time():
+    # a ends 0.32 s before b starts, after the last tick before it: the audio task's end-of-segment update
+    # keeps b armed
+    rig = _rig(NEWS - 5.37, [_item("a", NEWS, 4), _item("b", NEWS + 4, 400, ref=CLIP2)],
+               clips=((CLIP, 58900), (CLIP2, 16000)))
+    try:
+        _sync(rig)
+        drive(rig, 12)
+        recs = _pcm(rig)
+        assert len(recs) == 2 and recs[0]["samples"] == 58900
+        assert abs(recs[1]["start"] - (NEWS + 4)) <= 0.005, recs[1]["start"] - NEWS
+    finally:
+        rig.close()
+
+
+def test_stop_broadcast_ends_the_clip_and_reports_what_played():
+    rig = _rig(NEWS - 5, [_item("news-1", NEWS, 400)])
+    try:
+        drive(rig, 6.5)
+        assert rig.send("stop_broadcast", {}).applied
+        drive(rig, 2)
+        (cut,) = rig.events("broadcast_interrupted")
+        (rec,) = _pcm(rig)
+        assert cut.data["why"] == "stopped" and "by" not in cut.data and cut.data["samples"] == rec["samples"]
+        assert 1.5 * 16000 <= rec["samples"] <= 1.8 * 16000 and cut.data["complete"] is False
+        assert rig.board.audio_source_state() is None
+        drive(rig, 30)
+        assert len(_pcm(rig)) == 1  # stopped by staff: not resumed
     finally:
         rig.close()

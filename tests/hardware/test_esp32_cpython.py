@@ -520,7 +520,10 @@ def test_audio_write_reports_what_the_dma_took_and_the_queue_plays_out(world, ma
     world.us += 200000
     hal.service()
     assert hal._i2s is None and hal.audio_queued_ms() == 0
-    assert make_hal("esp32-devkit-lamp").audio_write(pcm) == 0
+    lamp_only = make_hal("esp32-devkit-lamp")
+    assert lamp_only.audio_write(pcm) == 0
+    with pytest.raises(OSError, match="no working I2S"):
+        lamp_only.audio_open(16000, 16, 1)
 
 
 def test_clock_from_the_ds3231(world, make_hal):
