@@ -162,13 +162,15 @@ class Loudspeaker:
             if item is not None and (best is None or item.prio > best.prio):
                 best = item
             if best is None and self.warmup_ms:
-                lead = self.warmup_ms / 1000 + (ARM_S if self.media is not None else 0)  # warm before the arming
+                warm = self.warmup_ms / 1000
+                lead = warm + (ARM_S if self.media is not None else 0)  # warm before the player is armed
                 upcoming = plan.active(now, self.zone_ids, lead=lead)
-                if upcoming is not None and upcoming.start > now:
-                    soon = not self._done(upcoming)
+                if upcoming is not None and upcoming.start > now:  # the line input needs no arming
+                    soon = not self._done(upcoming) and (upcoming.src != "line" or upcoming.start - now <= warm)
                 if upcoming is not None and not soon:  # the best is done or blocked: any other one?
                     for p in plan.items:
                         if p.start - lead <= now < p.end and p.airs_in(self.zone_ids) and (
+                                p.src != "line" or p.start - now <= warm) and (
                                 not self._done(p) if p.start > now else not self._blocked(p, now)):
                             soon = True
                             break

@@ -24,11 +24,14 @@ def full_program():
     return {"version": 12, "days": days, "calendar": calendar}
 
 
-def fifty_items(day_start):
+def fifty_items(day_start, src="line"):
+    """50 items from 05:00, every 20 minutes. By default on the line input (relay-switched: the whole window
+    airs with no download); with src="clip" they name ten clips (test_clips_memory serves them)."""
     items = []
     for i in range(50):
         start = day_start + 5 * 3600 + i * 1200  # from 05:00, every 20 minutes
-        item = ["b-%04d" % i, start, 600, i % 3, "clip", CLIPS[i % 10], ["thon-1", "thon-2"] if i % 3 else ["thon-1"],
+        item = ["b-%04d" % i, start, 600, i % 3, src, CLIPS[i % 10] if src == "clip" else None,
+                ["thon-1", "thon-2"] if i % 3 else ["thon-1"],
                 70 + i % 30, ("news", "security", "campaign", "health")[i % 4]]
         items.append(item)
     return items

@@ -48,7 +48,7 @@ FIRST = MONDAY + 5 * 3600  # the plan's first item (fifty_items: from 05:00, eve
 
 
 def _command():
-    items = fifty_items(MONDAY)
+    items = fifty_items(MONDAY, src="clip")
     for item in items:
         if item[5] == CLIPS[0]:
             item[5] = SHA  # items 0, 10, 20, ... air the real clip; the others stay unfetchable

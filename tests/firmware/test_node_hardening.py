@@ -20,7 +20,7 @@ def _big_plan(version, first_start):
     import gc
 
     gc.collect()
-    return {"version": version, "items": [_item("n-%02d" % i, first_start + i * 3600, 1800) for i in range(24)]}
+    return {"version": version, "items": [_item("n-%02d" % i, first_start + i * 3600, 1800) for i in range(40)]}
 
 
 def _ack(rig, topic, payload):

@@ -6,7 +6,9 @@ NEWS = at(MONDAY, 17)  # 17:00 daily news
 CLIP = "ab" * 32
 
 
-def _item(item_id, start, secs, prio=ROUTINE, zones=("thon-1",), src="clip", vol=80, cat="news"):
+def _item(item_id, start, secs, prio=ROUTINE, zones=("thon-1",), src="line", vol=80, cat="news"):
+    # the line input airs for the whole window: these tests are about relays, priorities and timing;
+    # what a clip plays, to the sample, is test_node_audio.py's matter
     return [item_id, start, secs, prio, src, CLIP if src == "clip" else None, list(zones), vol, cat]
 
 
@@ -26,7 +28,7 @@ def test_plan_item_airs_with_warm_up_and_cool_down():
         rig.run(1.0)  # 16:59:57: amplifier on, audio not routed yet
         assert b.amp_power_state() and b.audio_source_state() is None and b.zone_relays_state() == 0
         rig.run(3.0)  # 17:00
-        assert b.audio_source_state() == "clip" and b.zone_relays_state() == 0b01 and b.audio_volume_state() == 80
+        assert b.audio_source_state() == "line" and b.zone_relays_state() == 0b01 and b.audio_volume_state() == 80
         assert [e.data["id"] for e in rig.events("broadcast_started")] == ["news-1"]
         rig.run(600.0)
         assert b.audio_source_state() is None and b.zone_relays_state() == 0
