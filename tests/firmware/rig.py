@@ -70,6 +70,10 @@ class Rig:
         self.node = None
 
     def boot(self, cause="power_on"):
+        import gc
+
+        self.node = None  # a reboot wipes the RAM: the old node's memory is free before the new one starts
+        gc.collect()
         self.board.power_on(cause)
         self.node = Node(self.board, self.cfg)
         self.node.boot()

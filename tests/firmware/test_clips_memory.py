@@ -74,7 +74,7 @@ def test_the_player_airs_a_fetched_clip_with_a_download_in_flight_within_the_hea
         if what == "pcm":
             truth.append(value)
     base = heap_used()
-    rig = Rig(FIRST - 30, program=None, truth=record)
+    rig = Rig(FIRST - 30, program=None, truth=record, audio=True)  # the I2S buffer is made at boot, as machine.I2S does
     try:
         payload = memoryview(bytearray(COMMAND[1]))  # as the MQTT client hands it over (made first:
         rig.boot()  # this test measures the audio part, test_node_memory the command path)
@@ -103,7 +103,7 @@ def test_the_player_airs_a_fetched_clip_with_a_download_in_flight_within_the_hea
                     await asyncio.sleep(0)
             await run(30)
             drive(rig, 0.5)  # 05:00:00.5: the clip is on air
-            assert rig.node.speaker.segment is not None and media.clips.fetching == CLIPS[1]
+            assert rig.node.speaker.segment is not None and media.clips.fetching == CLIPS[1], (rig.node.speaker.segment, media.clips.fetching, rig.event_kinds(), [e.data for e in rig.events("broadcast_missed")])
             figures["playing"] = heap_used() - base
             await run(4)  # the clip ends; the player lets its source go
             assert rig.node.speaker.segment is None and media.clips.fetching == CLIPS[1]

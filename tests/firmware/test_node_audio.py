@@ -25,6 +25,10 @@ def _rig(t, items, clips=((CLIP, N),)):
 
 
 def _boot(rig):
+    import gc
+
+    rig.node = None  # a reboot wipes the RAM: the old node's memory is free before the new one starts
+    gc.collect()
     rig.board.power_on()
     rig.node = Node(rig.board, rig.cfg)
     rig.node.speaker.media = rig.media  # the other part's wiring gives it at construction
