@@ -23,7 +23,8 @@ from protocol.ima import BLOCK_BYTES, BLOCK_SAMPLES, INDEX_TABLE, STEP_TABLE
 RATE = 16000
 BLOCKS = 2  # blocks read and decoded per chunk
 QUEUE_MS = 250  # audio kept queued in the DMA queue
-START_EARLY_MS = 30  # the audio task wakes this early for a timed start, then writes at the instant
+START_EARLY_MS = 150  # a timed start opens the I2S this early with that much silence ahead (hal audio_open
+# delay_ms): the first sample leaves the DAC at the instant whenever the audio task gets to run in between
 
 # step table as uint16 LE, index table as bytes offset by 8 (viper reads them through ptr16 / ptr8)
 _STEPS = struct.pack("<89H", *STEP_TABLE)
@@ -240,14 +241,20 @@ class Player:
 
     def _begin(self):
         hal = self.hal
+        delay = 0
         if self.at_ms is not None:
             now = self.now_ms()
-            if now is not None and now < self.at_ms:
+            if now is not None and now < self.at_ms - START_EARLY_MS:
                 return False
+            if now is not None and now < self.at_ms:
+                delay = self.at_ms - now  # silence first: the first sample leaves at at_ms exactly
         if hal.audio_queued_ms() > 0:
             return False  # the previous segment's tail is still playing
         try:
-            hal.audio_open(RATE, 16, 1)
+            if delay:
+                hal.audio_open(RATE, 16, 1, delay)
+            else:
+                hal.audio_open(RATE, 16, 1)
         except Exception as exc:
             self.error = repr(exc)[:60]
             self.failed = True
@@ -255,7 +262,7 @@ class Player:
             return False
         self.opened = True
         self.state = PLAYING
-        self.started_ms = self.now_ms()
+        self.started_ms = self.now_ms() + delay if delay else self.now_ms()
         return True
 
     def _fill(self):

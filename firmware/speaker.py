@@ -550,7 +550,7 @@ class Loudspeaker:
                 else:
                     wait = lead
                     # the airing segment gets nothing more: its queue has played out by the instant
-                    starve = lead <= QUEUE_MS and self.segment is not None
+                    starve = lead + START_EARLY_MS <= QUEUE_MS and self.segment is not None
         if player is None or self.segment is None:
             return max(1, min(wait, 200))
         if not starve:

@@ -126,6 +126,8 @@ class Esp32Hal(Hal):
         self._audio_t = time.ticks_ms()  # ticks of the play head's last move
         self._audio_us = 0  # audio queued then (us)
         self._audio_closing = False
+        self._audio_preroll = 0  # bytes of opening silence still to queue (audio_open delay_ms)
+        self._audio_zeros: "bytearray | None" = None
 
     # ---- parts ---------------------------------------------------------------
     def _failed(self, part, exc):
@@ -312,7 +314,7 @@ class Esp32Hal(Hal):
     def audio_volume_state(self):
         return self._volume
 
-    def audio_open(self, rate, bits, channels):
+    def audio_open(self, rate, bits, channels, delay_ms=0):
         spec = self.board["i2s"]
         if bits != 16 or channels not in (1, 2):
             raise ValueError("audio: only 16-bit mono or stereo PCM, not %r bits x %r channels" % (bits, channels))
@@ -344,12 +346,38 @@ class Esp32Hal(Hal):
         self._audio_bps = rate * 2 * channels
         self._audio_t = time.ticks_ms()
         self._audio_us = 0
+        # the opening silence: zeros queued ahead of the data (written as room allows, before it)
+        self._audio_preroll = (delay_ms * self._audio_bps // 1000) & ~3 if delay_ms > 0 else 0
+        if self._audio_preroll and self._audio_zeros is None:
+            self._audio_zeros = bytearray(256)
+        self._write_preroll()
+
+    def _write_preroll(self):
+        """Queue what fits of the opening silence; True once all of it is in the driver."""
+        i2s, zeros = self._i2s, self._audio_zeros
+        if i2s is None or zeros is None:
+            return self._audio_preroll <= 0
+        while self._audio_preroll > 0:
+            try:
+                n = i2s.write(memoryview(zeros)[:min(len(zeros), self._audio_preroll)]) or 0
+            except OSError:
+                n = 0
+            if not n:
+                return False
+            self._audio_preroll -= n
+            self._account(n)
+        return True
+
+    def _account(self, n):
+        now = time.ticks_ms()
+        self._audio_us = self._audio_left_us(now) + n * 1000000 // self._audio_bps
+        self._audio_t = now
 
     def audio_write(self, buf):
         """Copies what fits in the driver's buffer (ibuf) and returns at once with that count.
         Unscaled: the player applies the volume while decoding (docs/audio.md section 2)."""
         i2s = self._i2s
-        if i2s is None or self._audio_closing:
+        if i2s is None or self._audio_closing or not self._write_preroll():
             return 0
         try:
             n = i2s.write(buf)
@@ -358,10 +386,7 @@ class Esp32Hal(Hal):
             return 0
         n = n or 0  # None: the stream had no room at all
         if n:
-            now = time.ticks_ms()
-            left = self._audio_left_us(now) + n * 1000000 // self._audio_bps
-            self._audio_t = now
-            self._audio_us = left
+            self._account(n)
         return n
 
     def _audio_left_us(self, now):

@@ -85,15 +85,20 @@ class Hal:
     def audio_volume_state(self):
         raise NotImplementedError
 
-    def audio_open(self, rate, bits, channels):
+    def audio_open(self, rate, bits, channels, delay_ms=0):
         """Start an I2S session for PCM of this format (docs/audio.md section 3). Raises on a
-        failed I2S part (the player reports "no_audio")."""
+        failed I2S part (the player reports "no_audio"). With `delay_ms` the DAC first plays
+        that much silence (the driver queues zeros ahead of the data: they take room in its
+        buffer), so the first sample written leaves the DAC exactly `delay_ms` after this call
+        however late the writes come within that time: a timed start that the audio task's
+        wake-up jitter cannot move."""
         raise NotImplementedError
 
     def audio_write(self, buf):
         """Queue PCM bytes without blocking: accepts at most the free room of the DMA queue
         (whole frames) and returns how many bytes it took (0 when full or not open). The first
-        sample written into an empty queue leaves the DAC at once."""
+        sample written into an empty queue leaves the DAC at once (after the silence of
+        audio_open's delay_ms, for a session's first write)."""
         raise NotImplementedError
 
     def audio_queued_ms(self):

@@ -154,8 +154,9 @@ class I2sQueue:
         self.s_start = self.s_end = self.s_loud = self.s_dry = self.s_hash = None
         self.s_samples = self.s_under = 0
         self.s_gap = 0.0
+        self.begin = None  # when the opening silence of the session ends (audio_open delay_ms)
 
-    def open(self, rate, bits, channels):
+    def open(self, rate, bits, channels, delay_ms=0):
         self.drain()
         if self.closing:  # a new session cuts the old one's tail (the ESP32 driver restarts)
             self.finish()
@@ -167,16 +168,26 @@ class I2sQueue:
         self.s_samples = self.s_under = 0
         self.s_gap = 0.0
         self.s_hash = None
+        # the driver's silence ahead of the first sample: the session begins when it has played
+        self.begin = self.clock.now() + delay_ms / 1000.0 if delay_ms > 0 else None
+
+    def _preroll(self, t):
+        """Bytes of the opening silence still ahead of the DAC at time t (they fill the buffer too)."""
+        if self.begin is None or self.s_start is not None or t >= self.begin:
+            return 0
+        return int((self.begin - t) * self.rate) * 2
 
     def write(self, buf):
         if self.fmt is None:
             return 0
         t = self.clock.now()
         self.drain(t)
-        n = min(len(buf), AUDIO_QUEUE_BYTES - self.qlen) & ~1
+        n = min(len(buf), AUDIO_QUEUE_BYTES - self.qlen - self._preroll(t)) & ~1
         if n <= 0:
             return 0
-        if self.qlen == 0:  # the DAC starts (again) now
+        if self.qlen == 0:  # the DAC starts (again) now, or when the opening silence ends
+            if self.s_start is None and self.begin is not None and t < self.begin:
+                t = self.begin
             self.t0 = t
             self.done = 0
             if self.s_start is None:
@@ -200,10 +211,12 @@ class I2sQueue:
         return n
 
     def queued_ms(self):
+        t = self.clock.now()
         if self.qlen == 0:
-            return 0
-        self.drain()
-        return (self.qlen // 2 * 1000 + self.rate - 1) // self.rate
+            return (self._preroll(t) // 2 * 1000 + self.rate - 1) // self.rate
+        self.drain(t)
+        left = self.t0 + (self.done + self.qlen // 2) / self.rate - t  # the silence ahead of t0 included
+        return max(0, int(left * 1000 + 0.999))
 
     def close(self):
         if self.fmt is None:
@@ -474,11 +487,11 @@ class SoftBoard(Hal):
             self._dma = I2sQueue(self.clock, self._record)
         return self._dma
 
-    def audio_open(self, rate, bits, channels):
+    def audio_open(self, rate, bits, channels, delay_ms=0):
         if "i2s" in self.failed or not self._zones:
             raise OSError("audio: this board has no working I2S output")
         self._audio_fmt = (rate, bits, channels)
-        self._dma_queue().open(rate, bits, channels)
+        self._dma_queue().open(rate, bits, channels, delay_ms)
 
     def audio_write(self, buf):
         dma = self._dma

@@ -120,3 +120,24 @@ def test_a_session_that_played_nothing_leaves_no_record_and_wrap_around_is_exact
     board.audio_close()
     (rec,) = _pcm(records)
     assert rec["samples"] == total // 2 and rec["sha256"] == hexlify(sent.digest()).decode() and rec["underruns"] == 0
+
+
+def test_an_opening_silence_places_the_first_sample_whenever_it_is_written():
+    """audio_open(delay_ms): the DAC plays that much silence first (zeros the driver queued, taking room),
+    so the first sample leaves at open + delay whether it was written at once or just before."""
+    for write_after in (0.0, 0.09, 0.149):
+        board, clock, records = _board()
+        board.audio_open(16000, 16, 1, 150)
+        assert board.audio_queued_ms() == 150  # the silence is queued
+        clock.advance(write_after)
+        data = _samples(1600)
+        room = AUDIO_QUEUE_BYTES - int((0.150 - write_after) * 16000) * 2
+        assert board.audio_write(data) == min(len(data), room)
+        written = min(len(data), room)
+        clock.advance(1.0)
+        board.audio_close()
+        clock.advance(0.1)
+        (pcm,) = _pcm(records)
+        assert abs(pcm["start"] - (T0 + 0.150)) < 1e-6  # the silence is not part of the session
+        assert pcm["samples"] == written // 2 and pcm["sha256"] == _sha(data[:written])
+        assert pcm["underruns"] == 0
