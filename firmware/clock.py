@@ -21,6 +21,13 @@ from protocol.messages import CLOCK_INVALID, CLOCK_RTC, CLOCK_SYNCED, VALID_TIME
 RESYNC_S = 6 * 3600
 NEAR_RESYNC_S = 600  # with a broadcast near (`broadcast_near`), a sync older than this is renewed
 STEP_EVENT_S = 2  # steps larger than this are reported as events
+# The ms clock keeps the best sample, as NTP's clock filter does: an answer's error is at most half its
+# round trip (the two ways may differ), so a sample only replaces the kept one when its half round trip
+# is smaller than the kept one's plus what the crystal may have drifted since (DRIFT_PPM).
+DRIFT_PPM = 40
+REFINE_RTT_MS = 30  # a kept sample with a longer round trip is refined: another request soon
+REFINE_EVERY_MS = 4000
+REFINE_MAX = 5  # requests in a row for one refinement
 
 
 class NodeClock:
@@ -34,6 +41,21 @@ class NodeClock:
         self._sync_ms = None  # exact Unix ms of the last sync ...
         self._sync_up = None  # ... at this uptime ms
         self.broadcast_near = False  # set by the loudspeaker: an item starts within 15 min
+        self._sent = None  # ticks when the pending request left the node (its event waited before)
+        self.best_rtt = None  # round trip (ms) of the sample now_ms() stands on; None: to the second only
+        self.refines = 0  # requests made to refine it
+
+    def refining(self):
+        """True while the ms clock stands on a slow sample (or none) and a few more requests may help."""
+        if self.synced_at is None or self.refines >= REFINE_MAX:
+            return False
+        return self.best_rtt is None or self.best_rtt > REFINE_RTT_MS
+
+    def _uncertain_ms(self):
+        """How far now_ms() may be off: half the kept sample's round trip plus the drift since."""
+        if self.best_rtt is None:
+            return None
+        return self.best_rtt // 2 + (self.uptime.ms() - self._sync_up) * DRIFT_PPM // 1000000
 
     def now_ms(self):
         """Unix ms, precise to the sync (not rounded to the second like the RTC), or None.
@@ -74,7 +96,14 @@ class NodeClock:
     def request(self):
         """t1 for a new time request: the ticks now (MicroPython small int, wraps at 2**30)."""
         self.pending_t1 = self.hal.ticks_ms()
+        self._sent = None
         return self.pending_t1
+
+    def request_sent(self):
+        """The request is going out now (it waited in the event queue since t1): the round trip
+        counts from here, so the wait does not skew the two ways apart."""
+        if self.pending_t1 is not None and self._sent is None:
+            self._sent = self.hal.ticks_ms()
 
     def acceptable(self, t1, expires):
         """(ok, why): may a time_sync with this echo and expiry set the clock?"""
@@ -97,12 +126,15 @@ class NodeClock:
         time through power cuts), now_ms() keeps the exact ms.
         """
         t4 = self.hal.ticks_ms()
+        sent = t1
         if t1 is not None and t1 == self.pending_t1:
             self.pending_t1 = None  # answered: a second answer to it is stale
+            if self._sent is not None:
+                sent = self._sent
         rtt = None
         true_ms = t3
         if t1 is not None:
-            rtt = self.hal.ticks_diff(t4, t1) - (t3 - t2)
+            rtt = self.hal.ticks_diff(t4, sent) - (t3 - t2)
             if 0 <= rtt < 60000:
                 true_ms = t3 + rtt // 2
             else:
@@ -110,6 +142,19 @@ class NodeClock:
         true_s = (true_ms + 500) // 1000
         before = self.now()
         step = None if before is None else true_s - before
+        if self.synced_at is not None and before is not None and -1 <= step <= 1:
+            kept = self._uncertain_ms()
+            if rtt is None and kept is not None:
+                return 0, None  # unsolicited, to the second: the ms clock already does better
+            if rtt is not None and kept is not None and rtt // 2 >= kept:
+                self.refines += 1
+                return 0, rtt  # no better than the sample we keep
+        if rtt is not None:
+            self.refines = self.refines + 1 if self.best_rtt is not None else 0
+            self.best_rtt = rtt
+        else:
+            self.best_rtt = None  # the ms are unknown now: refine with requests of our own
+            self.refines = 0
         if step is not None and self.synced_at is not None:
             elapsed = (self.uptime.ms() - self.synced_at) // 1000
             if elapsed > 600:

@@ -15,7 +15,7 @@ module-level state, so one interpreter can host many (the simulator does).
 """
 import gc
 
-from firmware.clock import STEP_EVENT_S, NodeClock
+from firmware.clock import REFINE_EVERY_MS, STEP_EVENT_S, NodeClock
 from firmware.cmdlog import CommandLog
 from firmware.events import EventLog
 from firmware.lamp import LampControl
@@ -594,9 +594,9 @@ class Node:
                 self._birth_due = False
                 await mqtt.publish(self.topic[topics.STATE], self.birth(), qos=1, retain=True, timeout_ms=10000)
             now = self.uptime.ms()
-            if self.time_request_due(now) and hal.net_up():
-                self._last_time_request = now
-                self._time_wanted = False
+            if self.time_request_due(now) and hal.net_up() and (mqtt.is_up() or self.cfg.ntp):
+                self._last_time_request = now  # a request made, not merely due: before the link is up
+                self._time_wanted = False  # it would wait the whole minute for nothing
                 if mqtt.is_up():
                     self.emit("time_request", {"t1": self.clock.request()})
                 if self.cfg.ntp:
@@ -607,6 +607,8 @@ class Node:
             await hal.sleep_ms(500)
 
     def time_request_due(self, now_ms):
+        if self.clock.refining():  # the ms clock stands on a slow answer: a few more, seconds apart
+            return self._last_time_request is None or now_ms - self._last_time_request > REFINE_EVERY_MS
         if not (self._time_wanted or self.clock.needs_sync()):
             return False
         return self._last_time_request is None or now_ms - self._last_time_request > 60000
@@ -653,5 +655,7 @@ class Node:
             if payload is None:
                 await hal.sleep_ms(100)
                 continue
+            if b'"time_request"' in payload:
+                self.clock.request_sent()
             if await mqtt.publish(self.topic[topics.EVT], payload, qos=1, timeout_ms=10000):
                 self.events.done(payload)
