@@ -10,7 +10,8 @@ import sys
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-SCENARIOS = ["bad-hardware", "outage", "smoke", "emergency", "boot-loop", "daily-news"]  # long/: make sim only
+SCENARIOS = ["bad-hardware", "outage", "smoke", "emergency", "boot-loop", "daily-news", "broadcast-tts",
+             "emergency-stream"]  # long/: make sim only
 
 
 @pytest.mark.parametrize("name", SCENARIOS)
