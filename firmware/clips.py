@@ -30,6 +30,7 @@ import binascii
 import hashlib
 
 from firmware.http import HEAD_MAX, HttpError, Watch, guarded
+from firmware.store import write_all
 from protocol.ima import BLOCK_BYTES, BLOCK_SAMPLES, FormatError, parse_header
 
 try:
@@ -68,14 +69,6 @@ def file_name(sha, ext=DONE):
 
 def _errno(exc):
     return exc.args[0] if exc.args else None
-
-
-def _write_all(f, mv):
-    while len(mv):
-        n = f.write(mv)
-        if not n:  # no progress on a flash file means no room
-            raise OSError(_ENOSPC)
-        mv = mv[n:]
 
 
 class _Unfit(Exception):
@@ -592,7 +585,7 @@ class ClipCache:
                 n = await resp.readinto(buf)
                 if not n:
                     raise HttpError("body ended after %d of %d bytes" % (have, total))
-                _write_all(f, buf[:n])
+                write_all(f, buf[:n])
                 h.update(buf[:n])
                 have += n
                 p[2] = have

@@ -53,7 +53,8 @@ def _errno(exc):
     return exc.args[0] if exc.args else None
 
 
-def _write_all(f, buf):
+def write_all(f, buf):
+    """Write all of buf to a flash file; OSError(ENOSPC) when the file stops taking bytes (full flash)."""
     view = memoryview(buf)
     while len(view):
         n = f.write(view)
@@ -86,8 +87,8 @@ class Store:
         tmp = name + TMP
         try:
             with fs.open(tmp, "wb") as f:
-                _write_all(f, struct.pack(HEADER, MAGIC, len(data), _crc(data)))
-                _write_all(f, data)
+                write_all(f, struct.pack(HEADER, MAGIC, len(data), _crc(data)))
+                write_all(f, data)
                 f.flush()
             if self._read(name, False):
                 fs.rename(name, name + BAK)
