@@ -25,9 +25,10 @@ STEP_EVENT_S = 2  # steps larger than this are reported as events
 # round trip (the two ways may differ), so a sample only replaces the kept one when its half round trip
 # is smaller than the kept one's plus what the crystal may have drifted since (DRIFT_PPM).
 DRIFT_PPM = 40
-REFINE_RTT_MS = 30  # a kept sample with a longer round trip is refined: another request soon
+REFINE_RTT_MS = 12  # a kept sample with a longer round trip is refined: another request soon
 REFINE_EVERY_MS = 4000
-REFINE_MAX = 5  # requests in a row for one refinement
+REFINE_MAX = 6  # requests in a row for one refinement
+REFINE_LIMIT_MS = 3000
 
 
 class NodeClock:
@@ -49,7 +50,9 @@ class NodeClock:
         """True while the ms clock stands on a slow sample (or none) and a few more requests may help."""
         if self.synced_at is None or self.refines >= REFINE_MAX:
             return False
-        return self.best_rtt is None or self.best_rtt > REFINE_RTT_MS
+        # (a round trip of seconds is a congested link, or a simulation run many times faster than
+        # real time: more requests would only queue behind each other)
+        return self.best_rtt is None or REFINE_RTT_MS < self.best_rtt < REFINE_LIMIT_MS
 
     def _uncertain_ms(self):
         """How far now_ms() may be off: half the kept sample's round trip plus the drift since."""
@@ -95,6 +98,8 @@ class NodeClock:
 
     def request(self):
         """t1 for a new time request: the ticks now (MicroPython small int, wraps at 2**30)."""
+        if self.refining():
+            self.refines += 1  # bounded by requests made, not answers got: an answer may never come
         self.pending_t1 = self.hal.ticks_ms()
         self._sent = None
         return self.pending_t1
@@ -142,15 +147,17 @@ class NodeClock:
         true_s = (true_ms + 500) // 1000
         before = self.now()
         step = None if before is None else true_s - before
-        if self.synced_at is not None and before is not None and -1 <= step <= 1:
-            kept = self._uncertain_ms()
-            if rtt is None and kept is not None:
-                return 0, None  # unsolicited, to the second: the ms clock already does better
-            if rtt is not None and kept is not None and rtt // 2 >= kept:
-                self.refines += 1
-                return 0, rtt  # no better than the sample we keep
+        # the filter only judges an answer that agrees with the RTC to the second: a clock that jumped
+        # (a failing RTC, a wrong set) is set by the answer whatever its round trip
+        kept = self._uncertain_ms() if self.synced_at is not None and before is not None and -1 <= step <= 1 else None
+        if kept is not None:
+            cur = self.now_ms()  # the true time now is within [t3, t3 + rtt] by this answer
+            if rtt is None and abs(cur - t3) <= kept + 2000:
+                return 0, None  # unsolicited (no round trip): consistent with the measured clock, which is better
+            if rtt is not None and rtt // 2 >= kept and t3 - kept <= cur <= t3 + rtt + kept:
+                self.synced_at = self.uptime.ms()  # the kept sample is confirmed: no resync due for a while
+                return 0, rtt  # no better than the sample we keep, and consistent with it
         if rtt is not None:
-            self.refines = self.refines + 1 if self.best_rtt is not None else 0
             self.best_rtt = rtt
         else:
             self.best_rtt = None  # the ms are unknown now: refine with requests of our own

@@ -43,6 +43,7 @@ BEAT_MS = 20000  # a task silent for longer is considered dead
 MAX_OUTBOX = 8
 MAX_RESTARTS = 5
 BIG_COMMAND = 2048
+PENDING_MS = 120000  # a time request unanswered for this long is given up (a valid clock waits for its answer)
 HOLD_MS = 20000  # with no valid clock a command waits this long for the time before it is refused
 MAX_HELD = 4
 STORED_OPS = (commands.SET_PROGRAM, commands.LAMP_OVERRIDE, commands.SET_VOLUME)  # effects kept on flash
@@ -303,7 +304,11 @@ class Node:
             ok, why = self.clock.acceptable(cmd.args["t1"], cmd.expires)
             if not ok:  # a stale or unjudgeable sync moves nothing; ask for the time properly instead
                 self._ack(v.cmd_id, REJECTED, commands.EXPIRED, "time sync " + why)  # acked, not an alarm
-                self._time_wanted = True
+                # an unsolicited sync judged expired may mean our clock is wrong: ask properly. (An answer
+                # overtaken by a newer request of ours is no reason to ask again, once synced: that would
+                # never end where answers take longer than the request interval, as in a fast simulation.)
+                if self.clock.synced_at is None or cmd.args["t1"] is None:
+                    self._time_wanted = True
                 return
         elif now is None:
             self._hold(topic, payload, v, big)
@@ -607,6 +612,9 @@ class Node:
             await hal.sleep_ms(500)
 
     def time_request_due(self, now_ms):
+        if (self.clock.pending_t1 is not None and self._last_time_request is not None
+                and now_ms - self._last_time_request < PENDING_MS and self.clock.now() is not None):
+            return False  # our last request is still on its way: a newer one would make its answer stale
         if self.clock.refining():  # the ms clock stands on a slow answer: a few more, seconds apart
             return self._last_time_request is None or now_ms - self._last_time_request > REFINE_EVERY_MS
         if not (self._time_wanted or self.clock.needs_sync()):
