@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 MPY_HEAP ?= 128K
 # Data heap a node gets in firmware tests (its code is frozen into flash on the ESP32).
 NODE_HEAP ?= 64K
-APT_PACKAGES := mosquitto mosquitto-clients ffmpeg espeak-ng
+APT_PACKAGES := mosquitto mosquitto-clients ffmpeg espeak-ng chromium fonts-dejavu-core
 
 .PHONY: setup apt test test-py test-mpy mpy-build bench bench-audio bench-day bench-scale gateway sim demo clean
 
