@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from fastapi import Depends, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, Field
 
 from gateway.api_audio import audio_router
@@ -24,6 +24,8 @@ from gateway.api_streams import streams_router
 from gateway.errors import GatewayError
 from gateway.reports import monthly, monthly_csv
 from gateway.service import Gateway
+from gateway.ui import mount_ui
+from gateway.ui.web import LoginNeeded, Web, is_page
 from protocol.plan import CATEGORIES
 
 COOKIE = "denloa_session"
@@ -77,22 +79,36 @@ def create_app(gw: Gateway) -> FastAPI:
     app = FastAPI(title="denloa gateway", version="0.1.0",
                   description="Đèn an ninh và loa truyền thanh của xã / commune security lights and loudspeakers")
 
+    web: Web | None = None  # the staff pages (gateway/ui), mounted at the end; they answer in HTML
+
     @app.exception_handler(GatewayError)
-    async def gateway_error(request: Request, exc: GatewayError) -> JSONResponse:
+    async def gateway_error(request: Request, exc: GatewayError) -> Response:
+        if web is not None and is_page(request.url.path):
+            if exc.status == 401:
+                return web.redirect(web.login_url(request.url.path))
+            return web.error_page(request, exc.status, exc.vi if web.lang(request) == "vi" else exc.en, exc.code)
         return JSONResponse(exc.to_json(), status_code=exc.status)
 
+    @app.exception_handler(LoginNeeded)
+    async def login_needed(request: Request, exc: LoginNeeded) -> Response:
+        return Web.redirect(Web.login_url(exc.next_url))
+
     @app.exception_handler(RequestValidationError)
-    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def invalid_request(request: Request, exc: RequestValidationError) -> Response:
         first = exc.errors()[0] if exc.errors() else {}
         field = ".".join(str(p) for p in first.get("loc", ())[1:]) or None
+        if web is not None and is_page(request.url.path):
+            return web.invalid_page(request, field)
         return JSONResponse({"error": "request.invalid", "field": field,
                              "message": "Dữ liệu gửi lên không hợp lệ%s" % (" (%s)" % field if field else ""),
                              "message_en": "Invalid request%s: %s" % (" (%s)" % field if field else "",
                                                                       first.get("msg", ""))}, status_code=422)
 
     @app.exception_handler(Exception)
-    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
+    async def internal_error(request: Request, exc: Exception) -> Response:
         gw.log("HTTP %s %s failed: %r" % (request.method, request.url.path, exc))  # the log has it, staff never
+        if web is not None and is_page(request.url.path):
+            return web.internal_page(request)
         return JSONResponse({"error": "internal", "message": "Có lỗi trong hệ thống; thao tác chưa được thực hiện",
                              "message_en": "Internal error; nothing was changed"}, status_code=500)
 
@@ -134,15 +150,6 @@ def create_app(gw: Gateway) -> FastAPI:
     async def me(request: Request, user: dict = Depends(current)) -> dict[str, Any]:
         found = users.session(request.cookies.get(COOKIE))
         return {"user": user, "csrf": found[1] if found else None}
-
-    @app.get("/", include_in_schema=False)
-    async def home() -> HTMLResponse:
-        return HTMLResponse(
-            "<!doctype html><html lang=vi><meta charset=utf-8><title>denloa</title>"
-            "<h1>Đèn an ninh và loa truyền thanh — %s</h1>"
-            "<p>Giao diện web cho cán bộ xã đang được xây dựng; API: <a href=/docs>/docs</a>.</p>"
-            "<p lang=en>The staff web UI is on its way; the API is documented at <a href=/docs>/docs</a>.</p>"
-            % gw.cfg.site_name)
 
     @app.get("/api/health")
     async def health() -> dict[str, Any]:
@@ -310,4 +317,5 @@ def create_app(gw: Gateway) -> FastAPI:
 
     app.include_router(node_router(gw))
     app.include_router(streams_router(gw, viewer, operator, audit))
+    web = mount_ui(app, gw)  # the staff web UI (gateway/ui): last, so /api routes win
     return app

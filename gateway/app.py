@@ -26,6 +26,7 @@ from gateway.registry import Registry
 from gateway.service import GATEWAY_USER, Gateway, load_secrets
 from gateway.streams import StreamHub, Streams
 from gateway.timesync import TimeService
+from gateway.settings import Settings
 from gateway.users import Users
 
 
@@ -74,6 +75,7 @@ def make_gateway(cfg: GatewayConfig, clock: Clock | None = None,
     plans = PlanPusher(db=db, clock=clock, registry=registry, alerts=alerts, commands=commands, ingest=ingest,
                        log=log, utc_offset=cfg.utc_offset, horizon_days=cfg.horizon_days, clip_seconds=clip_seconds)
     users = Users(db, clock)
+    settings = Settings(db, clock)
     streams = Streams(hub=StreamHub(log=log, mic_device=cfg.audio_mic_device), db=db,
                       registry=registry, commands=commands, emergencies=emergencies, log=log)
 
@@ -85,7 +87,7 @@ def make_gateway(cfg: GatewayConfig, clock: Clock | None = None,
     provisioning = Provisioning(registry, reload_broker, gateway_user, log)
     gw = Gateway(cfg=cfg, clock=clock, log=log, db=db, secrets=secrets, metrics=metrics, registry=registry,
                  alerts=alerts, commands=commands, ingest=ingest, link=link, timesync=timesync,
-                 emergencies=emergencies, plans=plans, users=users, provisioning=provisioning,
+                 emergencies=emergencies, plans=plans, users=users, settings=settings, provisioning=provisioning,
                  broker=broker, clips=clips, streams=streams)
 
     # ---- hooks, all of them ----

@@ -112,6 +112,14 @@ MIGRATIONS = [
         text TEXT, spoken TEXT, voice TEXT, speed REAL, input_lufs REAL, lufs REAL, true_peak REAL);
     CREATE INDEX clips_by_time ON clips (created_at);
     """,
+    # 4: the staff web UI: site settings, approval of broadcasts, telemetry history for the charts
+    """
+    CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL, updated REAL NOT NULL, updated_by TEXT);
+    ALTER TABLE schedules ADD COLUMN approval TEXT;
+    ALTER TABLE schedules ADD COLUMN approved_by TEXT;
+    CREATE TABLE telemetry (
+        node_id TEXT NOT NULL, ts REAL NOT NULL, data TEXT NOT NULL, PRIMARY KEY (node_id, ts));
+    """,
 ]
 
 

@@ -28,6 +28,7 @@ from gateway.provisioning import Provisioning
 from gateway.registry import Registry
 from gateway.streams import Streams
 from gateway.timesync import TimeService
+from gateway.settings import Settings
 from gateway.users import Users
 from protocol import commands as ops
 
@@ -55,7 +56,8 @@ class Gateway:
     def __init__(self, *, cfg: GatewayConfig, clock: Clock, log: Callable[[str], None], db: Database,
                  secrets: dict[str, str], metrics: Metrics, registry: Registry, alerts: Alerts,
                  commands: CommandService, ingest: Ingest, link: MqttLink, timesync: TimeService,
-                 emergencies: Emergencies, plans: PlanPusher, users: Users, provisioning: Provisioning,
+                 emergencies: Emergencies, plans: PlanPusher, users: Users, settings: Settings,
+                 provisioning: Provisioning,
                  broker: Any, clips: ClipLibrary, streams: Streams) -> None:
         self.cfg = cfg
         self.clock = clock
@@ -71,6 +73,7 @@ class Gateway:
         self.timesync = timesync
         self.emergencies = emergencies
         self.users = users
+        self.settings = settings  # site settings staff change in the UI (gateway/settings.py)
         self.provisioning = provisioning
         self.plans = plans
         self.broker = broker  # None when the broker is external

@@ -1,0 +1,98 @@
+"""The staff web UI: server-rendered Vietnamese-first pages on the gateway (docs/ui.md).
+
+`mount_ui(app, gw)` adds the static files, the session pages (login, logout,
+language) and every page group of gateway/ui/pages/. Each group is a module
+with `routes(web, router)`; templates live in templates/<group>/, strings in
+the one catalogue (gateway/ui/i18n.py).
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import secrets
+from typing import Any
+from urllib.parse import urlsplit
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.staticfiles import StaticFiles
+
+from gateway.errors import GatewayError
+from gateway.service import Gateway
+from gateway.ui.i18n import LANGS
+from gateway.ui.web import HERE, LANG_COOKIE, SESSION_COOKIE, Ctx, LoginNeeded, Web
+
+GROUPS = ("dashboard", "broadcasts", "emergency", "lamps", "nodes", "reports", "admin")
+LOGIN_CSRF_COOKIE = "denloa_login_csrf"  # double-submit token of the login form (no session exists yet)
+
+
+def safe_next(url: str | None) -> str:
+    """Only a local path may be a redirect target after login."""
+    if not url or not url.startswith("/") or url.startswith("//") or urlsplit(url).netloc:
+        return "/"
+    return url
+
+
+def mount_ui(app: FastAPI, gw: Gateway) -> Web:
+    web = Web(gw)
+    app.mount("/static", StaticFiles(directory=os.path.join(HERE, "static")), name="static")
+    router = APIRouter(include_in_schema=False)
+
+    @router.get("/login")
+    async def login_page(request: Request, next: str = "/") -> HTMLResponse:
+        ctx = web.ctx(request, None)
+        if ctx.user is not None:
+            return web.redirect(safe_next(next))  # type: ignore[return-value]
+        return _login_form(web, ctx, safe_next(next))
+
+    @router.post("/login")
+    async def login(request: Request) -> Any:
+        ctx = web.ctx(request, None)
+        form = await request.form()
+        next_url = safe_next(str(form.get("next") or "/"))
+        token = request.cookies.get(LOGIN_CSRF_COOKIE)
+        if not token or form.get("csrf") != token:
+            return _login_form(web, ctx, next_url, ctx._("The page had expired; please log in again."), 403)
+        try:
+            session, _csrf, _user = await gw.users.login(str(form.get("username") or ""),
+                                                         str(form.get("password") or ""))
+        except GatewayError as exc:
+            return _login_form(web, ctx, next_url, ctx.error_text(exc), exc.status,
+                               str(form.get("username") or ""))
+        answer = web.redirect(next_url)
+        answer.set_cookie(SESSION_COOKIE, session, httponly=True, samesite="strict", max_age=12 * 3600)
+        answer.delete_cookie(LOGIN_CSRF_COOKIE)
+        return answer
+
+    @router.post("/logout")
+    async def logout(request: Request) -> RedirectResponse:
+        await web.form(request, "viewer")
+        gw.users.logout(request.cookies.get(SESSION_COOKIE))
+        answer = web.redirect("/login")
+        answer.delete_cookie(SESSION_COOKIE)
+        return answer
+
+    @router.get("/lang/{lang}")
+    async def language(lang: str, request: Request, next: str = "/") -> RedirectResponse:
+        """A preference, not a change of state: a plain link switches the language."""
+        answer = web.redirect(safe_next(next))
+        if lang in LANGS:
+            answer.set_cookie(LANG_COOKIE, lang, samesite="lax", max_age=365 * 86400)
+        return answer
+
+    for group in GROUPS:
+        importlib.import_module("gateway.ui.pages." + group).routes(web, router)
+    app.include_router(router)
+    return web
+
+
+def _login_form(web: Web, ctx: Ctx, next_url: str, error: str | None = None, status: int = 200,
+                username: str = "") -> HTMLResponse:
+    token = secrets.token_urlsafe(24)
+    answer = web.render(ctx, "login.html", status=status, next_url=next_url, error=error, login_csrf=token,
+                        username=username)
+    answer.set_cookie(LOGIN_CSRF_COOKIE, token, httponly=True, samesite="strict", max_age=3600)
+    return answer
+
+
+__all__ = ["mount_ui", "LoginNeeded", "Web", "GROUPS"]

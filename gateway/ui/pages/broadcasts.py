@@ -1,0 +1,14 @@
+"""The broadcasts pages of the staff UI (a stub until built)."""
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse
+
+from gateway.ui.web import Web
+
+
+def routes(web: Web, router: APIRouter) -> None:
+    @router.get("/broadcasts")
+    async def broadcasts_index(request: Request) -> HTMLResponse:
+        ctx = web.ctx(request, "viewer")
+        return web.render(ctx, "broadcasts/index.html")
