@@ -90,6 +90,7 @@ def test_emergency_by_text_confirm_progress_stop(commune, login, shot, axe_check
     question = page.locator("#em-question")
     question.wait_for(timeout=60000)  # text-to-speech on a shared 2-core machine
     assert re.search(r"Phát khẩn cấp tới %d loa ở 1 thôn\?" % len(speakers), question.inner_text())
+    shot(page, "emergency-confirm")
     axe_check(page, "emergency confirm")
     assert not any(amp_now(commune, n) for n in speakers)  # nothing airs before the confirm
 
@@ -105,6 +106,8 @@ def test_emergency_by_text_confirm_progress_stop(commune, login, shot, axe_check
     others = [s["id"] for s in commune.specs if zone not in s["zones"] and s["kind"] == "both"]
     assert not any(amp_now(commune, n) for n in others)
     assert "%d / %d" % (len(speakers), len(speakers)) in page.locator("#em-count").inner_text()
+    page.wait_for_function("document.getElementById('em-count').dataset.onair === '%d'" % len(speakers),
+                           timeout=30000)  # the nodes' own broadcast_started: the audio plays
     shot(page, "emergency-progress")
     axe_check(page, "emergency progress")
 

@@ -27,6 +27,8 @@ from gateway.ui.web import Ctx, Web
 LIVE_EVERY_S = 1.0
 MAP_W = 800.0  # SVG user units
 MAP_PAD = 60.0
+MAP_H = 560.0  # the tallest the map gets
+MAP_MIN_H = 300.0
 HULL_PAD = 26.0
 FAULT_KINDS = ("lamp_fault", "day_burner", "part_failed", "safe_mode", "storage_error")
 
@@ -183,10 +185,10 @@ def map_layout(nodes: list[dict[str, Any]], zones: list[dict[str, Any]]) -> dict
     k = math.cos(math.radians(lat0))
     xs = [float(n["lon"]) * k for n in placed]
     ys = [-float(n["lat"]) for n in placed]
-    span = max(max(xs) - min(xs), max(ys) - min(ys), 0.0005)
-    scale = (MAP_W - 2 * MAP_PAD) / span
+    x_span, y_span = max(max(xs) - min(xs), 1e-6), max(max(ys) - min(ys), 1e-6)
+    scale = min((MAP_W - 2 * MAP_PAD) / x_span, (MAP_H - 2 * MAP_PAD) / y_span, (MAP_W - 2 * MAP_PAD) / 0.0005)
     cx, cy = (max(xs) + min(xs)) / 2, (max(ys) + min(ys)) / 2
-    height = max(300.0, min(640.0, (max(ys) - min(ys)) * scale + 2 * MAP_PAD))
+    height = max(MAP_MIN_H, y_span * scale + 2 * MAP_PAD)
     pos = {}
     for n, x, y in zip(placed, xs, ys):
         pos[n["id"]] = (round(MAP_W / 2 + (x - cx) * scale, 1), round(height / 2 + (y - cy) * scale, 1))
