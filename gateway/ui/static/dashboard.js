@@ -27,7 +27,7 @@
         if (badge) { badge.className = "badge " + (s.online ? "ok" : "bad"); setText(badge, s.online_text); }
         setText(row.querySelector('[data-f="lamp"]'), s.lamp_text || "–");
         setText(row.querySelector('[data-f="spk"]'), s.spk_text || "–");
-        setText(row.querySelector('[data-f="fault"]'), s.fault_text || "–");
+        setText(row.querySelector('[data-f="fault"]'), s.fault_text || "");
       }
     });
   }
