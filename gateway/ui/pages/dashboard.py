@@ -21,6 +21,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, StreamingResponse
 
+from gateway.alerts import part_names
 from gateway.registry import has_lamp, has_speaker
 from gateway.ui.web import Ctx, Web
 
@@ -75,7 +76,8 @@ def node_state(ctx: Ctx, node: dict[str, Any], live: dict[str, Any], faults: lis
         out["amp_on"], out["item"] = bool(amp and amp.get("on")), (amp or {}).get("item")
     else:
         out["spk"], out["spk_text"], out["amp_on"], out["item"] = None, "", False, None
-    problems = faults + [_("%(part)s not responding", part=p) for p in failed if not any(p in f for f in faults)]
+    raw = [part_names(p)[0 if ctx.lang == "vi" else 1] for p in failed]
+    problems = faults + [_("%(part)s not responding", part=p) for p in raw if not any(p in f for f in faults)]
     if problems:
         classes.append("fault")
     out["fault"] = bool(problems)
