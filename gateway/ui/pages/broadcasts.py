@@ -47,6 +47,42 @@ def weekday_names(ctx: Ctx) -> list[str]:
     return [ctx._("Mon"), ctx._("Tue"), ctx._("Wed"), ctx._("Thu"), ctx._("Fri"), ctx._("Sat"), ctx._("Sun")]
 
 
+def group_conflicts(conflicts: list[dict[str, Any]], tz: timezone) -> list[dict[str, Any]]:
+    """A daily schedule overlaps another one every day: one row per (other schedule, times of day, zones,
+    winner), with how many times and the first and last dates."""
+    groups: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for c in conflicts:
+        hm = datetime.fromtimestamp(c["start"], tz).strftime("%H:%M")
+        other_hm = datetime.fromtimestamp(c["other_start"], tz).strftime("%H:%M")
+        key = (c["other"], hm, other_hm, tuple(c["zones"]), c["new_wins"], c["priority"], c["other_priority"])
+        if key in groups:
+            groups[key]["count"] += 1
+            groups[key]["last"] = c["start"]
+        else:
+            groups[key] = dict(c, count=1, first=c["start"], last=c["start"], same_start=c["start"] == c["other_start"])
+    return sorted(groups.values(), key=lambda g: (g["first"], g["other"]))
+
+
+def repeat_text(ctx: Ctx, schedule: dict[str, Any]) -> str:
+    """A schedule's repetition in plain words: "Every day at 06:30 from 03/12/2026"."""
+    f = form_of(schedule)
+    day = "%s/%s/%s" % (f["date"][8:10], f["date"][5:7], f["date"][:4])
+    names = weekday_names(ctx)
+    if f["repeat"] == "once":
+        return ctx._("Once, %(day)s at %(time)s", day=day, time=f["time"])
+    if f["repeat"] == "daily":
+        return ctx._("Every day at %(time)s from %(day)s", day=day, time=f["time"])
+    if f["repeat"] in ("weekdays", "days"):
+        return ctx._("%(days)s at %(time)s from %(day)s", day=day, time=f["time"],
+                     days=", ".join(names[WEEKDAYS.index(d)] for d in f["days"]))
+    if f["repeat"] == "range":
+        until = "%s/%s/%s" % (f["until"][8:10], f["until"][5:7], f["until"][:4])
+        return ctx._("Every day at %(time)s from %(day)s to %(until)s", day=day, time=f["time"], until=until)
+    if f["repeat"] == "monthly":
+        return ctx._("Day %(n)s of every month at %(time)s from %(day)s", n=f["monthday"], day=day, time=f["time"])
+    return ctx._("From %(day)s at %(time)s, rule %(rule)s", day=day, time=f["time"], rule=f["custom"])
+
+
 def _fields(form: FormData) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key in set(form.keys()):
@@ -108,7 +144,8 @@ def routes(web: Web, router: APIRouter) -> None:
             pending = any(s["id"] == saved and s["pending"] for s in schedules)
             flash = ctx._("Saved. It waits for an administrator's approval before it airs.") if pending \
                 else ctx._("Saved. The loudspeakers receive the new plan.")
-        return web.render(ctx, "broadcasts/index.html", view=view, anchor=anchor, days=days, by_day=by_day,
+        repeats = dict((s["id"], repeat_text(ctx, s)) for s in schedules)
+        return web.render(ctx, "broadcasts/index.html", view=view, repeats=repeats, anchor=anchor, days=days, by_day=by_day,
                           today=today(), prev_d=prev_d, next_d=next_d, month=anchor.month,
                           schedules=schedules, pending=[s for s in schedules if s["pending"]],
                           clip_titles=dict((c["id"], c["title"]) for c in gw.clips.list()),
@@ -150,6 +187,7 @@ def routes(web: Web, router: APIRouter) -> None:
                 body.update(source="line", ref=None,
                             duration_s=estimated_tts_seconds(tts["text"], tts["speed"]) + RESUME_S)
             result = gw.plans.check_schedule(body, CHECK_DAYS)
+            result["groups"] = group_conflicts(result["conflicts"], tz)
         except GatewayError as exc:
             error = ctx.error_text(exc)
         return web.render(ctx, "broadcasts/conflicts.html", result=result, error=error, estimated=bool(
