@@ -31,13 +31,13 @@ ALL_SPEAKERS = SPEAKERS["thon-1"] + SPEAKERS["thon-2"]
     ("daily", {}, "2026-12-03T18:30", "FREQ=DAILY"),
     ("weekdays", {}, "2026-12-03T18:30", "FREQ=WEEKLY;BYDAY=MO,TU,WE,TH,FR"),  # a Thursday
     ("days", {"days": ["SA", "MO"]}, "2026-12-05T18:30", "FREQ=WEEKLY;BYDAY=MO,SA"),  # moved to Saturday
-    ("range", {"until": "2026-12-10"}, "2026-12-03T18:30", "FREQ=DAILY;UNTIL=20261210T235959"),
+    ("range", {"until": "10/12/2026"}, "2026-12-03T18:30", "FREQ=DAILY;UNTIL=20261210T235959"),
     ("monthly", {"monthday": "1"}, "2027-01-01T18:30", "FREQ=MONTHLY;BYMONTHDAY=1"),
     ("monthly", {"monthday": "31"}, "2026-12-31T18:30", "FREQ=MONTHLY;BYMONTHDAY=31"),
     ("custom", {"custom": "rrule:freq=weekly;byday=th"}, "2026-12-03T18:30", "FREQ=WEEKLY;BYDAY=TH"),
 ])
 def test_repetition_maps_to_an_rrule_whose_first_occurrence_is_the_start(repeat, extra, start, rule):
-    got = recurrence(repeat, "2026-12-03", "18:30", extra.get("until", ""), extra.get("days"),
+    got = recurrence(repeat, "03/12/2026", "18:30", extra.get("until", ""), extra.get("days"),
                      extra.get("monthday", ""), extra.get("custom", ""))
     assert got == (start, rule)
     body = {"id": "x", "title": "t", "category": "news", "zones": ["a"], "source": "line", "ref": None, "volume": 80,
@@ -95,8 +95,9 @@ def holds(commune, node, schedule_id):
 
 
 def later_today(hours=2):
+    """(yyyy-mm-dd, dd/mm/yyyy, HH:MM) a few hours from now, site time."""
     when = datetime.now(TZ) + timedelta(hours=hours)
-    return when.strftime("%Y-%m-%d"), when.strftime("%H:%M")
+    return when.strftime("%Y-%m-%d"), when.strftime("%d/%m/%Y"), when.strftime("%H:%M")
 
 
 def add_line_schedule(commune, title, zone, day, at, user="admin", minutes=30, priority=0):
@@ -115,7 +116,7 @@ def delete_schedule(commune, sid):
 
 
 def test_operator_schedules_a_daily_tts_broadcast_and_the_zone_speakers_get_it(commune, login, shot, axe_check):
-    day, at = later_today()
+    day, shown, at = later_today()
     base = add_line_schedule(commune, "Tiếp sóng đài huyện", "thon-1", day, at)
     sid = clip_id = None
     try:
@@ -125,7 +126,7 @@ def test_operator_schedules_a_daily_tts_broadcast_and_the_zone_speakers_get_it(c
         page.fill("#title", "Thông báo tiêm phòng")
         page.select_option("#category", "health")
         page.select_option("#repeat", "daily")
-        page.fill("#date", day)
+        page.fill("#date", shown)
         page.fill("#time", at)
         page.check("input.zone[value=thon-1]")
         page.check("input[name=source][value=tts]")
@@ -160,6 +161,15 @@ def test_operator_schedules_a_daily_tts_broadcast_and_the_zone_speakers_get_it(c
         mine = [s for s in schedule if s["id"] == sid][0]
         assert mine["source"] == "clip" and mine["rrule"] == "FREQ=DAILY" and mine["pending"] is False
         clip_id = mine["ref"]
+        # edit: the form comes back filled in (the text is now a library clip), a new title is saved
+        page.goto("/broadcasts/" + sid)
+        assert page.input_value("#title") == "Thông báo tiêm phòng" and page.input_value("#time") == at
+        assert page.is_checked("input[name=source][value=clip]") and page.input_value("#clip") == clip_id
+        assert page.input_value("#repeat") == "daily" and page.input_value("#date") == shown
+        page.fill("#title", "Thông báo tiêm phòng đợt 2")
+        page.click("#save")
+        page.wait_for_url("**/broadcasts?saved=*")
+        assert "Thông báo tiêm phòng đợt 2" in page.locator("#schedule-%s" % sid).inner_text()
         # the node side: both loudspeakers of Thôn Đông hold the item, those of Thôn Tây do not
         commune.wait(lambda: all(holds(commune, n, sid) for n in SPEAKERS["thon-1"]), 60, "thon-1 plans")
         assert not any(holds(commune, n, sid) for n in SPEAKERS["thon-2"])
@@ -188,10 +198,10 @@ def test_approval_flow(commune, login):
         page = login("vanhoa")
         page.goto("/broadcasts/new")
         assert page.get_by_role("note").count() == 1  # "an administrator must approve"
-        day, at = later_today(3)
+        day, shown, at = later_today(3)
         page.fill("#title", "Họp tổ dân phố")
         page.select_option("#repeat", "daily")
-        page.fill("#date", day)
+        page.fill("#date", shown)
         page.fill("#time", at)
         page.check("input.zone[value=thon-2]")
         page.check("input[name=source][value=line]")
@@ -241,7 +251,7 @@ def test_a_bad_upload_is_refused_in_both_languages(commune, login, tmp_path):
 
 
 def test_a_viewer_sees_the_calendar_but_no_buttons(commune, login):
-    day, at = later_today(4)
+    day, _shown, at = later_today(4)
     sid = add_line_schedule(commune, "Phát thanh buổi chiều", "thon-1", day, at)
     try:
         page = login("congan")

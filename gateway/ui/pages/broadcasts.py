@@ -24,7 +24,7 @@ from starlette.datastructures import FormData
 from gateway.errors import GatewayError
 from gateway.plan_push import RESUME_S, needs_approval
 from gateway.schedules import parse_schedule
-from gateway.ui.pages.broadcasts_form import (REPEATS, VOICES, WEEKDAYS, estimated_tts_seconds, form_of,
+from gateway.ui.pages.broadcasts_form import (REPEATS, VOICES, WEEKDAYS, dmy, estimated_tts_seconds, form_of,
                                               parse_date, schedule_body)
 from gateway.ui.web import Ctx, Web
 from protocol.plan import CATEGORIES
@@ -66,7 +66,7 @@ def group_conflicts(conflicts: list[dict[str, Any]], tz: timezone) -> list[dict[
 def repeat_text(ctx: Ctx, schedule: dict[str, Any]) -> str:
     """A schedule's repetition in plain words: "Every day at 06:30 from 03/12/2026"."""
     f = form_of(schedule)
-    day = "%s/%s/%s" % (f["date"][8:10], f["date"][5:7], f["date"][:4])
+    day = f["date"]
     names = weekday_names(ctx)
     if f["repeat"] == "once":
         return ctx._("Once, %(day)s at %(time)s", day=day, time=f["time"])
@@ -76,7 +76,7 @@ def repeat_text(ctx: Ctx, schedule: dict[str, Any]) -> str:
         return ctx._("%(days)s at %(time)s from %(day)s", day=day, time=f["time"],
                      days=", ".join(names[WEEKDAYS.index(d)] for d in f["days"]))
     if f["repeat"] == "range":
-        until = "%s/%s/%s" % (f["until"][8:10], f["until"][5:7], f["until"][:4])
+        until = f["until"]
         return ctx._("Every day at %(time)s from %(day)s to %(until)s", day=day, time=f["time"], until=until)
     if f["repeat"] == "monthly":
         return ctx._("Day %(n)s of every month at %(time)s from %(day)s", n=f["monthday"], day=day, time=f["time"])
@@ -164,7 +164,7 @@ def routes(web: Web, router: APIRouter) -> None:
     def blank() -> dict[str, Any]:
         now = datetime.fromtimestamp(gw.clock.now() + 3600, tz)
         return {"id": "", "title": "", "category": "news", "priority": "0", "volume": "80", "zones": [],
-                "repeat": "once", "date": now.date().isoformat(), "time": now.strftime("%H:00"), "until": "",
+                "repeat": "once", "date": dmy(now.date()), "time": now.strftime("%H:00"), "until": "",
                 "days": [], "monthday": str(now.day), "custom": "", "source": "tts", "clip": "", "stream": "",
                 "duration_min": "15", "tts_text": "", "voice": "north", "speed": "1.0"}
 

@@ -28,6 +28,7 @@ WEEKDAYS = ("MO", "TU", "WE", "TH", "FR", "SA", "SU")
 SOURCES = ("clip", "upload", "recording", "tts", "line", "stream")
 VOICES = ("north", "central", "south")
 _DATE = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})\Z")
+_DMY = re.compile(r"([0-9]{1,2})[/.-]([0-9]{1,2})[/.-]([0-9]{4})\Z")
 _TIME = re.compile(r"([0-9]{1,2}):([0-9]{2})\Z")
 _UNTIL = re.compile(r"FREQ=DAILY;UNTIL=([0-9]{4})([0-9]{2})([0-9]{2})T235959\Z")
 _WEEKLY = re.compile(r"FREQ=WEEKLY;BYDAY=((?:MO|TU|WE|TH|FR|SA|SU)(?:,(?:MO|TU|WE|TH|FR|SA|SU))*)\Z")
@@ -38,11 +39,19 @@ def _bad(field: str, vi: str, en: str) -> NoReturn:
     raise GatewayError("form." + field, vi, en, field)
 
 
+def dmy(d: date) -> str:
+    return "%02d/%02d/%04d" % (d.day, d.month, d.year)
+
+
 def parse_date(text: str, field: str = "date") -> date:
-    m = _DATE.match(text.strip()) if text else None
+    """dd/mm/yyyy as staff type it (or yyyy-mm-dd, the calendar's links)."""
+    iso = _DATE.match(text.strip()) if text else None
+    vn = _DMY.match(text.strip()) if text else None
     try:
-        if m:
-            return date(int(m.group(1)), int(m.group(2)), int(m.group(3)))
+        if iso:
+            return date(int(iso.group(1)), int(iso.group(2)), int(iso.group(3)))
+        if vn:
+            return date(int(vn.group(3)), int(vn.group(2)), int(vn.group(1)))
     except ValueError:
         pass
     _bad(field, "Ngày không hợp lệ (dd/mm/yyyy)", "Not a valid date (dd/mm/yyyy)")
@@ -98,6 +107,7 @@ def recurrence(repeat: str, day: str, at: str, until: str = "", days: list[str] 
 def form_of(schedule: dict[str, Any]) -> dict[str, Any]:
     """A stored schedule -> the form's fields (the reverse of `recurrence` and `schedule_body`)."""
     day, at = schedule["start"].split("T")
+    day = dmy(date.fromisoformat(day))
     rule = schedule.get("rrule")
     out: dict[str, Any] = {"id": schedule["id"], "title": schedule["title"], "category": schedule["category"],
                            "priority": str(schedule["priority"]), "volume": str(schedule["volume"]),
@@ -111,7 +121,7 @@ def form_of(schedule: dict[str, Any]) -> dict[str, Any]:
         out["repeat"] = "daily"
     elif _UNTIL.match(rule):
         m = _UNTIL.match(rule)
-        out["repeat"], out["until"] = "range", "%s-%s-%s" % m.groups()  # type: ignore[union-attr]
+        out["repeat"], out["until"] = "range", "%s/%s/%s" % tuple(reversed(m.groups()))  # type: ignore[union-attr]
     elif _WEEKLY.match(rule):
         chosen = rule.split("=")[-1].split(",")
         out["repeat"] = "weekdays" if chosen == list(WEEKDAYS[:5]) else "days"
