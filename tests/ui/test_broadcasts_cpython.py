@@ -248,6 +248,32 @@ def test_a_bad_upload_is_refused_in_both_languages(commune, login, tmp_path):
     assert alert.locator("span[lang=vi]").inner_text().strip()
     assert alert.locator("span[lang=en]").inner_text().strip()
     assert len(commune.call(lambda: commune.gw.clips.list())) == before
+    # a form with a mistake comes back with the message next to the field and what was typed kept
+    page.fill("#title", "Thiếu khu vực")
+    page.check("input[name=source][value=line]")
+    page.click("#save")
+    page.wait_for_load_state()
+    assert page.locator("#err-zones").inner_text() == "Chọn ít nhất một khu vực"
+    assert page.input_value("#title") == "Thiếu khu vực" and page.is_checked("input[name=source][value=line]")
+
+
+def test_a_recording_made_in_the_browser_becomes_a_clip(commune, login):
+    page = login("vanhoa")
+    page.goto("/broadcasts/new")
+    page.fill("#title", "Ghi âm thử")
+    page.check("input[name=source][value=recording]")
+    page.click("#rec-start")
+    page.wait_for_function("() => document.getElementById('rec-stop').disabled === false")
+    page.wait_for_timeout(1500)
+    page.click("#rec-stop")
+    page.wait_for_function("() => document.getElementById('clip').value.length === 64", timeout=30000)
+    clip_id = page.input_value("#clip")
+    try:
+        row = commune.client("vanhoa").get("/api/clips/" + clip_id).json()
+        assert row["source"] == "recording" and row["title"] == "Ghi âm thử" and row["duration_ms"] > 500
+        assert "Ghi âm thử" in page.locator("#rec-status").inner_text()
+    finally:
+        commune.client("admin").delete("/api/clips/" + clip_id)
 
 
 def test_a_viewer_sees_the_calendar_but_no_buttons(commune, login):

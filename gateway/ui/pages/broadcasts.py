@@ -198,6 +198,8 @@ def routes(web: Web, router: APIRouter) -> None:
         user = ctx.user or {}
         f = _fields(form)
         new = schedule_id is None
+        if schedule_id is not None:
+            gw.plans.schedule(schedule_id)  # an unknown one: a "not found" page
         f["id"] = schedule_id or "lich-" + secrets.token_hex(5)
         try:
             body, tts = schedule_body(f, sorted(gw.registry.zone_ids()))
@@ -236,7 +238,6 @@ def routes(web: Web, router: APIRouter) -> None:
 
     @router.post("/broadcasts/{schedule_id}")
     async def update(request: Request, schedule_id: str) -> Response:
-        gw.plans.schedule(schedule_id)  # a 404 page for an unknown one
         return await save(request, schedule_id)
 
     @router.post("/broadcasts/{schedule_id}/delete")
