@@ -166,6 +166,9 @@ def test_operator_schedules_a_daily_tts_broadcast_and_the_zone_speakers_get_it(c
         assert page.input_value("#title") == "Thông báo tiêm phòng" and page.input_value("#time") == at
         assert page.is_checked("input[name=source][value=clip]") and page.input_value("#clip") == clip_id
         assert page.input_value("#repeat") == "daily" and page.input_value("#date") == shown
+        page.click("#check-now")  # the stored version of itself is no overlap: the other one is still listed
+        page.locator("#conflicts").get_by_text("Tiếp sóng đài huyện").first.wait_for()
+        assert "Thông báo tiêm phòng" not in page.locator("#conflicts table").inner_text()
         page.fill("#title", "Thông báo tiêm phòng đợt 2")
         page.click("#save")
         page.wait_for_url("**/broadcasts?saved=*")
