@@ -22,6 +22,7 @@ from gateway.api_audio import audio_router
 from gateway.api_node import node_router
 from gateway.api_streams import streams_router
 from gateway.errors import GatewayError
+from gateway.plan_push import needs_approval
 from gateway.reports import monthly, monthly_csv
 from gateway.service import Gateway
 from gateway.ui import mount_ui
@@ -270,14 +271,28 @@ def create_app(gw: Gateway) -> FastAPI:
 
     @app.post("/api/schedules", status_code=201)
     async def add_schedule(body: dict, user: dict = Depends(operator)) -> Any:
-        result = gw.plans.put_schedule(body, user["username"], new=True)
-        audit(user, "schedule.add", result["id"], {"title": result.get("title")})
+        pending = needs_approval(gw.settings.get("approval_required"), user["role"])
+        result = gw.plans.put_schedule(body, user["username"], new=True, pending=pending)
+        audit(user, "schedule.add", result["id"], {"title": result.get("title"), "pending": pending})
         return result
 
     @app.put("/api/schedules/{schedule_id}")
     async def put_schedule(schedule_id: str, body: dict, user: dict = Depends(operator)) -> Any:
-        result = gw.plans.put_schedule(dict(body, id=schedule_id), user["username"], new=False)
-        audit(user, "schedule.update", schedule_id)
+        pending = needs_approval(gw.settings.get("approval_required"), user["role"])
+        result = gw.plans.put_schedule(dict(body, id=schedule_id), user["username"], new=False, pending=pending)
+        audit(user, "schedule.update", schedule_id, {"pending": pending})
+        return result
+
+    @app.post("/api/schedules/{schedule_id}/approve")
+    async def approve_schedule(schedule_id: str, user: dict = Depends(admin)) -> Any:
+        result = gw.plans.approve_schedule(schedule_id, user["username"], approve=True)
+        audit(user, "schedule.approve", schedule_id)
+        return result
+
+    @app.post("/api/schedules/{schedule_id}/reject")
+    async def reject_schedule(schedule_id: str, user: dict = Depends(admin)) -> Any:
+        result = gw.plans.approve_schedule(schedule_id, user["username"], approve=False)
+        audit(user, "schedule.reject", schedule_id)
         return result
 
     @app.delete("/api/schedules/{schedule_id}")

@@ -41,6 +41,12 @@ ROLL_EVERY_S = 600
 RESUME_S = 300  # a clip item's window beyond the clip's length by default: a cut clip can still finish
 
 
+def needs_approval(required: bool, role: str) -> bool:
+    """Does a schedule an account of `role` creates or edits wait for approval? Only an operator's, and only
+    while the site's `approval_required` setting is on; an admin's own schedules air at once."""
+    return bool(required) and role != "admin"
+
+
 class Clock(Protocol):
     def now(self) -> float: ...
 
@@ -121,7 +127,11 @@ class PlanPusher:
         return by
 
     # ---- schedules ---------------------------------------------------------
-    def put_schedule(self, body: Any, user: str | None, new: bool) -> dict[str, Any]:
+    def put_schedule(self, body: Any, user: str | None, new: bool, pending: bool = False) -> dict[str, Any]:
+        """Store a schedule. `pending`: it waits for an admin's approval (approve_schedule) and airs nowhere
+        until then (the site's approval_required setting, for an operator's schedule: see needs_approval)."""
+        if isinstance(body, dict):  # what GET /api/schedules adds is not part of the schedule
+            body = dict((k, v) for k, v in body.items() if k not in ("pending", "approval", "approved_by"))
         body = self._clip_window(body)
         schedule = parse_schedule(body, self.registry.zone_ids(), self.utc_offset)
         with self.db.tx():
@@ -131,10 +141,27 @@ class PlanPusher:
                                    "Schedule %s already exists" % schedule.id, "id", status=409)
             if not new and not exists:
                 raise NotFound("schedule.unknown", "Không có lịch %s" % schedule.id, "No schedule %s" % schedule.id)
-            self.db.run("INSERT OR REPLACE INTO schedules (id, body, updated, updated_by) VALUES (?, ?, ?, ?)",
-                        schedule.id, json.dumps(schedule.to_json(), ensure_ascii=False), self.clock.now(), user)
+            self.db.run("INSERT OR REPLACE INTO schedules (id, body, updated, updated_by, approval, approved_by)"
+                        " VALUES (?, ?, ?, ?, ?, ?)",
+                        schedule.id, json.dumps(schedule.to_json(), ensure_ascii=False), self.clock.now(), user,
+                        "pending" if pending else None, None if pending else user)
             pushed = self.refresh()
-        return dict(schedule.to_json(), pushed=pushed)
+        return dict(schedule.to_json(), pushed=pushed, pending=pending)
+
+    def approve_schedule(self, schedule_id: str, user: str | None, approve: bool = True) -> dict[str, Any]:
+        """An admin's answer to a pending schedule: approved, it airs (plans pushed); rejected, it stays
+        stored as 'rejected' and airs nowhere until edited again."""
+        with self.db.tx():
+            row = self.db.one("SELECT approval FROM schedules WHERE id = ?", schedule_id)
+            if row is None:
+                raise NotFound("schedule.unknown", "Không có lịch %s" % schedule_id, "No schedule %s" % schedule_id)
+            if row["approval"] != "pending":
+                raise GatewayError("schedule.not_pending", "Lịch %s không chờ duyệt" % schedule_id,
+                                   "Schedule %s is not waiting for approval" % schedule_id, status=409)
+            self.db.run("UPDATE schedules SET approval = ?, approved_by = ? WHERE id = ?",
+                        None if approve else "rejected", user, schedule_id)
+            pushed = self.refresh() if approve else []
+        return {"id": schedule_id, "approved": approve, "pushed": pushed}
 
     def _clip_window(self, body: Any) -> Any:
         """A clip source must name a clip of the library, and its window must hold the whole clip; with no
@@ -163,17 +190,74 @@ class PlanPusher:
             self.refresh()
 
     def schedules(self) -> list[dict[str, Any]]:
-        return [json.loads(r["body"]) for r in self.db.all("SELECT body FROM schedules ORDER BY id")]
+        """Every stored schedule, with `pending` (waits for approval) and `approval` (None, pending, rejected)."""
+        return [dict(json.loads(r["body"]), pending=r["approval"] == "pending", approval=r["approval"],
+                     approved_by=r["approved_by"], updated=r["updated"], updated_by=r["updated_by"])
+                for r in self.db.all("SELECT * FROM schedules ORDER BY id")]
 
-    def _schedules(self) -> list[Schedule]:
+    def schedule(self, schedule_id: str) -> dict[str, Any]:
+        for s in self.schedules():
+            if s["id"] == schedule_id:
+                return s
+        raise NotFound("schedule.unknown", "Không có lịch %s" % schedule_id, "No schedule %s" % schedule_id)
+
+    def _schedules(self, airing_only: bool = True) -> list[Schedule]:
+        """The valid schedules; with `airing_only` (what node plans are built from) not the ones waiting
+        for approval or rejected."""
         zones = self.registry.zone_ids()
         out = []
-        for r in self.db.all("SELECT body FROM schedules"):
+        sql = "SELECT body FROM schedules" + (" WHERE approval IS NULL" if airing_only else "")
+        for r in self.db.all(sql):
             try:
                 out.append(parse_schedule(json.loads(r["body"]), zones, self.utc_offset))
             except GatewayError as exc:  # e.g. a zone deleted since: the schedule waits for staff
                 self.log("schedule skipped: %s" % exc.en)
         return out
+
+    def occurrences_between(self, start_utc: int, end_utc: int) -> list[dict[str, Any]]:
+        """Every occurrence of every stored schedule (pending and rejected ones too, marked) overlapping
+        [start, end): the staff calendar."""
+        rows = dict((s["id"], s) for s in self.schedules())
+        out = []
+        for o in expand(self._schedules(airing_only=False), max(0, start_utc), end_utc, self.utc_offset):
+            s = rows[o.schedule_id]
+            out.append({"schedule": o.schedule_id, "id": o.item_id, "start": o.start_utc, "end": o.end_utc,
+                        "priority": o.priority, "zones": list(o.zones), "source": o.source, "ref": o.ref,
+                        "volume": o.volume, "category": o.category, "title": s["title"],
+                        "approval": s["approval"]})
+        return out
+
+    def check_schedule(self, body: Any, days: int) -> dict[str, Any]:
+        """What a schedule being edited would clash with over the next `days`: for each overlap with an
+        airing schedule in a shared zone, which one the loudspeakers play (protocol/plan.py `_outranks`:
+        the higher priority; at equal priority the one that started last; a cut clip resumes while its
+        window is open). Nothing is stored. Raises GatewayError when the schedule itself is invalid."""
+        body = self._clip_window(body)
+        candidate = parse_schedule(body, self.registry.zone_ids(), self.utc_offset)
+        now = int(self.clock.now())
+        end = now + max(1, min(days, 62)) * 86400
+        others = [s for s in self._schedules() if s.id != candidate.id]
+        titles = dict((s.id, s.title) for s in others)
+        mine = expand([candidate], now, end, self.utc_offset)
+        theirs = expand(others, now, end, self.utc_offset)
+        found = []
+        for a in mine:
+            for b in theirs:
+                if b.start_utc >= a.end_utc:
+                    break
+                shared = [z for z in a.zones if z in b.zones]
+                if not shared or not a.overlaps(b):
+                    continue
+                if a.priority != b.priority:
+                    new_wins = a.priority > b.priority
+                else:
+                    new_wins = (a.start_utc, a.item_id) > (b.start_utc, b.item_id)
+                found.append({"start": a.start_utc, "end": a.end_utc, "other": b.schedule_id,
+                              "other_title": titles[b.schedule_id], "other_start": b.start_utc,
+                              "other_end": b.end_utc, "other_priority": b.priority, "priority": a.priority,
+                              "zones": shared, "new_wins": new_wins,
+                              "same_priority": a.priority == b.priority})
+        return {"occurrences": len(mine), "days": days, "duration_s": candidate.duration_s, "conflicts": found}
 
     def upcoming(self, days: int) -> list[dict[str, Any]]:
         now = int(self.clock.now())
