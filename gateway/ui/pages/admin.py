@@ -11,6 +11,7 @@ gateway/settings.py), audits, and renders; an error goes next to its field.
 """
 from __future__ import annotations
 
+import secrets
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -23,6 +24,7 @@ from gateway.ui.web import Ctx, Web
 from gateway.users import ROLES
 
 AUDIT_PAGE = 50
+SHOWN_ONCE_S = 300  # a generated password not looked at within this is forgotten
 
 
 def N_(message: str) -> str:
@@ -47,6 +49,8 @@ def _text(form: FormData, key: str) -> str:
 
 def routes(web: Web, router: APIRouter) -> None:
     users = web.gw.users
+    # a generated password waits here (token -> admin, user, expiry, password) for the one page that shows it
+    shown_once: dict[str, tuple[str, str, float, str]] = {}
 
     def users_page(ctx: Ctx, status: int = 200, **values: Any) -> HTMLResponse:
         return web.render(ctx, "admin/users.html", status=status, users=users.list(), roles=ROLES,
@@ -77,9 +81,13 @@ def routes(web: Web, router: APIRouter) -> None:
         return web.redirect("/admin/users/%s?done=created" % new["username"])
 
     @router.get("/admin/users/{username}")
-    async def user_detail(username: str, request: Request, done: str | None = None) -> HTMLResponse:
+    async def user_detail(username: str, request: Request, done: str | None = None,
+                          once: str | None = None) -> HTMLResponse:
         ctx = web.ctx(request, "admin")
-        return user_page(ctx, username, flash=_flash(ctx, done))
+        kept = shown_once.pop(once, None) if once else None
+        generated = kept[3] if kept and kept[0] == (ctx.user or {}).get("username") and kept[1] == username \
+            and kept[2] >= web.gw.clock.now() else None
+        return user_page(ctx, username, flash=_flash(ctx, done), generated=generated)
 
     async def change(request: Request, username: str, **changes: Any) -> Response:
         ctx, _form = await web.form(request, "admin")
@@ -130,8 +138,13 @@ def routes(web: Web, router: APIRouter) -> None:
         except GatewayError as exc:
             return user_page(ctx, username, status=exc.status, errors={exc.field or "form": ctx.error_text(exc)})
         users.audit(me, "user.password", username, {"generated": generate})
-        if generate:  # shown once, on this answer only (no-store), never kept
-            return user_page(ctx, username, generated=password, flash=_flash(ctx, "password"))
+        if generate:  # kept in memory for the one page that shows it (a reload does not make another)
+            token = secrets.token_urlsafe(16)
+            now = web.gw.clock.now()
+            for old in [k for k, v in shown_once.items() if v[2] < now]:
+                del shown_once[old]
+            shown_once[token] = (me, username, now + SHOWN_ONCE_S, password)
+            return web.redirect("/admin/users/%s?done=password&once=%s" % (username, token))
         return web.redirect("/admin/users/%s?done=password" % username)
 
     # ---- audit log ---------------------------------------------------------
