@@ -26,7 +26,8 @@ def N_(message: str) -> str:
 CATEGORY_LABELS = {"news": N_("News"), "security": N_("Security and order"), "disaster": N_("Disaster warning"),
                    "campaign": N_("Campaigns"), "health": N_("Health"), "music": N_("Music"), "other": N_("Other"),
                    "emergency": N_("Emergency")}
-PRIORITY_LABELS = {"routine": N_("Routine"), "priority": N_("Priority"), "emergency": N_("Emergency")}
+PRIORITY_LABELS = {"routine": N_("Routine"), "priority": N_("High priority"), "emergency": N_("Emergency")}
+PICKER_MONTHS = 36  # the month picker offers this many months back from this one
 FAULT_LABELS = {
     "part_failed": N_("A part of a device not responding"), "offline": N_("Device lost connection"),
     "lamp_fault": N_("Lamp failed"), "day_burner": N_("Lamp on by day"), "clock_invalid": N_("Device without valid time"),
@@ -55,12 +56,16 @@ def report_values(web: Web, ctx: Ctx, month: str | None) -> dict[str, Any]:
     tz_s = web.gw.cfg.tz_s
     this_month = month_of(web.gw.clock.now(), tz_s)
     month = (month or "").strip() or this_month
-    values: dict[str, Any] = {"month": month, "this_month": this_month, "report": None, "error": None}
+    months = [shift_month(this_month, -i) for i in range(PICKER_MONTHS)]
+    values: dict[str, Any] = {"month": month, "this_month": this_month, "report": None, "error": None,
+                              "months": months}
     try:
         month_bounds(month, tz_s)
     except GatewayError as exc:
         values["error"] = ctx.error_text(exc)
         return values
+    if month not in months:
+        values["months"] = sorted(months + [month], reverse=True)
     year, mon = month.split("-")
     report = monthly(web.gw.db, month, tz_s)
     label = labels(ctx, web)
