@@ -198,7 +198,7 @@ def create_app(gw: Gateway) -> FastAPI:
     @app.get("/api/audit")
     async def audit_log(limit: int = 200, offset: int = 0, username: str | None = None, action: str | None = None,
                         user: dict = Depends(admin)) -> list[dict[str, Any]]:
-        return users.audit_log(min(max(limit, 1), 1000), max(offset, 0), username, action)
+        return users.audit_log(min(max(limit, 1), 1000), min(max(offset, 0), 10 ** 9), username, action)
 
     @app.get("/api/settings")
     async def get_settings(user: dict = Depends(admin)) -> dict[str, Any]:

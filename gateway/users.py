@@ -190,7 +190,7 @@ class Users:
         """Newest first; `username` exact, `action` exact or a prefix ending in "." (e.g. "user.")."""
         where, args = self._audit_where(username, action)
         rows = self.db.all("SELECT * FROM audit%s ORDER BY id DESC LIMIT ? OFFSET ?" % where, *args,
-                           max(0, limit), max(0, offset))
+                           min(max(0, limit), 10 ** 6), min(max(0, offset), 10 ** 12))
         return [dict(r) | {"detail": json.loads(r["detail"])} for r in rows]
 
     def audit_count(self, username: str | None = None, action: str | None = None) -> int:
