@@ -202,7 +202,8 @@ class Users:
 
     @staticmethod
     def _audit_where(username: str | None, action: str | None) -> tuple[str, builtins.list[Any]]:
-        parts, args = [], []
+        parts: builtins.list[str] = []
+        args: builtins.list[Any] = []
         if username:
             parts.append("username = ?")
             args.append(username)

@@ -108,7 +108,7 @@ def routes(web: Web, router: APIRouter) -> None:
         me = ctx.user["username"] if ctx.user else ""
         changes = {"name": _text(form, "name"), "role": _text(form, "role")}
         try:
-            users.update(username, me, **changes)
+            users.update(username, me, name=changes["name"], role=changes["role"])
         except GatewayError as exc:
             if exc.status == 404:
                 raise
