@@ -95,7 +95,7 @@ async def serve(cfg: GatewayConfig, clock: Clock | None = None,
     print("  data:   %s%s" % (cfg.data_dir, "" if cfg.path else "  (no --config: defaults)"), flush=True)
     print("  broker: %s on port %d" % (type(gw.broker).__name__ if gw.broker else "external", cfg.broker_port),
           flush=True)
-    print("  web:    %s" % url, flush=True)
+    print("  web:    the staff dashboard (Vietnamese; English at the top right): %s" % url, flush=True)
     if password:
         print("  login:  admin / %s   (first start; also in %s)" % (
             password, os.path.join(cfg.data_dir, "admin-password.txt")), flush=True)

@@ -2,9 +2,13 @@
 a stop sends stop_broadcast to the same nodes. Both are batches whose progress counts node acks."""
 from __future__ import annotations
 
+import asyncio
+import io
+import json
 import math
-from collections.abc import Callable
-from typing import Any
+import wave
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
 
 from gateway.commands import CommandService
 from gateway.db import Database
@@ -14,6 +18,55 @@ from protocol import commands as ops
 from protocol.plan import EMERGENCY
 
 EXPIRES_S = 120  # an emergency that could not reach a node in two minutes is reported, not aired late
+MAX_REPEATS = 5
+REPEAT_GAP_S = 2.0  # silence between two readings of a repeated emergency clip
+FETCH_MARGIN_S = 60  # a commanded clip ends the item at its last sample; the margin only covers fetching it
+ACTIVE_WITHIN_S = 6 * 3600  # how far back the dashboard looks for an emergency still airing
+
+
+class ClipStore(Protocol):
+    """What the repeat preparation needs of the clip library (gateway/audio/library.py)."""
+
+    def require(self, clip_id: str) -> dict[str, Any]: ...
+
+    def browser_audio(self, clip_id: str) -> Awaitable[bytes]: ...
+
+    def add_upload(self, data: bytes, filename: str | None, title: str | None, category: str,
+                   user: str | None, source: str = "upload") -> Awaitable[dict[str, Any]]: ...
+
+
+def _repeat_wav(pcm_wav: bytes, repeats: int, gap_s: float) -> bytes:
+    """N readings of a 16-bit PCM WAV, with silence between them, as one WAV."""
+    with wave.open(io.BytesIO(pcm_wav)) as src:
+        params = src.getparams()
+        frames = src.readframes(src.getnframes())
+    gap = b"\0" * (int(params.framerate * gap_s) * params.sampwidth * params.nchannels)
+    out = io.BytesIO()
+    with wave.open(out, "wb") as dst:
+        dst.setnchannels(params.nchannels)
+        dst.setsampwidth(params.sampwidth)
+        dst.setframerate(params.framerate)
+        dst.writeframes(gap.join([frames] * repeats))
+    return out.getvalue()
+
+
+async def repeated_clip(clips: ClipStore, clip_id: str, repeats: int, user: str | None) -> dict[str, Any]:
+    """The clip to air for `repeats` readings of `clip_id`.
+
+    A node plays a commanded clip once and ends the item at its last sample
+    (firmware/speaker.py: the item's duration only bounds it, nothing loops), so
+    repeats are made on the gateway: one library clip of N readings with 2 s of
+    silence between them (content-addressed: the same request gives the same clip)."""
+    row = clips.require(clip_id)
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or not 1 <= repeats <= MAX_REPEATS:
+        raise GatewayError("repeats.invalid", "Số lần phát từ 1 đến %d" % MAX_REPEATS,
+                           "Repeats must be 1 to %d" % MAX_REPEATS, "repeats")
+    if repeats == 1:
+        return row
+    audio = await clips.browser_audio(clip_id)
+    data = await asyncio.to_thread(_repeat_wav, audio, repeats, REPEAT_GAP_S)
+    title = "%s (x%d)" % (str(row.get("title") or clip_id[:8])[:100], repeats)
+    return await clips.add_upload(data, "repeat.wav", title, str(row.get("category") or "emergency"), user)
 
 
 def _unknown(batch: str) -> NotFound:
@@ -73,6 +126,45 @@ class Emergencies:
         stop = "s" + batch
         await self.commands.fan_out([(n, ops.STOP_BROADCAST, {"id": batch}) for n in nodes], user=user, batch=stop)
         return {"batch": stop, "progress": self.commands.batch_progress(stop)}
+
+    def duration_for(self, clip_id: str) -> int:
+        """The broadcast_now duration for an emergency clip: its length and a margin to fetch it."""
+        secs = self.clip_seconds(clip_id) if self.clip_seconds is not None else None
+        if secs is None:
+            raise GatewayError("clip.unknown", "Không có tệp âm thanh này trong thư viện",
+                               "No such clip in the audio library", "ref")
+        return int(math.ceil(secs)) + FETCH_MARGIN_S
+
+    def commands_of(self, batch: str) -> list[dict[str, Any]]:
+        """The latest command of the batch to each node, by node id (for the progress view)."""
+        latest: dict[str, dict[str, Any]] = {}
+        for row in self.commands.list(batch=batch, limit=1000):
+            if row["node_id"] not in latest:  # newest first
+                latest[row["node_id"]] = row
+        return [latest[n] for n in sorted(latest)]
+
+    def active(self, now: float) -> list[dict[str, Any]]:
+        """Emergencies not stopped whose time has not run out, newest first: {batch, started, until, zones}."""
+        rows = self.db.all(
+            "SELECT batch, MIN(created) AS started, MAX(json_extract(args, '$.dur')) AS dur,"
+            " json_group_array(json_extract(args, '$.zones')) AS zones FROM commands"
+            " WHERE op = ? AND batch LIKE 'e%' AND created > ? AND batch NOT IN"
+            " (SELECT DISTINCT substr(batch, 2) FROM commands WHERE batch LIKE 'se%')"
+            " GROUP BY batch ORDER BY started DESC", ops.BROADCAST_NOW, now - ACTIVE_WITHIN_S)
+        out = []
+        for r in rows:
+            until = float(r["started"]) + float(r["dur"] or 0)
+            if until <= now:
+                continue
+            lists = [json.loads(zs) if isinstance(zs, str) else zs for zs in json.loads(r["zones"])]
+            zones = sorted({str(z) for zs in lists if isinstance(zs, list) for z in zs})
+            out.append({"batch": r["batch"], "started": r["started"], "until": until, "zones": zones})
+        return out
+
+    def stopped(self, batch: str) -> dict[str, int] | None:
+        """The stop's progress when this emergency was stopped, else None."""
+        progress = self.commands.batch_progress("s" + batch)
+        return progress if progress["total"] else None
 
     def progress(self, batch: str) -> dict[str, Any]:
         progress = self.commands.batch_progress(batch)

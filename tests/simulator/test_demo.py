@@ -43,6 +43,8 @@ def test_demo_runs_and_stops_cleanly(tmp_path):
             # the evening notice is a text-to-speech clip of the library, fetchable by the loudspeakers
             notice = schedules["nhac-nho"]
             assert notice["source"] == "clip" and http.get("/api/clips/" + notice["ref"]).status_code == 200
+            page = http.get("/")  # the printed URL is the staff dashboard, in Vietnamese
+            assert page.status_code == 200 and '<html lang="vi">' in page.text and "Tổng quan" in page.text
     finally:
         proc.send_signal(signal.SIGINT)
         try:
