@@ -154,7 +154,7 @@ def real_value(name, commune, made):
         return clips[0]["id"] if clips else None
     if "batch" in lowered or "emergency" in lowered:
         row = commune.call(lambda: gw.db.one("SELECT batch FROM commands WHERE batch LIKE 'e%' ORDER BY created DESC"))
-        return row[0] if row else None
+        return row[0] if row else made("emergency")["batch"]
     if "cmd" in lowered or "command" in lowered:
         row = commune.call(lambda: gw.db.one("SELECT id FROM commands ORDER BY created DESC"))
         return row[0] if row else None
