@@ -45,6 +45,16 @@ class NewUser(BaseModel):
     password: str
 
 
+class UserChange(BaseModel):
+    name: str | None = None
+    role: Literal["viewer", "operator", "admin"] | None = None
+    disabled: bool | None = None
+
+
+class NewPassword(BaseModel):
+    password: str | None = Field(None, description="the new password; left out: one is generated and answered once")
+
+
 class NewZone(BaseModel):
     id: str
     name: str
@@ -171,9 +181,36 @@ def create_app(gw: Gateway) -> FastAPI:
         audit(user, "user.add", body.username, {"role": body.role})
         return created
 
+    @app.patch("/api/users/{username}")
+    async def change_user(username: str, body: UserChange, user: dict = Depends(admin)) -> dict[str, Any]:
+        changes = body.model_dump(exclude_none=True)
+        changed = users.update(username, user["username"], **changes)
+        audit(user, "user.update", username, changes)
+        return changed
+
+    @app.post("/api/users/{username}/password")
+    async def user_password(username: str, body: NewPassword, user: dict = Depends(admin)) -> dict[str, Any]:
+        generated = body.password is None
+        password = users.generate_password() if generated else str(body.password)
+        await users.set_password(username, password, user["username"])
+        audit(user, "user.password", username, {"generated": generated})
+        return {"ok": True, "password": password} if generated else {"ok": True}
+
     @app.get("/api/audit")
-    async def audit_log(user: dict = Depends(admin)) -> list[dict[str, Any]]:
-        return users.audit_log()
+    async def audit_log(limit: int = 200, offset: int = 0, username: str | None = None, action: str | None = None,
+                        user: dict = Depends(admin)) -> list[dict[str, Any]]:
+        return users.audit_log(min(max(limit, 1), 1000), min(max(offset, 0), 10 ** 9), username, action)
+
+    @app.get("/api/settings")
+    async def get_settings(user: dict = Depends(admin)) -> dict[str, Any]:
+        return gw.settings.all()
+
+    @app.put("/api/settings")
+    async def put_settings(body: dict[str, Any], user: dict = Depends(admin)) -> dict[str, Any]:
+        before = gw.settings.all()
+        result = gw.settings.update(body, user["username"])
+        audit(user, "settings.update", None, {k: v for k, v in body.items() if before.get(k) != v})
+        return result
 
     # ---- zones and nodes ---------------------------------------------------
     @app.get("/api/zones")

@@ -10,6 +10,7 @@ import calendar
 import csv
 import io
 import json
+import time
 from typing import Any
 
 from gateway.db import Database
@@ -29,6 +30,18 @@ def month_bounds(month: str, tz_s: int) -> tuple[int, int]:
     start = calendar.timegm((year, mon, 1, 0, 0, 0)) - tz_s
     end = calendar.timegm((year + mon // 12, mon % 12 + 1, 1, 0, 0, 0)) - tz_s
     return start, end
+
+
+def month_of(t: float, tz_s: int) -> str:
+    """The local month ('YYYY-MM') of a Unix time."""
+    return time.strftime("%Y-%m", time.gmtime(t + tz_s))
+
+
+def shift_month(month: str, by: int) -> str:
+    """'2026-01', -1 -> '2025-12' (the month must be valid)."""
+    year, mon = (int(p) for p in month.split("-"))
+    index = year * 12 + mon - 1 + by
+    return "%04d-%02d" % (index // 12, index % 12 + 1)
 
 
 def monthly(db: Database, month: str, tz_s: int) -> dict[str, Any]:
@@ -73,6 +86,13 @@ def monthly(db: Database, month: str, tz_s: int) -> dict[str, Any]:
                     " WHERE day >= ? AND day <= ? GROUP BY node_id ORDER BY node_id", day_lo, day_hi):
         lamps.append({"node": r["node_id"], "name": nodes.get(r["node_id"], {}).get("name", r["node_id"]),
                       "on_hours": round((r["on_s"] or 0) / 3600.0, 1), "energy_kwh": round((r["wh"] or 0) / 1000.0, 2)})
+    lamp_zones: dict[str, dict[str, Any]] = {}
+    for lamp in lamps:  # a lamp on several zones counts in each of them
+        for zone in nodes.get(lamp["node"], {}).get("zones", []):
+            z = lamp_zones.setdefault(zone, {"lamps": 0, "on_hours": 0.0, "energy_kwh": 0.0})
+            z["lamps"] += 1
+            z["on_hours"] += lamp["on_hours"]
+            z["energy_kwh"] += lamp["energy_kwh"]
     faults = {}
     for r in db.all("SELECT kind, COUNT(*) FROM alerts WHERE opened >= ? AND opened < ? GROUP BY kind", start, end):
         faults[r[0]] = r[1]
@@ -89,7 +109,12 @@ def monthly(db: Database, month: str, tz_s: int) -> dict[str, Any]:
         "by_priority": counted(by_priority),
         "missed": {"count": sum(missed.values()), "by_reason": dict(sorted(missed.items()))},
         "lamps": lamps,
-        "faults": faults,
+        "lamp_zones": {k: {"lamps": v["lamps"], "on_hours": round(v["on_hours"], 1),
+                           "energy_kwh": round(v["energy_kwh"], 2)} for k, v in sorted(lamp_zones.items())},
+        "lamp_hours": round(sum(lamp["on_hours"] for lamp in lamps), 1),
+        "energy_kwh": round(sum(lamp["energy_kwh"] for lamp in lamps), 2),
+        "faults": dict(sorted(faults.items())),
+        "fault_count": sum(faults.values()),
     }
 
 
@@ -123,6 +148,10 @@ def monthly_csv(report: dict[str, Any]) -> str:
     for lamp in report["lamps"]:
         w.writerow([lamp["node"], lamp["name"], lamp["on_hours"], lamp["energy_kwh"]])
     w.writerow([])
+    w.writerow(["Cụm / Zone", "Số đèn / Lamps", "Giờ sáng / On hours", "Điện năng kWh / Energy kWh"])
+    for zone, v in report.get("lamp_zones", {}).items():
+        w.writerow([zone, v["lamps"], v["on_hours"], v["energy_kwh"]])
+    w.writerow([])
     w.writerow(["Sự cố / Fault", "Số lần / Count"])
     for kind, n in report["faults"].items():
         w.writerow([kind, n])
@@ -130,6 +159,4 @@ def monthly_csv(report: dict[str, Any]) -> str:
 
 
 def _day(t: float, tz_s: int) -> str:
-    import time
-
     return time.strftime("%Y-%m-%d", time.gmtime(t + tz_s))

@@ -121,10 +121,97 @@ class Users:
             raise Forbidden("role.forbidden", "Tài khoản của bạn không có quyền này (cần %s)" % role,
                             "Your account may not do this (needs %s)" % role)
 
+    # ---- administration (Admin → Users): every change checked first, then one transaction ----------
+    def _admins_left(self, without: str) -> int:
+        """Enabled admins other than `without`."""
+        return int(self.db.scalar("SELECT COUNT(*) FROM users WHERE role = 'admin' AND disabled = 0 AND username != ?",
+                                  without))
+
+    def _refuse_last_admin(self, user: dict[str, Any]) -> None:
+        if user["role"] == "admin" and not user["disabled"] and self._admins_left(user["username"]) == 0:
+            raise Conflict("user.last_admin", "Xã phải còn ít nhất một quản trị viên đang hoạt động",
+                           "The commune must keep at least one active admin", "role")
+
+    def end_sessions(self, username: str) -> int:
+        """Log a user out everywhere; how many sessions ended."""
+        return self.db.run("DELETE FROM sessions WHERE user_id = (SELECT id FROM users WHERE username = ?)",
+                           username).rowcount
+
+    def update(self, username: str, by: str, *, name: str | None = None, role: str | None = None,
+               disabled: bool | None = None) -> dict[str, Any]:
+        """Change a user's name, role or disabled flag (all or nothing). Disabling ends the user's sessions;
+        nobody disables themself, and no change leaves the commune without an active admin."""
+        user = self.get(username)
+        if name is not None and (not isinstance(name, str) or not name.strip() or len(name) > 80):
+            raise GatewayError("name.invalid", "Họ tên: 1-80 ký tự", "Name: 1-80 characters", "name")
+        if role is not None and role not in ROLES:
+            raise GatewayError("role.invalid", "Vai trò phải là viewer, operator hoặc admin",
+                               "Role must be viewer, operator or admin", "role")
+        if disabled and username == by:
+            raise Conflict("user.self_disable", "Không thể tự khoá tài khoản của chính mình",
+                           "You cannot disable your own account", "disabled")
+        if (role is not None and role != "admin") or disabled:
+            self._refuse_last_admin(user)
+        with self.db.tx():
+            if name is not None:
+                self.db.run("UPDATE users SET name = ? WHERE username = ?", name.strip(), username)
+            if role is not None:
+                self.db.run("UPDATE users SET role = ? WHERE username = ?", role, username)
+            if disabled is not None:
+                self.db.run("UPDATE users SET disabled = ? WHERE username = ?", 1 if disabled else 0, username)
+                if disabled:
+                    self.end_sessions(username)
+        return self.get(username)
+
+    @staticmethod
+    def generate_password() -> str:
+        """A password an admin can read out over the phone: 3 groups of 4 (no 0/o/1/l), 14 characters."""
+        alphabet = "abcdefghijkmnpqrstuvwxyz23456789"
+        return "-".join("".join(secrets.choice(alphabet) for _ in range(4)) for _ in range(3))
+
+    async def set_password(self, username: str, password: str, by: str) -> None:
+        """A new password; the user's other sessions end (the admin's own session stays when it is theirs)."""
+        self.get(username)
+        if not isinstance(password, str) or len(password) < 10:
+            raise GatewayError("password.weak", "Mật khẩu phải có ít nhất 10 ký tự",
+                               "The password must have at least 10 characters", "password")
+        hashed = await asyncio.to_thread(self.hasher.hash, password)
+        with self.db.tx():
+            self.db.run("UPDATE users SET password_hash = ? WHERE username = ?", hashed, username)
+            if username != by:
+                self.end_sessions(username)
+
     def audit(self, username: str | None, action: str, target: str | None, detail: dict[str, Any]) -> None:
         self.db.run("INSERT INTO audit (at, username, action, target, detail) VALUES (?, ?, ?, ?, ?)",
                     self.clock.now(), username, action, target, json.dumps(detail, ensure_ascii=False))
 
-    def audit_log(self, limit: int = 200) -> builtins.list[dict[str, Any]]:
-        rows = self.db.all("SELECT * FROM audit ORDER BY id DESC LIMIT ?", limit)
+    def audit_log(self, limit: int = 200, offset: int = 0, username: str | None = None,
+                  action: str | None = None) -> builtins.list[dict[str, Any]]:
+        """Newest first; `username` exact, `action` exact or a prefix ending in "." (e.g. "user.")."""
+        where, args = self._audit_where(username, action)
+        rows = self.db.all("SELECT * FROM audit%s ORDER BY id DESC LIMIT ? OFFSET ?" % where, *args,
+                           min(max(0, limit), 10 ** 6), min(max(0, offset), 10 ** 12))
         return [dict(r) | {"detail": json.loads(r["detail"])} for r in rows]
+
+    def audit_count(self, username: str | None = None, action: str | None = None) -> int:
+        where, args = self._audit_where(username, action)
+        return int(self.db.scalar("SELECT COUNT(*) FROM audit%s" % where, *args))
+
+    def audit_actions(self) -> builtins.list[str]:
+        return [r[0] for r in self.db.all("SELECT DISTINCT action FROM audit ORDER BY action")]
+
+    @staticmethod
+    def _audit_where(username: str | None, action: str | None) -> tuple[str, builtins.list[Any]]:
+        parts: builtins.list[str] = []
+        args: builtins.list[Any] = []
+        if username:
+            parts.append("username = ?")
+            args.append(username)
+        if action:
+            if action.endswith("."):
+                parts.append("substr(action, 1, ?) = ?")
+                args.extend([len(action), action])
+            else:
+                parts.append("action = ?")
+                args.append(action)
+        return (" WHERE " + " AND ".join(parts) if parts else ""), args
