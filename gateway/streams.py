@@ -320,21 +320,24 @@ class StreamHub:
         if proc is None or proc.stdout is None:
             return
         why = "ended"
+        eof = False
         try:
             while True:
                 try:
                     block = await proc.stdout.readexactly(BLOCK)
                 except asyncio.IncompleteReadError:  # the source ended (a short tail is not a block)
+                    eof = True
                     break
                 self._publish(stream, block)
                 await asyncio.sleep(0)  # a fast source must not starve the listeners
         except Exception as exc:  # a broken pipe: the stream ends, the gateway goes on
             why = "failed"
             self.log("stream %s: %r" % (stream.id, exc))
-        await proc.wait()
-        if stream.live and proc.returncode:
-            why = "failed"
-        await self._finish(stream, why)
+        if eof:  # its output ended: ffmpeg is exiting (stderr has its own reader); its status tells how
+            await proc.wait()
+            if stream.live and proc.returncode:
+                why = "failed"
+        await self._finish(stream, why)  # (after an error, ffmpeg may still run: _finish ends it)
 
     async def _stderr(self, stream: LiveStream) -> None:
         proc = stream.proc
@@ -373,24 +376,8 @@ class StreamHub:
         for task in others:
             task.cancel()
         await asyncio.gather(*others, return_exceptions=True)
-        proc = stream.proc
-        if proc is not None and proc.returncode is None:
-            try:
-                proc.terminate()
-                await asyncio.wait_for(proc.wait(), 3)
-            except ProcessLookupError:
-                pass
-            except asyncio.TimeoutError:
-                proc.kill()
-                await proc.wait()
-        if proc is not None:  # let its pipes reach EOF, so that asyncio closes their transport
-            if proc.stdin is not None and not proc.stdin.is_closing():
-                proc.stdin.close()
-            if proc.stdout is not None:
-                try:
-                    await asyncio.wait_for(proc.stdout.read(), 1)
-                except (asyncio.TimeoutError, ValueError, RuntimeError):  # read by a cancelled pump meanwhile
-                    pass
+        if stream.proc is not None:
+            await _reap(stream.proc)
         if stream.stderr_task is not None:
             await asyncio.wait([stream.stderr_task], timeout=1)
         stream.ended.set()  # and its ffmpeg is gone
@@ -402,6 +389,48 @@ class StreamHub:
                 fn(stream)
             except Exception as exc:  # a hook must not keep the stream from ending
                 self.log("stream end hook failed: %r" % exc)
+
+
+async def _reap(proc: asyncio.subprocess.Process) -> None:
+    """End a stream's ffmpeg (SIGTERM, SIGKILL 3 s later) and collect it, its stdout read to EOF meanwhile.
+
+    The drain is what makes this end. Once the pump is cancelled nobody reads stdout, and asyncio's pipe
+    reader stops reading when 128 KiB wait in its buffer (16 s of stream; a fast source or a busy loop
+    gets there at once). ffmpeg then sits blocked on the full pipe (a process that does not act on
+    SIGTERM in time is killed), and the paused reader never sees the EOF; but asyncio's proc.wait() (Python 3.11)
+    returns only once every pipe has closed too. It never returned, and neither did whoever ended the
+    stream: the DELETE /api/streams handler, a failed start (POST), the watchdog, the gateway's stop."""
+    if proc.stdin is not None and not proc.stdin.is_closing():
+        proc.stdin.close()  # a push stream: EOF for ffmpeg's input, and one pipe less to wait for
+    drain = asyncio.ensure_future(_drain(proc.stdout)) if proc.stdout is not None else None
+    try:
+        if proc.returncode is None:
+            try:
+                proc.terminate()
+                await asyncio.wait_for(proc.wait(), 3)
+            except ProcessLookupError:
+                pass
+            except asyncio.TimeoutError:
+                try:
+                    proc.kill()
+                except ProcessLookupError:
+                    pass
+        await proc.wait()  # killed by now at the latest: its pipes reach EOF (stdout's read by the drain)
+    finally:
+        if drain is not None:
+            if not drain.done():  # it exited earlier: what is left in the pipe is read (or given up on)
+                await asyncio.wait([drain], timeout=1)
+                drain.cancel()
+            await asyncio.gather(drain, return_exceptions=True)
+
+
+async def _drain(reader: asyncio.StreamReader) -> None:
+    """Read and drop everything until EOF."""
+    try:
+        while await reader.read(1 << 16):
+            pass
+    except (ValueError, RuntimeError, ConnectionError):  # closed meanwhile
+        pass
 
 
 def priority_of(value: Any) -> int:

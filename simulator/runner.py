@@ -231,19 +231,28 @@ class Run:
     # ---- the run -----------------------------------------------------------
     async def run(self):
         t_wall = self.t_wall = time.time()
-        await self.setup()
-        epoch = time.time() + 1.0  # the hosts are up by then; every clock reads `start` at this instant
-        self._start_hosts(epoch)
-        self.hosts_started_wall_s = time.time() - t_wall
-        self.clock.go(epoch)
-        watcher = asyncio.create_task(self._watch_online())
         try:
-            for entry in self.sc.timeline:
-                await self._until(entry["at"])
-                await (self._fault(entry) if entry["type"] == "fault" else self._action(entry))
-            await self._until(self.sc.duration)
-        finally:
-            watcher.cancel()
+            await self.setup()
+            epoch = time.time() + 1.0  # the hosts are up by then; every clock reads `start` at this instant
+            self._start_hosts(epoch)
+            self.hosts_started_wall_s = time.time() - t_wall
+            self.clock.go(epoch)
+            watcher = asyncio.create_task(self._watch_online())
+            try:
+                for entry in self.sc.timeline:
+                    await self._until(entry["at"])
+                    await (self._fault(entry) if entry["type"] == "fault" else self._action(entry))
+                await self._until(self.sc.duration)
+            finally:
+                watcher.cancel()
+        except BaseException:
+            # A run that fails (an action's request raised, Ctrl-C) still takes down what it started: the
+            # node hosts, the gateway and its Mosquitto, which outlived the run before, orphaned.
+            try:
+                await self.close()
+            except Exception as exc:
+                self.log("  cleaning up after a failed run: %r" % exc)
+            raise
         record = await self._finish(time.time() - t_wall)
         return record
 

@@ -10,6 +10,7 @@ import asyncio
 import json
 import socket
 import subprocess
+import sys
 import threading
 
 import pytest
@@ -338,3 +339,33 @@ def test_late_listener_starts_half_a_second_back(tmp_path):
         reference = offline_blocks(source)
         assert assert_run_of(got, reference) == at - hub.ring_blocks  # from 16 blocks before the live edge
     run(scenario())
+
+
+FLOOD = """import signal, sys
+signal.signal(signal.SIGTERM, signal.SIG_IGN)  # blocked writing to a full pipe, ffmpeg does not stop either
+out = sys.stdout.buffer
+while True:
+    out.write(bytes(4096))
+    out.flush()
+"""
+
+
+def test_stop_returns_when_ffmpeg_outruns_its_reader(tmp_path):
+    """Stopping a stream whose ffmpeg writes faster than anyone reads (and so does not stop on SIGTERM)
+    returns: ffmpeg is killed and collected, the stream ends. (Its stdout, unread once the pump is
+    cancelled, filled the pipe reader's buffer, which then stopped reading: proc.wait() waited for that
+    pipe's EOF forever, and the DELETE /api/streams handler with it.)"""
+    fake = tmp_path / "ffmpeg"
+    fake.write_text("#!%s\n%s" % (sys.executable, FLOOD))
+    fake.chmod(0o755)
+    source = tmp_path / "source.ogg"
+    source.write_bytes(b"")
+
+    async def scenario():
+        hub = StreamHub(log=lambda s: None, ffmpeg=str(fake))
+        stream = await hub.start("st1", "url", ["thon-1"], source=str(source), max_seconds=60)
+        # the pump is cancelled first: from then on nobody reads, and the flood fills the reader's buffer
+        await asyncio.wait_for(hub.stop("st1"), 10)  # SIGTERM ignored: SIGKILL after 3 s
+        assert stream.ended.is_set() and stream.why == "stopped" and hub.streams == {}
+        assert stream.proc.returncode is not None  # collected
+    run(scenario(), timeout=30)
