@@ -110,7 +110,7 @@ def test_override_from_the_node_page_lights_the_lamp_until_cancelled(commune, lo
 
 def test_nodes_list_filters_by_zone_and_offline(commune, login, shot, axe_check):
     node = "den-1-3"
-    commune.host.send("%s link 0" % node)  # its Wi-Fi goes: the broker's will says offline after the keepalive
+    commune.host.send("%s power off" % node)  # a power cut: the broker publishes its will (offline)
     try:
         page = login("congan")  # a viewer sees, never acts
         page.goto("/nodes?zone=thon-2")
@@ -134,7 +134,7 @@ def test_nodes_list_filters_by_zone_and_offline(commune, login, shot, axe_check)
         axe_check(page, "nodes list")
         assert page.locator("form[action$='/command']").count() == 0
     finally:
-        commune.host.send("%s link 1" % node)
+        commune.host.send("%s power on" % node)
     commune.wait(lambda: commune.call(lambda: commune.gw.ingest.live(node))["online"], 60, node + " online again")
 
 
