@@ -227,7 +227,7 @@ def _clock(ctx: Ctx, raw: str, key: str, errors: dict[str, str], sun_ok: bool = 
 def parse_day(ctx: Ctx, form: FormData) -> tuple[dict[str, Any], dict[str, str], dict[str, Any]]:
     """The form -> (day program JSON, errors by field, the values as typed)."""
     errors: dict[str, str] = {}
-    typed = {k: form.get(k) for k in form.keys() if k != "csrf"}
+    typed: dict[str, Any] = {k: form.get(k) for k in form.keys() if k != "csrf"}
     typed["motion_on"] = form.get("motion_on") == "1"
     day: dict[str, Any] = {}
     for key, anchors in (("on", ("sunset", "dusk")), ("off", ("sunrise", "dawn"))):

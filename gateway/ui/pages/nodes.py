@@ -69,8 +69,9 @@ def row_of(web: Web, ctx: Ctx, node: dict[str, Any], zones: dict[str, str]) -> d
     live = web.gw.ingest.live(node["id"])
     tele = live.get("tele") or {}
     failed = [part_names(p)[0 if ctx.lang == "vi" else 1] for p in live.get("failed") or []]
-    return {"node": node, "live": live, "online": bool(live.get("online")), "lamp": tele.get("lamp"),
-            "amp": tele.get("amp"), "failed": failed, "alerts": web.gw.alerts.messages_for(node["id"]),
+    return {"node": node, "live": live, "online": bool(live.get("online")),
+            "lamp": tele.get("lamp") if has_lamp(node) else None, "amp": tele.get("amp") if has_speaker(node) else None,
+            "clock": tele.get("clock") or live.get("clock"), "failed": failed, "alerts": web.gw.alerts.messages_for(node["id"]),
             "zone_names": [zones.get(z, z) for z in node["zones"]]}
 
 
