@@ -133,6 +133,12 @@ def test_nodes_list_filters_by_zone_and_offline(commune, login, shot, axe_check)
         shot(page, "nodes-list")
         axe_check(page, "nodes list")
         assert page.locator("form[action$='/command']").count() == 0
+        page.goto("/lamps")  # nor a program's or an override's controls, and the server refuses them anyway
+        assert page.locator("form[action='/lamps/override'], a[href^='/lamps/program']").count() == 0
+        viewer = commune.client("congan")
+        refused = viewer.post("/lamps/override", data={"csrf": viewer.headers["X-CSRF-Token"], "target": "zone:thon-1",
+                                                       "level": "50", "hours": "1"})
+        assert refused.status_code == 403 and not commune.call(lambda: commune.gw.overrides.active())
     finally:
         commune.host.send("%s power on" % node)
     commune.wait(lambda: commune.call(lambda: commune.gw.ingest.live(node))["online"], 60, node + " online again")
