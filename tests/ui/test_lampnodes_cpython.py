@@ -170,3 +170,28 @@ def test_node_page_draws_real_telemetry_and_sends_a_self_test(commune, login, sh
     assert page.locator("#cmd-%s" % cmd).get_attribute("data-status") == "applied"
     shot(page, "node-detail")
     axe_check(page, "node page")
+
+
+def test_program_form_round_trip_and_field_errors_without_a_browser():
+    """What the form shows of a day program reads back as the same program; bad fields are named."""
+    from starlette.datastructures import FormData
+
+    from gateway.ui.pages.lamps import form_values, parse_day
+    from gateway.ui.web import Ctx
+
+    ctx = Ctx(None, None, None, "vi")
+    day = {"on": "sunset-15", "off": "dawn+10", "level": 90, "steps": [{"at": "23:30", "level": 40},
+                                                                       {"at": "sunrise-60", "level": 70}],
+           "motion": {"level": 80, "hold": 120}}
+    values = form_values(day)
+    fields = [(k, "1" if v is True else str(v)) for k, v in values.items() if v is not False]
+    parsed, errors, _typed = parse_day(ctx, FormData(fields))
+    assert not errors and parsed == day
+    bad = dict(fields, on_kind="clock", on_time="18:00", off_kind="clock", off_time="17:00", level="101",
+               step_at_0="7h")
+    _parsed, errors, typed = parse_day(ctx, FormData(list(bad.items())))
+    assert set(errors) == {"level", "step_at_0"} and "0 đến 100" in errors["level"]
+    assert typed["step_at_0"] == "7h"
+    bad.update(level="100", step_at_0="23:30")
+    _parsed, errors, _typed = parse_day(ctx, FormData(list(bad.items())))
+    assert set(errors) == {"off_time"} and "sau giờ bật" in errors["off_time"]

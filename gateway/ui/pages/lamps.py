@@ -103,13 +103,22 @@ def timeline(ctx: Ctx, program: dict[str, Any], sun: SunSource, n: int, now_minu
         start, level = max(start, at), lvl
     if off > start:
         segments.append((start, off, level))
-    texts.append(ctx._("On at %(time)s (%(when)s) at %(level)s %%", time=clock_text(on), when=point_text(ctx, day_json["on"]),
-                       level=day.level))
+    if parse_time(day_json["on"])[0] == "clock":
+        texts.append(ctx._("On at %(time)s at %(level)s %%", time=clock_text(on), level=day.level))
+    else:
+        texts.append(ctx._("On at %(time)s (%(when)s) at %(level)s %%", time=clock_text(on),
+                           when=point_text(ctx, day_json["on"]), level=day.level))
     for step in sorted(day_json.get("steps", []), key=lambda s: resolve(parse_time(s["at"]), evening, morning)):
         at = resolve(parse_time(step["at"]), evening, morning)
-        texts.append(ctx._("From %(time)s (%(when)s): %(level)s %%", time=clock_text(at),
-                           when=point_text(ctx, step["at"]), level=step["level"]))
-    texts.append(ctx._("Off at %(time)s (%(when)s)", time=clock_text(off), when=point_text(ctx, day_json["off"])))
+        if parse_time(step["at"])[0] == "clock":
+            texts.append(ctx._("From %(time)s: %(level)s %%", time=clock_text(at), level=step["level"]))
+        else:
+            texts.append(ctx._("From %(time)s (%(when)s): %(level)s %%", time=clock_text(at),
+                               when=point_text(ctx, step["at"]), level=step["level"]))
+    if parse_time(day_json["off"])[0] == "clock":
+        texts.append(ctx._("Off at %(time)s", time=clock_text(off)))
+    else:
+        texts.append(ctx._("Off at %(time)s (%(when)s)", time=clock_text(off), when=point_text(ctx, day_json["off"])))
     motion = day_json.get("motion")
     if motion:
         texts.append(ctx._("Motion: at least %(level)s %% for %(hold)s s", level=motion["level"], hold=motion["hold"]))
