@@ -43,7 +43,9 @@
     return window.denloa && window.denloa.lang === "vi" ? s.replace(".", ",") : s;
   };
 
+  var lastPayload = null;
   function draw(payload) {
+    lastPayload = payload;
     tzS = payload.tz_s || 0;
     var s = payload.series;
     var span = (payload.hours || 24) * 3600;
@@ -72,10 +74,10 @@
       var width = Math.max(260, el.clientWidth || fig.clientWidth || 300);
       var opts = {
         width: width, height: 180, legend: { show: false }, cursor: { drag: { x: false, y: false } },
-        scales: { x: { time: true, range: [payload.now - span, payload.now] } },
+        scales: { x: { time: true, range: [payload.now - span, payload.now + span * 0.02] } },
         tzDate: function (ts) { var d = local(ts); return new Date(d.getTime() + d.getTimezoneOffset() * 60000); },
         series: [{}, { label: key, stroke: "#0b5cad", width: 2, fill: "rgba(11,92,173,0.08)", spanGaps: false,
-                      points: { show: real.length < 60 } }],
+                      points: { show: real.length < 60, size: 7 } }],
         axes: [{ values: function (u, splits) { return splits.map(function (v) { return span > 86400 ? dm(v) + " " + hm(v) : hm(v); }); },
                  space: 70 },
                { values: function (u, splits) { return splits.map(function (v) { return num(v); }); }, size: 55 }]
@@ -95,6 +97,11 @@
       .catch(function () { status.textContent = t("Không tải được số liệu.", "Could not load the readings."); });
   }
   if (select) { select.addEventListener("change", load); }
+  var resizing = null;
+  window.addEventListener("resize", function () {  // a turned phone or a resized window: draw to the new width
+    clearTimeout(resizing);
+    resizing = setTimeout(function () { if (lastPayload) { draw(lastPayload); } }, 50);
+  });
   load();
   setInterval(load, 60000);
 })();
