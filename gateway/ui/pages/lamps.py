@@ -288,6 +288,20 @@ def target_title(web: Web, ctx: Ctx, scope: str, target: str) -> str:
     return ctx._("Program of %(node)s", node=web.gw.registry.node(target)["name"])
 
 
+def base_program(web: Web, ctx: Ctx, tables: dict[str, dict[str, dict[str, Any]]], scope: str, target: str,
+                 copy: str) -> tuple[dict[str, Any], str | None, str]:
+    """(program JSON the form starts from, where it comes from when not its own, the copy key used):
+    a copy of another program when asked (copy = "scope:target"), else its own, else the one it inherits."""
+    c_scope, _sep, c_target = copy.partition(":")
+    if c_scope in SCOPES and c_target in tables[c_scope]:
+        return tables[c_scope][c_target]["program"], target_title(web, ctx, c_scope, c_target), copy
+    own = tables[scope].get(target)
+    if own is not None:
+        return own["program"], None, ""
+    src_scope, src_target, program = inherited(web, tables, scope, target)
+    return program, target_title(web, ctx, src_scope, src_target), ""
+
+
 def _check_scope(scope: str, target: str) -> None:
     if scope not in SCOPES or (scope == "default" and target != "site"):
         raise GatewayError("program.target", "Không có chương trình này", "No such program", "target", status=404)
@@ -335,20 +349,19 @@ def routes(web: Web, router: APIRouter) -> None:
         return index(ctx, flash=flash)
 
     @router.get("/lamps/program")
-    async def program_form(request: Request, scope: str = "default", target: str = "site") -> HTMLResponse:
+    async def program_form(request: Request, scope: str = "default", target: str = "site",
+                           copy: str = "") -> HTMLResponse:
         ctx = web.ctx(request, "operator")
         _check_scope(scope, target)
         title = target_title(web, ctx, scope, target)
         tables = program_tables(web)
         own = tables[scope].get(target)
-        if own is not None:
-            program, source = own["program"], None
-        else:
-            src_scope, src_target, program = inherited(web, tables, scope, target)
-            source = target_title(web, ctx, src_scope, src_target)
+        program, source, copied = base_program(web, ctx, tables, scope, target, copy)
         _name, day = main_day(program)
+        others = [(s_, t_, target_title(web, ctx, s_, t_)) for s_ in SCOPES for t_ in sorted(tables[s_])
+                  if (s_, t_) != (scope, target)]
         return web.render(ctx, "lamps/program.html", scope=scope, target=target, title=title, values=form_values(day),
-                          errors={}, source=source, own=own is not None, rows=STEP_ROWS,
+                          errors={}, source=source, own=own is not None, rows=STEP_ROWS, copy=copied, others=others,
                           special=program["calendar"][:-1])
 
     @router.post("/lamps/program")
@@ -360,7 +373,7 @@ def routes(web: Web, router: APIRouter) -> None:
         day, errors, typed = parse_day(ctx, form)
         tables = program_tables(web)
         own = tables[scope].get(target)
-        base = own["program"] if own else inherited(web, tables, scope, target)[2]
+        base, _source, copied = base_program(web, ctx, tables, scope, target, str(form.get("copy") or ""))
         name, _old = main_day(base)
         body = {"days": dict(base["days"], **{name: day}), "calendar": base["calendar"]}
         error = None
@@ -375,7 +388,8 @@ def routes(web: Web, router: APIRouter) -> None:
                     errors[exc.field] = error
         return web.render(ctx, "lamps/program.html", status=400, scope=scope, target=target, title=title,
                           values=typed, errors=errors, error=error or ctx._("Please correct the fields marked below."),
-                          source=None, own=own is not None, rows=STEP_ROWS, special=base["calendar"][:-1])
+                          source=None, own=own is not None, rows=STEP_ROWS, special=base["calendar"][:-1], copy=copied,
+                          others=[])
 
     @router.post("/lamps/program/delete")
     async def program_delete(request: Request) -> Response:
