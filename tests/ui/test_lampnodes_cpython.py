@@ -188,10 +188,12 @@ def test_program_form_round_trip_and_field_errors_without_a_browser():
     parsed, errors, _typed = parse_day(ctx, FormData(fields))
     assert not errors and parsed == day
     bad = dict(fields, on_kind="clock", on_time="18:00", off_kind="clock", off_time="17:00", level="101",
-               step_at_0="7h")
+               step_at_0="7 giờ")
     _parsed, errors, typed = parse_day(ctx, FormData(list(bad.items())))
     assert set(errors) == {"level", "step_at_0"} and "0 đến 100" in errors["level"]
-    assert typed["step_at_0"] == "7h"
-    bad.update(level="100", step_at_0="23:30")
+    assert typed["step_at_0"] == "7 giờ"
+    bad.update(level="100", step_at_0="23h30", on_time="18h")  # as people write times: 23h30, 18h, 9:15
+    parsed, errors, _typed = parse_day(ctx, FormData(list(bad.items())))
+    assert parsed["steps"][0]["at"] == "23:30" and parsed["on"] == "18:00" and set(errors) == {"off_time"}
     _parsed, errors, _typed = parse_day(ctx, FormData(list(bad.items())))
     assert set(errors) == {"off_time"} and "sau giờ bật" in errors["off_time"]

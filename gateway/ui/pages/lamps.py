@@ -11,6 +11,7 @@
 """
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -220,8 +221,14 @@ def _int(ctx: Ctx, form: FormData, key: str, lo: int, hi: int, errors: dict[str,
     return value
 
 
+CLOCK_WRITTEN = re.compile(r"^(\d{1,2})\s*[:hHgG.]\s*(\d{2})?$")  # 17:30, 9:15, 17h30, 17h, 9g15 as people write them
+
+
 def _clock(ctx: Ctx, raw: str, key: str, errors: dict[str, str], sun_ok: bool = False) -> str | None:
     raw = raw.strip()
+    written = CLOCK_WRITTEN.match(raw)
+    if written:
+        raw = "%02d:%02d" % (int(written.group(1)), int(written.group(2) or 0))
     try:
         anchor, _m = parse_time(raw)
     except ProtocolError:

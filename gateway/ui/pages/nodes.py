@@ -106,9 +106,11 @@ def detail(web: Web, ctx: Ctx, node_id: str, status: int = 200, **extra: Any) ->
     node = gw.registry.node(node_id)
     zones = {z["id"]: z["name"] for z in gw.registry.zones()}
     row = row_of(web, ctx, node, zones)
-    commands = gw.commands.list(node_id, limit=30)
+    # the routine clock traffic (time_sync commands, time_request events) would bury what staff look for
+    commands = [c for c in gw.commands.list(node_id, limit=100) if c["op"] != ops.TIME_SYNC][:20]
     return web.render(ctx, "nodes/detail.html", status=status, r=row, node=node,
-                      events=gw.ingest.events(node_id, 30), commands=commands,
+                      events=[e for e in gw.ingest.events(node_id, 100) if e["kind"] != "time_request"][:20],
+                      commands=commands,
                       overrides=gw.overrides.active(node_id) if has_lamp(node) else [],
                       has_lamp=has_lamp(node), has_speaker=has_speaker(node), ev_names=event_names(ctx),
                       op_names=op_names(ctx), st_names=status_names(ctx), kinds=kind_names(ctx),
