@@ -273,6 +273,14 @@ class CommandService:
         args.append(limit)
         return [_row(r) for r in self.db.all(sql, *args)]
 
+    def of_op(self, op: str, created_after: float, node_id: str | None = None) -> builtins.list[dict[str, Any]]:
+        """Commands of one op created after a time (optionally to one node), newest first."""
+        sql, args = "SELECT * FROM commands WHERE op = ? AND created > ?", builtins.list[Any]([op, created_after])
+        if node_id is not None:
+            sql += " AND node_id = ?"
+            args.append(node_id)
+        return [_row(r) for r in self.db.all(sql + " ORDER BY created DESC", *args)]
+
     def nodes_of_batch(self, batch: str) -> builtins.list[str]:
         """The nodes a batch of commands went to."""
         return [r[0] for r in self.db.all("SELECT DISTINCT node_id FROM commands WHERE batch = ? ORDER BY node_id",

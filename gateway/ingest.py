@@ -5,7 +5,8 @@ anything malformed, oversized, from an unknown node or another site is
 counted and dropped: it never stops the gateway.
 
 Ingest owns the tables of what nodes said: node_state (live state), events,
-seq_tracker, airings, lamp_days, lamp_counters. A batch of messages is stored
+seq_tracker, airings, lamp_days, lamp_counters, and (through
+`self.history`, gateway/telemetry.py) the bounded telemetry history. A batch of messages is stored
 in one transaction with a savepoint per message: one bad message rolls back
 only itself, and a burst costs one commit.
 """
@@ -23,6 +24,7 @@ from gateway.config import GatewayConfig
 from gateway.db import Database
 from gateway.metrics import Metrics
 from gateway.registry import Registry
+from gateway.telemetry import TelemetryHistory
 from protocol import messages, topics
 from protocol.errors import ProtocolError
 
@@ -57,6 +59,7 @@ class Ingest:
         self.on_time_request: list[Callable[[str, int, int], None]] = []  # (node_id, t1, received_ms)
         self.on_clock_skew: list[Callable[[str, float], None]] = []  # the node's clock disagrees with ours
         self._skew_sent: dict[str, float] = {}
+        self.history = TelemetryHistory(db)  # the bounded telemetry history of the charts (table telemetry)
 
     def handle_batch(self, batch: list[tuple[str, bytes]]) -> None:
         """Messages as they arrived, stored in one transaction (a savepoint each). Never raises."""
@@ -147,6 +150,7 @@ class Ingest:
         with self.db.tx():
             self.db.run("UPDATE node_state SET last_seen = ?, tele = ? WHERE node_id = ?",
                         now, json.dumps(tele.to_json()), node_id)
+            self.history.record(node_id, now, tele.to_json())
             if tele.lamp is not None and "on_s" in tele.lamp:
                 ts = tele.ts if tele.ts is not None and tele.clock != messages.CLOCK_INVALID else now
                 self._lamp_reading(node_id, ts, self._local_day(ts), tele.lamp["on_s"], tele.lamp["wh"])

@@ -23,6 +23,7 @@ from gateway.emergency import Emergencies
 from gateway.ingest import Ingest
 from gateway.link import MqttLink
 from gateway.metrics import Metrics
+from gateway.overrides import Overrides
 from gateway.plan_push import PlanPusher
 from gateway.provisioning import Provisioning
 from gateway.registry import Registry
@@ -79,6 +80,8 @@ class Gateway:
         self.broker = broker  # None when the broker is external
         self.clips = clips  # the audio clip library (gateway/audio/library.py)
         self.streams = streams  # live streams (gateway/streams.py)
+        self.overrides = Overrides(commands=commands, registry=registry, clock=clock,  # lamp overrides staff set
+                                   expiry_s=lambda: cfg.command_expiry_s)
         self._tasks: list[asyncio.Task[None]] = []
         self.running = False
 
@@ -148,6 +151,7 @@ class Gateway:
                     self.ingest.sweep()
                     self.plans.roll()
                     self.plans.check_missed()
+                    self.ingest.history.prune(now)  # at most hourly: old telemetry thinned, then dropped
                     self._gauges()
             except Exception as exc:  # housekeeping must go on
                 self.log("housekeeping error: %r" % exc)
