@@ -11,7 +11,6 @@ Vietnamese translation.
 """
 from __future__ import annotations
 
-import glob
 import os
 from functools import lru_cache
 from typing import BinaryIO
@@ -36,7 +35,7 @@ class Catalogue(NullTranslations):
         return self.messages.get(message) or message
 
     def ngettext(self, msgid1: str, msgid2: str, n: int) -> str:
-        found = self.messages.get((msgid1, 0 if n == 1 else 1))  # type: ignore[call-overload]
+        found = self.messages.get((msgid1, 0))  # type: ignore[call-overload]  # Vietnamese: one plural form
         return found or (msgid1 if n == 1 else msgid2)
 
     ugettext = gettext  # Jinja2 prefers these names when they exist (Babel's NullTranslations has them)
@@ -48,9 +47,8 @@ def translations(lang: str) -> NullTranslations:
     if lang != "vi":
         return Catalogue({})
     messages: dict = {}
-    for path in [PO_PATH] + sorted(glob.glob(os.path.join(os.path.dirname(PO_PATH), "parts", "*.po"))):
-        with open(path, "rb") as f:
-            _read(f, messages)
+    with open(PO_PATH, "rb") as f:
+        _read(f, messages)
     return Catalogue(messages)
 
 

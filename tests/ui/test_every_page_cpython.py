@@ -60,7 +60,8 @@ def made(commune):
         assert kind == "schedule", kind
         start = datetime.datetime.now(datetime.timezone(datetime.timedelta(hours=7))) + datetime.timedelta(days=2)
         body = {"id": "tn-trang-lich", "title": "Lịch thử cho trang", "category": "news", "priority": 0,
-                "zones": ["thon-1"], "source": "line", "start": start.strftime("%Y-%m-%dT%H:%M"), "duration_s": 60}
+                "zones": ["thon-1"], "source": "line", "volume": 80, "start": start.strftime("%Y-%m-%dT%H:%M"),
+                "duration_s": 60}
         http = commune.client("admin")
         r = http.post("/api/schedules", json=body)
         http.close()

@@ -73,7 +73,7 @@ def test_monthly_page_print_and_csv_show_the_gateways_figures(commune, login, sh
         assert page.locator("#t-zone tr[data-key='thon-1'] th").inner_text() == "Thôn Đông"
         for cat, v in report["by_category"].items():
             assert cells("t-category", cat) == [vn(v["broadcasts"]), vn(v["minutes"], 1)]
-        assert page.locator("#t-category tr[data-key='health'] th").inner_text() == "Y tế, sức khoẻ"
+        assert page.locator("#t-category tr[data-key='health'] th").inner_text() == "Y tế"
         for prio, v in report["by_priority"].items():
             assert cells("t-priority", prio) == [vn(v["broadcasts"]), vn(v["minutes"], 1)]
         assert cells("t-missed", "clip_missing") == ["1"]
