@@ -72,10 +72,8 @@ class Web:
                           autoescape=select_autoescape(default=True), extensions=["jinja2.ext.i18n"],
                           trim_blocks=True, lstrip_blocks=True)
         env.install_gettext_translations(translations(lang), newstyle=True)  # type: ignore[attr-defined]
-        tz_s = self.gw.cfg.tz_s
-
-        def local(t: float | None, fmt: str) -> str:
-            return "" if t is None else time.strftime(fmt, time.gmtime(float(t) + tz_s))
+        def local(t: float | None, fmt: str) -> str:  # the site's zone, read when a page renders
+            return "" if t is None else time.strftime(fmt, time.gmtime(float(t) + self.gw.cfg.tz_s))
 
         env.filters["dmy"] = lambda t: local(t, "%d/%m/%Y")           # dates dd/mm/yyyy
         env.filters["hm"] = lambda t: local(t, "%H:%M")               # 24-hour clock

@@ -79,10 +79,11 @@ def test_every_api_route_runs_on_the_loop():
     from fastapi.routing import APIRoute
 
     from gateway.api import create_app
+    from gateway.config import GatewayConfig
 
-    class Stub:
+    class Stub:  # building the routes reads the config (the site's time zone), never a service
         users = None
-        cfg = None
+        cfg = GatewayConfig({})
 
     app = create_app(Stub())
     routes = [r for r in app.routes if isinstance(r, APIRoute)]
