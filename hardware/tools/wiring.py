@@ -230,7 +230,7 @@ def _dimmer(d):
     if d["kind"] == "pwm-mosfet":
         return {
             "title": "Dimmer: MOSFET on the driver's DIM input",
-            "sub": "AO3400A, 100 ohm gate, 10k gate-source; 3-in-1 dim driver",
+            "sub": "2N7000 or AO3400A, 100 ohm gate, 10k gate-source; 3-in-1 driver",
             "pins": [("G", sig), ("S / DIM-", ("rail", "GND"))],
             "hv": [("D", "LED driver DIM+ (driver's own 10 V source, SELV)", False)],
         }
