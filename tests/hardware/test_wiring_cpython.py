@@ -91,3 +91,14 @@ def test_command_line(tmp_path):
     assert wiring.main(["--check", str(tmp_path)]) == 0
     (tmp_path / "devkitc-pole.svg").write_text("<svg/>")
     assert wiring.main(["--check", str(tmp_path)]) == 1
+
+
+def test_the_docs_show_every_board_and_its_supply():
+    """docs/hardware.md embeds every board's SVG and names the supply the budget chose for it."""
+    doc = (ROOT / "docs" / "hardware.md").read_text(encoding="utf-8")
+    for name, p in boards.BOARDS.items():
+        assert "(hardware/%s.svg)" % name in doc, name
+        module, rated, peak = wiring.supply_for(p)
+        assert rated * 4 >= peak * 5 and module in doc, (name, module)
+        row = [line for line in doc.splitlines() if line.startswith("| `%s` | 500 mA" % name)]
+        assert row and "%.2f A" % (peak / 1000) in row[0], (name, peak, row)  # the power table's peak
