@@ -215,7 +215,7 @@ def _relays(p):
             hv.append((k + " C/O", "speaker bus: NC = MAX98357A out, NO = line source (SELV)", False))
     hv.sort(key=lambda h: not h[2])  # the hazardous contacts first: one hazard region
     if _relay_kind(p["lamp_relay"]) == "module":
-        title = "Relay module, %d channels (opto inputs, low = on)" % len(channels)
+        title = "Relay module x%d (opto inputs, low = on)" % len(channels)
         sub = "Songle SRD-05VDC-SL-C x %d; remove JD-VCC jumper" % len(channels)
         pins += [("VCC (opto)", ("rail", "3V3")), ("JD-VCC (coils)", ("rail", "5V")), ("GND", ("rail", "GND"))]
     else:
