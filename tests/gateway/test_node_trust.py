@@ -283,7 +283,7 @@ def test_the_offline_alert_opens_only_after_the_settings_minutes_and_closes_on_r
         ingest.sweep()
         opened = bench.alerts("offline", open_only=True)
         assert len(opened) == 1 and opened[0]["node_id"] == "den-3-07" and opened[0]["opened"] == went
-        assert opened[0]["message_vi"].endswith("mất kết nối từ 12:00")  # since it went, not since the sweep
+        assert "mất kết nối từ 12:00" in opened[0]["message_vi"]  # since it went, not since the sweep
         ingest.sweep()
         assert len(bench.alerts("offline")) == 1  # one alert while it stays offline
         bench.birth("den-3-07")
@@ -294,11 +294,12 @@ def test_the_offline_alert_opens_only_after_the_settings_minutes_and_closes_on_r
         clock.advance(120)
         ingest.sweep()
         bench.birth("den-3-07")
-        clock.advance(600)
+        clock.advance(60)
         ingest.sweep()
         assert len(bench.alerts("offline")) == 1
 
-        # a node gone silent (no will): offline from its last word, the alert 5 minutes after that
+        # nodes gone silent (no will): offline from their last word, the alert 5 minutes after that
+        bench.birth("den-3-07")
         bench.birth("den-3-08")
         last = clock.now()
         clock.advance(STALE_AFTER_S + 10)
@@ -307,12 +308,18 @@ def test_the_offline_alert_opens_only_after_the_settings_minutes_and_closes_on_r
         clock.advance(5 * 60 - STALE_AFTER_S)
         ingest.sweep()
         opened = bench.alerts("offline", open_only=True)
-        assert [a["node_id"] for a in opened] == ["den-3-08"] and opened[0]["opened"] == last
+        assert sorted(a["node_id"] for a in opened) == ["den-3-07", "den-3-08"]
+        assert all(a["opened"] == last for a in opened)
 
         # a new delay applies from the next sweep
         gw.settings.update({"offline_alert_min": 1}, "admin")
+        bench.birth("den-3-07")
+        assert [a["node_id"] for a in bench.alerts("offline", open_only=True)] == ["den-3-08"]
         bench.handle("den-3-07", "state", State(False, "b1"))
-        clock.advance(61)
+        clock.advance(50)
+        ingest.sweep()
+        assert [a["node_id"] for a in bench.alerts("offline", open_only=True)] == ["den-3-08"]
+        clock.advance(11)
         ingest.sweep()
         assert sorted(a["node_id"] for a in bench.alerts("offline", open_only=True)) == ["den-3-07", "den-3-08"]
     finally:
