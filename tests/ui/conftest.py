@@ -82,11 +82,27 @@ def shot():
     def take(page, name):
         size = page.viewport_size
         for label, viewport in (("desktop", DESKTOP), ("phone", PHONE)):
-            page.set_viewport_size(viewport)
-            page.wait_for_timeout(150)
+            resize(page, viewport)
             page.screenshot(path=os.path.join(SHOTS, "%s-%s.png" % (name, label)), full_page=True)
-        page.set_viewport_size(size)
+        resize(page, size)
     return take
+
+
+def resize(page, viewport):
+    """Set the viewport and wait until the page is drawn for it: loaded, fonts ready, the charts (static/nodes.js
+    redraws them on resize and marks #charts[data-drawn] after each drawing) drawn again with a uPlot canvas in
+    every chart that has points, then two animation frames for layout and paint. No fixed sleep."""
+    charts = page.locator("#charts").count() > 0
+    changed = page.viewport_size != viewport
+    if charts and changed:  # the mark goes; the redraw the resize causes puts it back
+        page.evaluate("document.getElementById('charts').removeAttribute('data-drawn')")
+    page.set_viewport_size(viewport)
+    page.wait_for_load_state("load")
+    if charts:
+        page.wait_for_selector("#charts[data-drawn]", state="attached", timeout=20000)
+        page.wait_for_function("""() => [...document.querySelectorAll('#charts figure.chart')].every(f =>
+            !window.uPlot || f.getAttribute('data-points') === '0' || f.querySelector('.plot canvas'))""", timeout=20000)
+    page.evaluate("() => document.fonts.ready.then(() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r))))")
 
 
 @pytest.fixture
