@@ -1,6 +1,7 @@
 """Browser tests: Playwright for Python driving Debian's Chromium headless (never Playwright's own browser
 download, which cannot work on these machines), against `Commune` (tests/ui/commune.py): a real gateway
-on a real port with real firmware nodes. One commune and one browser serve the whole session.
+on a real port with real firmware nodes. One commune and one browser serve every test of
+tests/ui (package scope: they are gone before any other folder's tests run, whatever the order).
 
 Fixtures:
 - `commune`: the running commune (URL, users, `truth()`, `call()`, `client(user)`).
@@ -30,14 +31,14 @@ def pytest_collection_modifyitems(config, items):
                 item.add_marker(skip)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def commune(tmp_path_factory):
     c = Commune(tmp_path_factory.mktemp("commune")).start()
     yield c
     c.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser():
     from playwright.sync_api import sync_playwright
 
