@@ -20,7 +20,9 @@
         var wasOnline = conn && conn.classList.contains("ok");
         if (conn && wasOnline !== n.online) {
           conn.className = "badge " + (n.online ? "ok" : "bad");
-          conn.textContent = n.online ? "● " + window.denloa.s("node.online") : "✕ " + window.denloa.s("node.offline");
+          // the server's words, dated as on the page ("mất kết nối từ 17:02"); the bare word if an old frame lacks them
+          conn.textContent = (n.online ? "● " : "✕ ") + (n.conn_text ||
+            (n.online ? window.denloa.s("node.online") : window.denloa.s("node.offline")));
         }
       });
     });
