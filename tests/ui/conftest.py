@@ -51,22 +51,28 @@ def browser():
         b.close()
 
 
+def logged_in(browser, commune, username, viewport=DESKTOP):
+    """(context, page) of a new browser context logged in as `username` through the login form."""
+    context = browser.new_context(viewport=viewport, locale="vi-VN", timezone_id="Asia/Ho_Chi_Minh",
+                                  base_url=commune.url)
+    context.grant_permissions(["microphone"], origin=commune.url)
+    page = context.new_page()
+    page.set_default_timeout(15000)
+    page.goto("/login")
+    page.fill("#username", username)
+    page.fill("#password", USERS[username][2])
+    page.click("button[type=submit]")
+    page.wait_for_url(lambda url: "/login" not in url)
+    return context, page
+
+
 @pytest.fixture
 def login(commune, browser):
     contexts = []
 
     def open_as(username="admin", phone=False, lang=None):
-        context = browser.new_context(viewport=PHONE if phone else DESKTOP, locale="vi-VN",
-                                      timezone_id="Asia/Ho_Chi_Minh", base_url=commune.url)
-        context.grant_permissions(["microphone"], origin=commune.url)
+        context, page = logged_in(browser, commune, username, PHONE if phone else DESKTOP)
         contexts.append(context)
-        page = context.new_page()
-        page.set_default_timeout(15000)
-        page.goto("/login")
-        page.fill("#username", username)
-        page.fill("#password", USERS[username][2])
-        page.click("button[type=submit]")
-        page.wait_for_url(lambda url: "/login" not in url)
         if lang:
             page.goto("/lang/%s?next=/" % lang)
         return page
