@@ -13,7 +13,7 @@ class EventLog:
         self.boot_id = boot_id
         self.capacity = capacity
         self.next_seq = 0
-        self.pending = []  # [(seq, encoded bytes)], oldest first
+        self.pending = []  # [(seq, encoded bytes, kind)], oldest first
         self.dropped = 0  # dropped since the last report
         self.dropped_total = 0
 
@@ -26,7 +26,7 @@ class EventLog:
             self.pending.pop(0)
             self.dropped += 1
             self.dropped_total += 1
-        self.pending.append((seq, payload))
+        self.pending.append((seq, payload, kind))
         return seq
 
     def peek(self):
@@ -40,6 +40,13 @@ class EventLog:
         """`payload` from peek() was acknowledged by the broker (unless it was dropped meanwhile)."""
         if self.pending and self.pending[0][1] is payload:
             self.pending.pop(0)
+
+    def queued(self, kind):
+        """Is an event of this kind still waiting, not yet handed to the broker?"""
+        for entry in self.pending:
+            if entry[2] == kind:
+                return True
+        return False
 
     def __len__(self):
         return len(self.pending)

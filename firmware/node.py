@@ -612,6 +612,8 @@ class Node:
             await hal.sleep_ms(500)
 
     def time_request_due(self, now_ms):
+        if self.events.queued("time_request"):
+            return False  # still in the queue, so still our latest: its round trip counts from when it leaves
         if (self.clock.pending_t1 is not None and self._last_time_request is not None
                 and now_ms - self._last_time_request < PENDING_MS and self.clock.now() is not None):
             return False  # our last request is still on its way: a newer one would make its answer stale

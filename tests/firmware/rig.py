@@ -113,12 +113,12 @@ class Rig:
     def event_kinds(self):
         from protocol.messages import Event
 
-        return [Event.decode(p).kind for _, p in self.node.events.pending]
+        return [Event.decode(e[1]).kind for e in self.node.events.pending]
 
     def events(self, kind):
         from protocol.messages import Event
 
-        return [e for e in (Event.decode(p) for _, p in self.node.events.pending) if e.kind == kind]
+        return [e for e in (Event.decode(e[1]) for e in self.node.events.pending) if e.kind == kind]
 
     def close(self):
         remove_dir(self.path)

@@ -204,8 +204,8 @@ def _events(rig, kinds):
     from protocol.messages import Event
 
     out = []
-    for _, p in rig.node.events.pending:
-        e = Event.decode(p)
+    for entry in rig.node.events.pending:
+        e = Event.decode(entry[1])
         if e.kind in kinds:
             out.append((e.kind, e))
     return out

@@ -125,6 +125,26 @@ def test_time_sync_fixes_a_clock_that_runs_far_ahead():
         rig.close()
 
 
+def test_a_time_request_still_queued_is_not_asked_again():
+    """A slow link must not fill the event queue with requests whose answers the node would refuse."""
+    rig = _rig(rtc_offset=86400 * 3)
+    try:
+        now = rig.node.uptime.ms()
+        assert rig.node.time_request_due(now + 61000)
+        rig.node._last_time_request = now
+        rig.node.emit("time_request", {"t1": rig.node.clock.request()})
+        for later in (61000, 130000, 3600000):  # past the minute and the 2-minute give-up
+            assert not rig.node.time_request_due(now + later)
+        entry = [e for e in rig.node.events.pending if e[2] == "time_request"][0]
+        while rig.node.events.pending[0] is not entry:  # the broker takes the queue in order
+            rig.node.events.done(rig.node.events.peek())
+        rig.node.events.done(rig.node.events.peek())
+        assert not rig.node.events.queued("time_request")
+        assert rig.node.time_request_due(now + 130000)  # sent, unanswered past 2 minutes: asked again
+    finally:
+        rig.close()
+
+
 def test_override_without_valid_time_is_refused_cleanly():
     rig = _rig(rtc_offset=None)
     try:
