@@ -297,7 +297,7 @@ def test_a_power_cut_at_any_point_of_the_update_leaves_a_bootable_node_with_the_
     finally:
         k.close()
     k.pfs = None
-    budgets = list(range(0, 40)) + list(range(40, total + 20, max(1, total // 150)))
+    budgets = list(range(0, 30)) + list(range(30, total + 20, max(1, total // 70)))
     outcomes = {}
     for budget in budgets:
         k = Kit(budget=budget)

@@ -172,49 +172,55 @@ def test_power_cuts_during_an_update_leave_a_node_that_boots_the_old_or_new_vers
     new = source_bundle("1.1.0")
 
     async def scenario():
-        site = await Site(tmp_path).up([("loa-1", "thon-1")])
-        host = site.hosts["loa-1"]
-        root = host.root
+        site = await Site(tmp_path).up([("loa-1", "thon-1"), ("loa-2", "thon-1")])
+        one, two = site.hosts["loa-1"], site.hosts["loa-2"]
         try:
             await site.upload(new)
             rid = await site.rollout("1.1.0", "thon-1")
             seen = []
 
-            def cut_and_check(where):
+            def cut_and_check(host, where):
                 host.cut()
-                slot, version = slot_of(root, [OLD, new])
+                slot, version = slot_of(host.root, [OLD, new])
                 assert version in ("1.0.0", "1.1.0"), (where, slot)
-                seen.append((where, slot, version))
+                seen.append((host.name, where, slot, version))
                 host.power_on()
 
-            # during the download: once a few files of the new version are in slot b
-            b_dir = os.path.join(root, "app", "b")
-
-            def files_in_b():
+            def files_in_b(host):
                 n = 0
-                for _d, _s, names in os.walk(b_dir):
+                for _d, _s, names in os.walk(os.path.join(host.root, "app", "b")):
                     n += len(names)
                 return n
+
+            def state(host):
+                with open(os.path.join(host.root, "boot.json")) as f:
+                    return f.read()
+            # loa-1: cuts during the download (some files of the new version in slot b), then at the switch
             for want in (3, 15, 30):
-                await wait_until(lambda: files_in_b() >= want, 60, "%d files in slot b" % want, step=0.01)
-                cut_and_check("download %d" % want)
-            # right after the switch, before or during the reboot into the trial
-            await wait_until(lambda: '"trial"' in open(os.path.join(root, "boot.json")).read()
-                             or '"booting"' in open(os.path.join(root, "boot.json")).read(), 60, "the switch",
-                             step=0.005)
-            cut_and_check("switched")
-            r = await site.wait_rollout(rid, lambda r: r["state"] in ("done", "halted"), "the end", timeout=120)
-            # every boot ran whole files of one version
-            for slot, trial, version, path in host.boots():
-                assert version in ("1.0.0", "1.1.0") and "/app/%s/" % slot in path
-            if r["state"] == "done":
+                await wait_until(lambda: files_in_b(one) >= want, 60, "%d files in slot b" % want, step=0.01)
+                cut_and_check(one, "download %d" % want)
+            await wait_until(lambda: '"trial"' in state(one), 60, "the switch", step=0.005)
+            cut_and_check(one, "switched")
+            # loa-2: a cut while its new version is on trial, before it could confirm itself
+            await wait_until(lambda: any(b[1] for b in two.boots()), 60, "loa-2's trial boot", step=0.01)
+            cut_and_check(two, "trial")
+            r = await site.wait_rollout(rid, lambda r: r["state"] == "halted", "the halt", timeout=120)
+            assert "loa-2 rolled back" in r["reason"] and "before it confirmed" in r["reason"], r["reason"]
+            await site.wait_rollout(rid, lambda r: {n["node_id"]: n["status"] for n in r["nodes"]}["loa-1"]
+                                    in ("confirmed", "rolled_back"), "loa-1 settled")
+            # every boot of both ran whole files of one version, from the slot it says
+            for host in (one, two):
+                for slot, trial, version, path in host.boots():
+                    assert version in ("1.0.0", "1.1.0") and "/app/%s/" % slot in path
+                assert not host.errors(), host.errors()
+            await site.wait_version(["loa-2"], "1.0.0")
+            assert site.runs("loa-2", [OLD]) == ("a", "1.0.0")
+            if {n["node_id"]: n["status"] for n in (await site.get(rid))["nodes"]}["loa-1"] == "confirmed":
                 await site.wait_version(["loa-1"], "1.1.0")
                 assert site.runs("loa-1", [new]) == ("b", "1.1.0")
-            else:  # the cut hit the trial boot before it confirmed: rolled back, and that is reported
-                assert "rolled back" in r["reason"]
+            else:  # the cut at the switch came after the bootstrap had started the trial: rolled back too
                 assert site.runs("loa-1", [OLD]) == ("a", "1.0.0")
-            print("OTA power cuts: %s; rollout %s" % (seen, r["state"]))
-            assert not host.errors(), host.errors()
+            print("OTA power cuts: %s; rollout %s (%s)" % (seen, r["state"], r["reason"]))
         finally:
             await site.down()
     run(scenario())
