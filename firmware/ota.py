@@ -17,8 +17,9 @@ docs/ota.md has the whole picture; the bootstrap is firmware/boot.py. What runs 
   boot.TRIAL_MS marks itself failed and resets (the bootstrap then boots the previous slot).
   After a rollback the previous version reports it (ota_rolled_back) until it is healthy.
 
-Memory: one BUF buffer and one HTTP header buffer while a file downloads; the manifest's file
-list ([path, sha, size] per file, MAX_MANIFEST bytes of JSON at most) while a job runs.
+Memory: one BUF buffer and one HTTP header buffer while a file downloads; the manifest is never
+held whole: it is read from flash in 128-byte pieces, one file entry parsed at a time
+(`manifest_entries`), once to check it all, once to install, once to list what to keep.
 """
 import binascii
 import hashlib
@@ -83,12 +84,79 @@ def _check_path(path):
         raise Refused("manifest: bad path %r" % path)
 
 
-def parse_manifest(data, version, mpy_version):
-    """The manifest's files as [[path, sha, size], ...], the entry last; Refused if unusable."""
+_LB, _RB, _LS, _RS, _QUOTE, _BSL = const(0x7B), const(0x7D), const(0x5B), const(0x5D), const(0x22), const(0x5C)
+_SPACE = b" \t\r\n"
+MAX_ENVELOPE = const(1024)  # the manifest outside its file list
+MAX_ENTRY = const(512)  # one file entry
+
+
+def manifest_entries(f, envelope):
+    """The file entries of a manifest read from flash in small pieces: yields each entry's dict,
+    parsed on its own (never the whole manifest at once: the node's heap holds a plan too).
+    When the generator ends, `envelope` (a list) holds the rest: the manifest with "files": []."""
+    env = bytearray()
+    cur = None
+    depth = 0
+    in_str = esc = False
+    in_files = False
+    while True:
+        chunk = f.read(128)
+        if not chunk:
+            break
+        for b in chunk:
+            if cur is not None:
+                cur.append(b)
+            elif not in_files or depth != 2 or b == _RS:  # between entries: their commas are left out
+                env.append(b)
+            if in_str:
+                if esc:
+                    esc = False
+                elif b == _BSL:
+                    esc = True
+                elif b == _QUOTE:
+                    in_str = False
+                continue
+            if b == _QUOTE:
+                in_str = True
+            elif b == _LB or b == _LS:
+                depth += 1
+                if b == _LS and depth == 2 and not in_files:
+                    key = bytes(env[-40:-1]).rstrip(_SPACE)
+                    if key.endswith(b":") and key[:-1].rstrip(_SPACE).endswith(b'"files"'):
+                        in_files = True
+                elif b == _LB and in_files and depth == 3 and cur is None:
+                    cur = bytearray(b"{")
+            elif b == _RB or b == _RS:
+                depth -= 1
+                if cur is not None and depth == 2:
+                    entry, cur = cur, None
+                    try:
+                        entry = json.loads(entry)
+                    except ValueError:
+                        raise Refused("manifest: a file entry is not JSON")
+                    yield entry
+                elif in_files and depth == 1:
+                    in_files = False
+            if len(env) > MAX_ENVELOPE or (cur is not None and len(cur) > MAX_ENTRY):
+                raise Refused("manifest: too large a part")
     try:
-        m = json.loads(data)
+        envelope.append(json.loads(env))
     except ValueError:
         raise Refused("manifest is not JSON")
+
+
+def check_entry(f):
+    """(path, sha, size) of one manifest file entry; Refused if unusable."""
+    if not isinstance(f, dict):
+        raise Refused("manifest: bad file entry")
+    path, sha, size = f.get("path"), f.get("sha256"), f.get("size")
+    _check_path(path)
+    if not isinstance(sha, str) or len(sha) != 64 or not isinstance(size, int) or size < 0:
+        raise Refused("manifest: bad hash or size for %r" % path)
+    return path, sha, size
+
+
+def check_envelope(m, version, mpy_version):
     if not isinstance(m, dict) or m.get("format") != 1:
         raise Refused("manifest: format %r is not 1" % (m.get("format") if isinstance(m, dict) else m,))
     if m.get("version") != version:
@@ -100,31 +168,10 @@ def parse_manifest(data, version, mpy_version):
     if tuple(mpy_version[:len(need)]) < need:
         raise Refused("needs MicroPython %s, this node has %s" % (
             m.get("min_micropython"), ".".join(str(x) for x in mpy_version)))
-    entry = m.get("boot", boot.ENTRY)
-    if entry != boot.ENTRY:
+    if m.get("boot", boot.ENTRY) != boot.ENTRY:
         raise Refused("manifest: boot must be %s" % boot.ENTRY)
-    raw = m.get("files")
-    m = None
-    if not isinstance(raw, list) or not 0 < len(raw) <= MAX_FILES:
+    if not isinstance(m.get("files"), list):
         raise Refused("manifest: no files")
-    files = []
-    last = None
-    while raw:
-        f = raw.pop(0)
-        if not isinstance(f, dict):
-            raise Refused("manifest: bad file entry")
-        path, sha, size = f.get("path"), f.get("sha256"), f.get("size")
-        _check_path(path)
-        if not isinstance(sha, str) or len(sha) != 64 or not isinstance(size, int) or size < 0:
-            raise Refused("manifest: bad hash or size for %r" % path)
-        if path == entry:
-            last = [path, sha, size]
-        else:
-            files.append([path, sha, size])
-    if last is None:
-        raise Refused("manifest: no %s" % entry)
-    files.append(last)
-    return files
 
 
 class Ota:
@@ -143,6 +190,7 @@ class Ota:
         self._client = None
         self._buf = self._head = None
         self.done_files = 0
+        self.last_error = None  # why the last attempt did not finish (tests, self-test)
 
     # ---- boot and health ---------------------------------------------------
     def boot(self):
@@ -258,6 +306,7 @@ class Ota:
             return True
         except HttpError as exc:
             self.failures += 1
+            self.last_error = str(exc)
             if exc.status in (401, 403, 404, 410):
                 self._missing += 1
                 if self._missing >= MAX_MISSING:
@@ -269,6 +318,7 @@ class Ota:
         except _Corrupt as exc:
             return False  # fetched again at the next attempt (counted in _corrupt)
         except OSError as exc:  # the flash
+            self.last_error = repr(exc)
             if exc.args and exc.args[0] == _ENOSPC:
                 self._fail("the flash is full")
                 return True
@@ -280,6 +330,7 @@ class Ota:
             return False
         except MemoryError:
             self.failures += 1
+            self.last_error = "no memory"
             return False
         finally:
             self._buf = self._head = None
@@ -294,31 +345,49 @@ class Ota:
         prefix = job["p"]
         if not self._verified(base + NEW, job["m"], None):
             await self._fetch(prefix + job["m"], base + NEW, job["m"], MAX_MANIFEST, "manifest")
-        with fs.open(base + NEW, "rb") as f:
-            data = f.read()
         mpy = getattr(self.hal, "micropython_version", None) or sys.implementation.version[:3]
-        files = parse_manifest(data, job["v"], mpy)
-        data = None
-        total = 0
-        for f in files:
-            total += f[2]
-        self.node.emit("ota_progress", {"version": job["v"], "files": 0, "of": len(files), "bytes": total})
-        quarter = (len(files) + 3) // 4
-        for i, (path, sha, size) in enumerate(files):
-            target = base + path
-            if not self._verified(target, sha, size):
-                self._mkdirs(target)
-                await self._fetch(prefix + sha, target, sha, size, path)
-            self.done_files = i + 1
-            if (i + 1) % quarter == 0 and i + 1 < len(files):
-                self.node.emit("ota_progress", {"version": job["v"], "files": i + 1, "of": len(files)})
-        keep = {}
-        for f in files:
-            keep[f[0]] = True
-        files = None
+        # pass 1: every entry checked, the entry file found; nothing kept but counts
+        count = total = 0
+        entry = None
+        env = []
+        with fs.open(base + NEW, "rb") as f:
+            for e in manifest_entries(f, env):
+                path, sha, size = check_entry(e)
+                count += 1
+                total += size
+                if path == boot.ENTRY:
+                    entry = (path, sha, size)
+        check_envelope(env[0], job["v"], mpy)
+        env = None
+        if entry is None:
+            raise Refused("manifest: no %s" % boot.ENTRY)
+        if not 0 < count <= MAX_FILES:
+            raise Refused("manifest: %d files" % count)
+        self.node.emit("ota_progress", {"version": job["v"], "files": 0, "of": count, "bytes": total})
+        quarter = (count + 3) // 4
+        # pass 2: each file (the entry last), verified where it is or fetched
+        done = 0
+        with fs.open(base + NEW, "rb") as f:
+            for e in manifest_entries(f, []):
+                path, sha, size = check_entry(e)
+                if path != boot.ENTRY:
+                    await self._install(prefix, base, path, sha, size)
+                    done += 1
+                    self.done_files = done
+                    if done % quarter == 0:
+                        self.node.emit("ota_progress", {"version": job["v"], "files": done, "of": count})
+        await self._install(prefix, base, entry[0], entry[1], entry[2])
+        self.done_files = count
+        self._buf = self._head = None  # the downloads are over: their buffers go
+        # what the bundle holds, as "\npath\npath\n" in one block (a dict of strings would cost more)
+        keep = bytearray(b"\n" + MANIFEST + "\n")
+        with fs.open(base + NEW, "rb") as f:
+            for e in manifest_entries(f, []):
+                keep.extend(e["path"])
+                keep.extend(b"\n")
         fs.rename(base + NEW, base + MANIFEST)
-        keep[MANIFEST] = True
         self._sweep(base, "", keep)
+        keep = None
         # the switch: one atomic rename of /boot.json
         boot.save(fs, {"active": slot, "previous": self.slot, "state": "trial", "version": job["v"],
                        "from": VERSION})
@@ -326,6 +395,12 @@ class Ota:
         self._drop_job()
         self.node.emit("ota_switched", {"version": job["v"], "from": VERSION, "slot": slot})
         await self._reboot_soon()
+
+    async def _install(self, prefix, base, path, sha, size):
+        target = base + path
+        if not self._verified(target, sha, size):
+            self._mkdirs(target)
+            await self._fetch(prefix + sha, target, sha, size, path)
 
     async def _reboot_soon(self):
         """Let the events out (ota_switched, at most 10 s), then reboot into the trial slot."""
@@ -450,7 +525,7 @@ class Ota:
             path = rel + name
             if fs.isdir(base + path):
                 self._sweep(base, path + "/", keep)
-            elif path not in keep:
+            elif ("\n%s\n" % path).encode() not in keep:
                 _remove(fs, base + path)
 
 
