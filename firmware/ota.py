@@ -380,11 +380,10 @@ class Ota:
         self.done_files = count
         self._buf = self._head = None  # the downloads are over: their buffers go
         # what the bundle holds, as "\npath\npath\n" in one block (a dict of strings would cost more)
-        keep = bytearray(b"\n" + MANIFEST + "\n")
+        keep = bytearray(("\n%s\n" % MANIFEST).encode())
         with fs.open(base + NEW, "rb") as f:
             for e in manifest_entries(f, []):
-                keep.extend(e["path"])
-                keep.extend(b"\n")
+                keep.extend(("%s\n" % e["path"]).encode())
         fs.rename(base + NEW, base + MANIFEST)
         self._sweep(base, "", keep)
         keep = None
