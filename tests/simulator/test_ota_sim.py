@@ -41,7 +41,7 @@ class Site:
         self.hosts = {}
         self.stop_http = None
 
-    async def up(self, specs):
+    async def up(self, specs, timeout=60):
         rig = self.rig
         await rig.start()
         self.stop_http = await serve_http(rig)
@@ -54,7 +54,7 @@ class Site:
             flash_node(root, OLD[2], OLD[0])
             self.hosts[b["node"]] = OtaNodeHost(self.tmp, root, cfg, board={"zones": 2, "seed": len(self.hosts) + 1},
                                                 speed=SPEED, start=self.start, epoch=self.epoch).power_on()
-        await self.wait_version(list(self.hosts), "1.0.0")
+        await self.wait_version(list(self.hosts), "1.0.0", timeout)
         return self
 
     async def upload(self, b, replace_on_disk=None):
