@@ -41,6 +41,10 @@
     [audio.tts]
     engine = "espeak"            # or "piper" (falls back to espeak-ng, with a warning, without it)
     model = ""                   # piper: path of the .onnx voice (its .onnx.json beside it)
+
+    [firmware]                   # over-the-air update (docs/ota.md)
+    release_key = ""             # the release public key (PEM or 64 hex digits) bundles must be signed with
+    allow_unsigned = false       # true: accept unsigned bundles too (a lab only)
 """
 from __future__ import annotations
 
