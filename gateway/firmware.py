@@ -441,7 +441,7 @@ class Firmware:
 
     # ---- read models ----------------------------------------------------------------
     def rollout(self, rid: int) -> dict[str, Any]:
-        r = self.db.one("SELECT * FROM rollouts WHERE id = ?", rid)
+        r = self.db.one("SELECT * FROM rollouts WHERE id = ?", rid) if 0 < rid < 2 ** 62 else None
         if r is None:
             raise NotFound("rollout.unknown", "Không có đợt cập nhật %s" % rid, "No rollout %s" % rid, "rollout")
         nodes = [dict(x) for x in self.db.all(

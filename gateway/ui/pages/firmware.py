@@ -38,6 +38,11 @@ FLASH = {"uploaded": N_("The firmware was checked and stored."), "started": N_("
          "cancel": N_("The update is cancelled.")}
 
 
+def _rid(text: str) -> int | None:
+    """A rollout id from the address, or None (anything else: the page shows the latest)."""
+    return int(text) if text.isdigit() and len(text) <= 12 else None
+
+
 def routes(web: Web, router: APIRouter) -> None:
     fw_of = lambda: web.gw.firmware  # noqa: E731  (looked up per request)
 
@@ -64,9 +69,9 @@ def routes(web: Web, router: APIRouter) -> None:
                           first_names=", ".join(zone_names.get(z, z) for z in shown["first_zones"]) if shown else "")
 
     @router.get("/firmware")
-    async def firmware_index(request: Request, rollout: int | None = None, done: str | None = None) -> HTMLResponse:
+    async def firmware_index(request: Request, rollout: str = "", done: str | None = None) -> HTMLResponse:
         ctx = web.ctx(request, "viewer")
-        return page(ctx, rollout, ctx._(FLASH[done]) if done in FLASH else None)
+        return page(ctx, _rid(rollout), ctx._(FLASH[done]) if done in FLASH else None)
 
     def audit(ctx: Ctx, action: str, target: str | None, detail: dict[str, Any]) -> None:
         web.gw.users.audit(ctx.user["username"] if ctx.user else None, action, target, detail)
@@ -98,15 +103,18 @@ def routes(web: Web, router: APIRouter) -> None:
         return web.redirect("/firmware?rollout=%d&done=started" % r["id"])
 
     @router.post("/firmware/rollouts/{rid}/{action}")
-    async def rollout_action(rid: int, action: str, request: Request) -> Response:
+    async def rollout_action(rid: str, action: str, request: Request) -> Response:
         ctx, _form = await web.form(request, "operator")
         fw = fw_of()
+        number = _rid(rid)
+        if number is None:
+            return page(ctx, error=ctx._("Unknown action."), status=404)
         acts = {"pause": fw.pause, "resume": fw.resume, "cancel": fw.cancel}
         if action not in acts:
-            return page(ctx, rid, error=ctx._("Unknown action."), status=404)
+            return page(ctx, number, error=ctx._("Unknown action."), status=404)
         try:
-            r = acts[action](rid)
+            r = acts[action](number)
         except GatewayError as exc:
-            return page(ctx, rid, error=ctx.error_text(exc), status=exc.status)
-        audit(ctx, "rollout." + action, str(rid), {"version": r["version"]})
-        return web.redirect("/firmware?rollout=%d&done=%s" % (rid, action))
+            return page(ctx, number, error=ctx.error_text(exc), status=exc.status)
+        audit(ctx, "rollout." + action, str(number), {"version": r["version"]})
+        return web.redirect("/firmware?rollout=%d&done=%s" % (number, action))
