@@ -379,14 +379,13 @@ class Ota:
         await self._install(prefix, base, entry[0], entry[1], entry[2])
         self.done_files = count
         self._buf = self._head = None  # the downloads are over: their buffers go
-        # what the bundle holds, as "\npath\npath\n" in one block (a dict of strings would cost more)
-        keep = bytearray(("\n%s\n" % MANIFEST).encode())
-        with fs.open(base + NEW, "rb") as f:
-            for e in manifest_entries(f, []):
-                keep.extend(("%s\n" % e["path"]).encode())
         fs.rename(base + NEW, base + MANIFEST)
-        self._sweep(base, "", keep)
-        keep = None
+        # files of an older bundle left in the slot: every manifest file is there, so any beyond
+        # count + 1 (the manifest) is one; only then is each file looked up in the manifest
+        if self._count(base, "") > count + 1:
+            self._sweep(base, "")
+        if self.job is not job:  # a newer command replaced the job meanwhile: it starts over, not this one
+            raise _Corrupt("job replaced")
         # the switch: one atomic rename of /boot.json
         boot.save(fs, {"active": slot, "previous": self.slot, "state": "trial", "version": job["v"],
                        "from": VERSION})
@@ -517,14 +516,32 @@ class Ota:
                 fs.mkdir(sub)
             at = name.find("/", at + 1)
 
-    def _sweep(self, base, rel, keep):
-        """Remove what the bundle does not hold (an older bundle's files, stray parts) from the slot."""
+    def _count(self, base, rel):
+        """Files in the slot (below `rel`)."""
+        fs = self.fs
+        n = 0
+        for name in fs.listdir(base + rel if rel else base[:-1]):
+            n += self._count(base, rel + name + "/") if fs.isdir(base + rel + name) else 1
+        return n
+
+    def _listed(self, base, path):
+        if path == MANIFEST:
+            return True
+        with self.fs.open(base + MANIFEST, "rb") as f:
+            for e in manifest_entries(f, []):
+                if e.get("path") == path:
+                    return True
+        return False
+
+    def _sweep(self, base, rel):
+        """Remove what the bundle does not hold (an older bundle's files, stray parts) from the slot;
+        the manifest is read again for each file (no list of names in RAM)."""
         fs = self.fs
         for name in fs.listdir(base + rel if rel else base[:-1]):
             path = rel + name
             if fs.isdir(base + path):
-                self._sweep(base, path + "/", keep)
-            elif ("\n%s\n" % path).encode() not in keep:
+                self._sweep(base, path + "/")
+            elif not self._listed(base, path):
                 _remove(fs, base + path)
 
 

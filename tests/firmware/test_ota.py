@@ -71,6 +71,9 @@ def test_an_update_switches_to_the_verified_slot_in_trial_and_confirms_when_heal
     k = Kit()
     try:
         serve(k.server, NEW)
+        from tests.firmware.ota_kit import write_slot
+
+        write_slot(k.root, "b", bundle("0.9.0", {"main.py": b"old", "firmware/stale.py": b"# an older bundle's"}))
         k.power_on()
         assert k.slot == "a" and not k.trial
         ack = k.rig.send("ota", ota_args(NEW))
@@ -81,6 +84,9 @@ def test_an_update_switches_to_the_verified_slot_in_trial_and_confirms_when_heal
         assert st["active"] == "b" and st["previous"] == "a" and st["state"] == "trial"
         assert st["version"] == "1.1.0" and st["from"] == "0.1.0"
         assert slot_version(k.root, "b", [NEW]) == "1.1.0" and slot_version(k.root, "a", [OLD]) == "1.0.0"
+        import os
+
+        assert "stale.py" not in os.listdir(k.root + "/app/b/firmware")  # the older bundle's extra file went
         kinds = k.rig.event_kinds()
         assert "ota_progress" in kinds and "ota_switched" in kinds and "ota_failed" not in kinds
         # every file fetched once, by its hash
@@ -260,6 +266,35 @@ def test_the_same_version_is_acknowledged_without_a_download_and_a_retry_is_a_du
         assert k.rig.send("ota", ota_args(NEW), cmd_id="ota-7").applied
         ack = k.rig.send("ota", ota_args(NEW), cmd_id="ota-7")
         assert ack.applied and ack.detail == "duplicate"
+    finally:
+        k.close()
+
+
+def test_a_newer_command_during_a_download_wins():
+    k = Kit()
+    try:
+        other = bundle("1.2.0")
+        serve(k.server, NEW)
+        serve(k.server, other)
+        k.power_on()
+        assert k.rig.send("ota", ota_args(NEW)).applied
+        k.server.delay = 2
+
+        async def both():
+            task = asyncio.create_task(k.rig.node.ota.attempt())
+            for _ in range(2000):  # until its second file is on the way
+                if len(k.server.requests) >= 3:
+                    break
+                await asyncio.sleep(0)
+            assert not task.done()
+            assert k.rig.send("ota", ota_args(other)).applied  # while 1.1.0 downloads
+            await task
+        asyncio.run(both())
+        assert boot_state(k.root)["state"] == "ok" and not k.rig.node.ota.switched  # 1.1.0 did not switch
+        k.update()
+        st = boot_state(k.root)
+        assert st["state"] == "trial" and st["version"] == "1.2.0"
+        assert slot_version(k.root, "b", [other]) == "1.2.0"
     finally:
         k.close()
 
