@@ -33,9 +33,16 @@ apt:
 	  else echo "warning: missing system packages:$$missing (install them as root)" >&2; fi; \
 	fi
 
+# The scenarios (tests/scenarios: whole communes at 1x, mostly waiting on simulated time) run in a
+# second pytest beside the rest; their output is printed when both are done. Either failing fails.
 test: setup
-	$(PY) -m pytest -q
-	$(MAKE) --no-print-directory test-mpy
+	@mkdir -p build
+	@set -o pipefail; ($(PY) -m pytest -q -p no:cacheprovider tests/scenarios > build/test-scenarios.log 2>&1; \
+	  echo $$? > build/test-scenarios.rc) & \
+	$(PY) -m pytest -q --ignore=tests/scenarios; rc=$$?; \
+	$(MAKE) --no-print-directory test-mpy || rc=1; \
+	wait; echo "---- tests/scenarios (run beside the rest) ----"; cat build/test-scenarios.log; \
+	src=$$(cat build/test-scenarios.rc); [ "$$rc" = 0 ] && [ "$$src" = 0 ]
 
 test-py: setup
 	$(PY) -m pytest -q

@@ -77,6 +77,7 @@ def make_gateway(cfg: GatewayConfig, clock: Clock | None = None,
                        log=log, utc_offset=cfg.utc_offset, horizon_days=cfg.horizon_days, clip_seconds=clip_seconds)
     users = Users(db, clock)
     settings = Settings(db, clock)
+    ingest.offline_alert_after = lambda: 60.0 * float(settings.get("offline_alert_min"))
     streams = Streams(hub=StreamHub(log=log, mic_device=cfg.audio_mic_device), db=db,
                       registry=registry, commands=commands, emergencies=emergencies, log=log)
 

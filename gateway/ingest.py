@@ -60,6 +60,9 @@ class Ingest:
         self.on_clock_skew: list[Callable[[str, float], None]] = []  # the node's clock disagrees with ours
         self.on_event: list[Callable[[str, messages.Event], None]] = []  # every new event, after it was handled
         self._skew_sent: dict[str, float] = {}
+        # how long a node stays offline before its `offline` alert opens (the admin setting
+        # offline_alert_min; gateway/app.py wires it): a short drop, e.g. a broker restart, stays quiet
+        self.offline_alert_after: Callable[[], float] = lambda: 0.0
         self.history = TelemetryHistory(db)  # the bounded telemetry history of the charts (table telemetry)
 
     def handle_batch(self, batch: list[tuple[str, bytes]]) -> None:
@@ -113,7 +116,8 @@ class Ingest:
             if row and row["online"] and (state.boot_id is None or state.boot_id == row["boot_id"]):
                 with self.db.tx():
                     self.db.run("UPDATE node_state SET online = 0, offline_since = ? WHERE node_id = ?", now, node_id)
-                    self.alerts.open("offline", node_id, at=now)
+                    if self.offline_alert_after() <= 0:
+                        self.alerts.open("offline", node_id, at=now)
             return
         with self.db.tx():
             self.db.run(
@@ -312,6 +316,18 @@ class Ingest:
         rows = self.db.all(sql + " ORDER BY id DESC LIMIT ?", *args, limit)
         return [dict(r) | {"data": json.loads(r["data"])} for r in rows]
 
+    def item_on_air(self, node_id: str, item_id: str) -> bool:
+        """Does this node's latest word say it is airing this item now? Its newest broadcast event for the
+        item (started, or ended/interrupted/missed/failed), unless a telemetry reading came after it."""
+        row = self.db.one("SELECT kind, received FROM events WHERE node_id = ? AND kind IN ('broadcast_started',"
+                          " 'broadcast_ended', 'broadcast_interrupted', 'broadcast_missed', 'broadcast_failed')"
+                          " AND json_extract(data, '$.id') = ? ORDER BY id DESC LIMIT 1", node_id, item_id)
+        got = self.tele.get(node_id)
+        if got is not None and (row is None or got[0] > row["received"]):
+            amp = got[1].amp if isinstance(got[1].amp, dict) else {}
+            return bool(amp.get("on")) and amp.get("item") == item_id
+        return row is not None and row["kind"] == "broadcast_started"
+
     def item_started(self, node_id: str, item_id: str) -> bool:
         """Did this node report starting this broadcast item?"""
         return self.db.one("SELECT 1 FROM events WHERE node_id = ? AND kind = 'broadcast_started'"
@@ -322,7 +338,8 @@ class Ingest:
 
     # ---- liveness ----------------------------------------------------------
     def sweep(self) -> int:
-        """Mark online nodes that went silent (no will seen: e.g. the broker itself restarted)."""
+        """Mark online nodes that went silent (no will seen: e.g. the broker itself restarted), then open
+        the `offline` alert of each node offline for longer than the setting; returns how many went silent."""
         now = self.clock.now()
         rows = self.db.all("SELECT node_id, last_seen FROM node_state WHERE online = 1 AND last_seen < ?",
                            now - STALE_AFTER_S)
@@ -330,8 +347,21 @@ class Ingest:
             with self.db.tx():
                 self.db.run("UPDATE node_state SET online = 0, offline_since = ? WHERE node_id = ?",
                             row["last_seen"], row["node_id"])
-                self.alerts.open("offline", row["node_id"], at=row["last_seen"])
+        self.open_offline_alerts()
         return len(rows)
+
+    def open_offline_alerts(self) -> int:
+        """An `offline` alert (since the node went offline) for each node offline at least the setting's
+        minutes without one open; it closes when the node is back (`_state`). Returns how many opened."""
+        rows = self.db.all("SELECT node_id, offline_since FROM node_state s WHERE online = 0 AND offline_since <= ?"
+                           " AND NOT EXISTS (SELECT 1 FROM alerts a WHERE a.kind = 'offline' AND a.node_id = s.node_id"
+                           " AND a.closed IS NULL)", self.clock.now() - self.offline_alert_after())
+        opened = 0
+        for row in rows:
+            with self.db.tx():
+                if self.alerts.open("offline", row["node_id"], at=row["offline_since"]) is not None:
+                    opened += 1
+        return opened
 
 
 def _int(v: object) -> int | None:

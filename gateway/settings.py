@@ -11,18 +11,22 @@ from typing import Any
 
 from gateway.clock import Clock
 from gateway.db import Database
+from gateway.emergency import MAX_REPEATS
 from gateway.errors import GatewayError
 
-# key: (default, vi label, en label)
+# key: (default, vi label, en label). The labels here are for the API's error messages; the web UI
+# labels each setting from its own catalogue (gateway/ui/pages/admin.py LABELS).
+# emergency_repeat: the emergency form's preset number of readings (gateway/ui/pages/emergency.py);
+# offline_alert_min: a node offline this long gets its `offline` alert (Ingest.open_offline_alerts).
 SETTINGS: dict[str, tuple[Any, str, str]] = {
     "approval_required": (False, "Lịch phát của người vận hành phải được duyệt trước khi phát",
                           "An operator's new broadcast waits for an approver before it airs"),
     "default_lang": ("vi", "Ngôn ngữ mặc định của giao diện", "Default language of the UI"),
-    "emergency_repeat": (1, "Số lần phát lại mặc định của bản tin khẩn cấp", "Default repeats of an emergency clip"),
+    "emergency_repeat": (1, "Số lần đọc mặc định của bản tin khẩn cấp", "Default number of readings of an emergency broadcast"),
     "offline_alert_min": (5, "Báo mất kết nối sau (phút)", "Report a node offline after (minutes)"),
 }
 CHOICES: dict[str, tuple[Any, ...]] = {"default_lang": ("vi", "en")}
-RANGES: dict[str, tuple[int, int]] = {"emergency_repeat": (1, 10), "offline_alert_min": (1, 120)}
+RANGES: dict[str, tuple[int, int]] = {"emergency_repeat": (1, MAX_REPEATS), "offline_alert_min": (1, 120)}
 
 
 class Settings:

@@ -41,10 +41,13 @@ from hardware import boards
 from hardware.ds3231 import DS3231, fields_from_unix, unix_from_fields
 from hardware.flashfs import DirFS
 from hardware.hal import Hal
+from hardware.ina219 import INA219
+from hardware.lampcurrent import ADC_KINDS, ma_from_samples
 from protocol.messages import VALID_TIME_MAX, VALID_TIME_MIN
 
 _RESET_MARK = b"denloa:reset"  # in RTC memory: survives a reset, lost on a power cut
-_CT_PERIOD_MS = 5000  # a lamp current reading is reused for this long (a reading blocks ~20 ms)
+_CT_PERIOD_MS = 5000  # a lamp current reading is reused for this long (an ADC reading blocks ~20 ms)
+_CURRENT_PART = "lamp_ct"  # the lamp current sensor's name in failed_parts(), whatever its kind
 _SOURCES = ("clip", "stream", "line")
 _RTC_CNTL_RESET_STATE_REG = 0x3FF48034  # ESP32 (classic): reset reason of the PRO CPU in bits 0..5
 _RTCWDT_BROWN_OUT_RESET = 15
@@ -63,6 +66,7 @@ class Esp32Hal(Hal):
         self.config = config
         self._failed_parts: "list[str]" = []
         self._reset_cause = self._read_reset_cause()
+        self._i2c = self._start_i2c()
         self._start_lamp()
         self._start_sensors()
         self._start_pa()
@@ -89,11 +93,33 @@ class Esp32Hal(Hal):
                 self._pwm = machine.PWM(machine.Pin(spec["pin"]), freq=spec["freq_hz"], duty_u16=self._duty(0))
             except Exception as exc:
                 self._failed("dimmer", exc)
-        self._ct_adc = self._adc("lamp_ct")
-        n = board["lamp_ct"]["samples"] if self._ct_adc is not None else 0
+        spec = board["lamp_current"]
+        self._ct_adc: "machine.ADC | None" = None
+        self._ina: "INA219 | None" = None
+        if spec is not None and spec["kind"] in ADC_KINDS:
+            self._ct_adc = self._adc("lamp_current", _CURRENT_PART)
+        elif spec is not None and spec["kind"] == "ina219":
+            self._ina = self._start_ina219(spec)
+        elif spec is not None:
+            self._failed(_CURRENT_PART, "unknown sensor kind %r" % (spec["kind"],))
+        n = spec["samples"] if self._ct_adc is not None else 0
         self._ct_mv = array.array("H", (0 for _ in range(n)))  # allocated once: no garbage per reading
         self._ct_ma: "int | None" = None
         self._ct_at = time.ticks_ms()
+
+    def _start_ina219(self, spec) -> "INA219 | None":
+        if self._i2c is None:
+            self._failed(_CURRENT_PART, "INA219 without a working i2c bus")
+            return None
+        try:
+            ina = INA219(self._i2c, spec["shunt_mohm"], spec["max_ma"], spec["addr"])
+        except ValueError as exc:  # a shunt/range the chip cannot measure
+            self._failed(_CURRENT_PART, exc)
+            return None
+        if not ina.start():
+            self._failed(_CURRENT_PART, "no INA219 answer at 0x%02x" % spec["addr"])
+            return None
+        return ina
 
     def _start_sensors(self):
         board = self.board
@@ -156,14 +182,14 @@ class Esp32Hal(Hal):
             self._failed(key, exc)
             return None
 
-    def _adc(self, key) -> "machine.ADC | None":
+    def _adc(self, key, part=None) -> "machine.ADC | None":
         spec = self.board[key]
         if spec is None:
             return None
         try:
             return machine.ADC(machine.Pin(spec["pin"]), atten=machine.ADC.ATTN_11DB)  # ~0.15-2.45 V
         except Exception as exc:
-            self._failed(key, exc)
+            self._failed(part or key, exc)
             return None
 
     def _drive(self, pin, key, on):
@@ -205,17 +231,26 @@ class Esp32Hal(Hal):
         return self._dim_now
 
     def lamp_current_ma(self):
-        """RMS over one mains cycle (blocks ~1/mains_hz s), reused for 5 s."""
-        if self._ct_adc is None:
+        """CT / ACS712: RMS over one mains cycle (blocks ~1/mains_hz s); INA219: the DC current
+        (its 128-sample average, either direction through the shunt). Reused for 5 s."""
+        if self._ct_adc is None and self._ina is None:
             return None
         now = time.ticks_ms()
         if self._ct_ma is None or time.ticks_diff(now, self._ct_at) >= _CT_PERIOD_MS:
-            self._ct_ma = self._measure_ct()
+            self._ct_ma = self._measure_ct() if self._ina is None else self._measure_ina()
             self._ct_at = now
         return self._ct_ma
 
+    def _measure_ina(self) -> "int | None":
+        ina = self._ina
+        ma = ina.current_ma() if ina is not None else None
+        if ma is None:
+            return None
+        ma = abs(ma)  # a shunt wired the other way round reads the same lamp
+        return 0 if ma < self.board["lamp_current"]["noise_ma"] else ma
+
     def _measure_ct(self) -> "int | None":
-        spec = self.board["lamp_ct"]
+        spec = self.board["lamp_current"]
         adc = self._ct_adc
         if adc is None:
             return None
@@ -230,18 +265,18 @@ class Esp32Hal(Hal):
                 mv[i] = adc.read_uv() // 1000
         except OSError:
             return None
-        mean = sum(mv) // n  # the CT output rides on a mid-supply bias: take it out
-        sq = 0
-        for v in mv:
-            sq += (v - mean) * (v - mean)
-        rms_mv = (sq / n) ** 0.5
-        ma = rms_mv * spec["ct_ratio"] / spec["burden_ohm"] * spec["cal"]
-        return 0 if ma < spec["noise_ma"] else int(ma + 0.5)
+        return ma_from_samples(mv, spec)  # the bias / zero is taken out, RMS, the sensor's scale
 
     def lamp_power_w(self):
         ma = self.lamp_current_ma()
         if ma is None:
             return None
+        ina = self._ina
+        if ina is not None:  # the DC power into the LEDs, grossed up by the driver's efficiency
+            if ma == 0:
+                return 0.0
+            mw = ina.power_mw()
+            return None if mw is None else mw / 1000 / self.board["lamp_current"]["driver_eff"]
         return ma / 1000 * self.board["mains_v"] * self.board["power_factor"]
 
     # ---- sensors -------------------------------------------------------------
@@ -422,15 +457,20 @@ class Esp32Hal(Hal):
                 pass
 
     # ---- time ----------------------------------------------------------------
-    def _start_ds3231(self):
-        if self.board["rtc"] != "ds3231" or self.board["i2c"] is None:
-            return
+    def _start_i2c(self) -> "machine.I2C | None":
         spec = self.board["i2c"]
+        if spec is None:
+            return None
         try:
             scl, sda = machine.Pin(spec["scl"]), machine.Pin(spec["sda"])
-            i2c = machine.I2C(spec["id"], scl=scl, sda=sda, freq=spec["freq"])
+            return machine.I2C(spec["id"], scl=scl, sda=sda, freq=spec["freq"])
         except Exception as exc:
             self._failed("i2c", exc)
+            return None
+
+    def _start_ds3231(self):
+        i2c = self._i2c
+        if self.board["rtc"] != "ds3231" or i2c is None:
             return
         ds = DS3231(i2c)
         if not ds.present():

@@ -36,11 +36,13 @@ class Hal:
         raise NotImplementedError
 
     def lamp_current_ma(self):
-        """Lamp circuit current in mA from the current sensor, or None if not fitted."""
+        """Lamp circuit current in mA from the current sensor, or None if not fitted (a CT or an
+        ACS712 in the mains line: the RMS; an INA219 on an LED driver's DC output: the LED current)."""
         raise NotImplementedError
 
     def lamp_power_w(self):
-        """Active power of the lamp circuit in W (from current x mains voltage), or None."""
+        """Active power of the lamp circuit in W (current x mains voltage x power factor; with an
+        INA219, the DC power over the driver's efficiency), or None."""
         raise NotImplementedError
 
     # ---- sensors -----------------------------------------------------------

@@ -28,6 +28,7 @@ from starlette.datastructures import FormData
 from gateway.errors import GatewayError
 from gateway.service import Gateway
 from gateway.ui.i18n import LANGS, pick_lang, tr, translations
+from gateway.ui.js_strings import for_lang as js_strings
 from gateway.users import ROLES
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -122,7 +123,7 @@ class Web:
         page = self.envs[ctx.lang].get_template(template)
         html = page.render(ctx=ctx, user=ctx.user, csrf=ctx.csrf, lang=ctx.lang, can=ctx.can,
                            site_name=self.gw.cfg.site_name, path=ctx.request.url.path, tz_s=self.gw.cfg.tz_s,
-                           now=self.gw.clock.now(), **values)
+                           now=self.gw.clock.now(), js_strings=js_strings(ctx.lang), **values)
         return HTMLResponse(html, status_code=status, headers={"Cache-Control": "no-store"})
 
     def error_page(self, request: Request, status: int, message: str, code: str | None = None) -> HTMLResponse:

@@ -262,3 +262,89 @@ def test_lamp_hours_and_energy_come_from_the_nodes_counters_across_a_5_hour_outa
         assert b.gw.db.one("SELECT on_s FROM lamp_counters WHERE node_id = 'den-3-08'")[0] == 60
     finally:
         b.close()
+
+
+# ---- 7. the offline alert waits for the admin's delay; a loudspeaker's latest word says if it airs ------------
+
+def test_the_offline_alert_opens_only_after_the_settings_minutes_and_closes_on_return(tmp_path):
+    from gateway.ingest import STALE_AFTER_S
+    bench = Bench(tmp_path, nodes=("den-3-07", "den-3-08"))
+    gw, clock, ingest = bench.gw, bench.clock, bench.gw.ingest
+    try:
+        gw.settings.update({"offline_alert_min": 5}, "admin")
+        bench.birth("den-3-07")
+        went = clock.now()
+        bench.handle("den-3-07", "state", State(False, "b1"))  # its will: offline now
+        assert ingest.live("den-3-07")["online"] is False and not bench.alerts("offline")
+        clock.advance(4 * 60 + 50)
+        ingest.sweep()
+        assert not bench.alerts("offline"), "opened before the 5 minutes"
+        clock.advance(10)
+        ingest.sweep()
+        opened = bench.alerts("offline", open_only=True)
+        assert len(opened) == 1 and opened[0]["node_id"] == "den-3-07" and opened[0]["opened"] == went
+        assert "mất kết nối từ 12:00" in opened[0]["message_vi"]  # since it went, not since the sweep
+        ingest.sweep()
+        assert len(bench.alerts("offline")) == 1  # one alert while it stays offline
+        bench.birth("den-3-07")
+        assert not bench.alerts("offline", open_only=True) and len(bench.alerts("offline")) == 1
+
+        # a short drop (back within the delay) opens nothing
+        bench.handle("den-3-07", "state", State(False, "b1"))
+        clock.advance(120)
+        ingest.sweep()
+        bench.birth("den-3-07")
+        clock.advance(60)
+        ingest.sweep()
+        assert len(bench.alerts("offline")) == 1
+
+        # nodes gone silent (no will): offline from their last word, the alert 5 minutes after that
+        bench.birth("den-3-07")
+        bench.birth("den-3-08")
+        last = clock.now()
+        clock.advance(STALE_AFTER_S + 10)
+        ingest.sweep()
+        assert ingest.live("den-3-08")["online"] is False and not bench.alerts("offline", open_only=True)
+        clock.advance(5 * 60 - STALE_AFTER_S)
+        ingest.sweep()
+        opened = bench.alerts("offline", open_only=True)
+        assert sorted(a["node_id"] for a in opened) == ["den-3-07", "den-3-08"]
+        assert all(a["opened"] == last for a in opened)
+
+        # a new delay applies from the next sweep
+        gw.settings.update({"offline_alert_min": 1}, "admin")
+        bench.birth("den-3-07")
+        assert [a["node_id"] for a in bench.alerts("offline", open_only=True)] == ["den-3-08"]
+        bench.handle("den-3-07", "state", State(False, "b1"))
+        clock.advance(50)
+        ingest.sweep()
+        assert [a["node_id"] for a in bench.alerts("offline", open_only=True)] == ["den-3-08"]
+        clock.advance(11)
+        ingest.sweep()
+        assert sorted(a["node_id"] for a in bench.alerts("offline", open_only=True)) == ["den-3-07", "den-3-08"]
+    finally:
+        bench.close()
+
+
+def test_on_air_follows_the_loudspeakers_latest_word_about_the_item(tmp_path):
+    bench = Bench(tmp_path, nodes=("loa-3-01",))
+    ingest, clock = bench.gw.ingest, bench.clock
+    try:
+        bench.birth("loa-3-01")
+        assert not ingest.item_on_air("loa-3-01", "e7")
+        bench.event("loa-3-01", "broadcast_started", {"id": "e7"})
+        assert ingest.item_on_air("loa-3-01", "e7") and not ingest.item_on_air("loa-3-01", "e8")
+        clock.advance(5)
+        bench.event("loa-3-01", "broadcast_interrupted", {"id": "e7", "secs": 5})  # Stop
+        assert not ingest.item_on_air("loa-3-01", "e7")
+        clock.advance(5)  # a reading after the events is the newer word
+        bench.handle("loa-3-01", "tele", Telemetry("b1", int(clock.now()), 60, "synced",
+                                                   amp={"on": True, "zones": [1], "src": "clip", "vol": 80,
+                                                        "item": "e8"}))
+        assert ingest.item_on_air("loa-3-01", "e8") and not ingest.item_on_air("loa-3-01", "e7")
+        clock.advance(5)
+        bench.handle("loa-3-01", "tele", Telemetry("b1", int(clock.now()), 65, "synced",
+                                                   amp={"on": False, "zones": [], "src": None, "vol": 80, "item": None}))
+        assert not ingest.item_on_air("loa-3-01", "e8")
+    finally:
+        bench.close()

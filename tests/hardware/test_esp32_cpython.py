@@ -19,9 +19,11 @@ import pytest
 
 from hardware import boards
 from tests.hardware.test_ds3231 import FakeDS3231Bus
+from tests.hardware.test_ina219 import FakeINA219Bus
 
 ROOT = Path(__file__).resolve().parents[2]
-TYPED = ["hardware/esp32.py", "hardware/ds3231.py", "hardware/boards.py"]
+TYPED = ["hardware/esp32.py", "hardware/ds3231.py", "hardware/boards.py", "hardware/ina219.py",
+         "hardware/lampcurrent.py"]
 
 
 # ---- mpy-cross -----------------------------------------------------------------
@@ -166,6 +168,7 @@ class World:
         self.mem32 = {}  # address -> word: registers machine.mem32 reads (absent: the read raises)
         self.resets = 0
         self.i2c = FakeDS3231Bus()
+        self.ina = FakeINA219Bus()  # at 0x40, on the same bus (answers only on boards that use it)
         self.i2s_room = 1 << 30
         self.i2s_written = []
         self.wdt = None
@@ -238,15 +241,18 @@ def fake_modules(world):
         def __init__(self, id, *, scl, sda, freq):
             failing("I2C")
 
-        def readfrom_mem(self, addr, reg, n):
-            if world.i2c is None:
+        @staticmethod
+        def _chip(addr):
+            chip = world.ina if addr == 0x40 else world.i2c
+            if chip is None:
                 raise OSError(19)
-            return world.i2c.readfrom_mem(addr, reg, n)
+            return chip
+
+        def readfrom_mem(self, addr, reg, n):
+            return self._chip(addr).readfrom_mem(addr, reg, n)
 
         def writeto_mem(self, addr, reg, buf):
-            if world.i2c is None:
-                raise OSError(19)
-            return world.i2c.writeto_mem(addr, reg, buf)
+            return self._chip(addr).writeto_mem(addr, reg, buf)
 
     class I2S:
         TX, MONO, STEREO = 2, 0, 1
@@ -445,6 +451,48 @@ def test_lamp_current_is_the_rms_over_one_mains_cycle(world, make_hal):
     world.adc[36] = ct_signal(10)  # below the noise floor: a burnt lamp reads 0
     world.us += 5_000_000
     assert hal.lamp_current_ma() == 0
+
+
+def acs712_signal(rms_ma, mv_per_a=185, divider=1.5, vcc_mv=5000, hz=50):
+    peak_uv = rms_ma * mv_per_a * math.sqrt(2) / divider
+    return lambda us: vcc_mv / 2 / divider * 1000 + peak_uv * math.sin(2 * math.pi * hz * us / 1e6)
+
+
+def test_acs712_lamp_current_and_power(world, make_hal):
+    hal = make_hal("devkitc-pole")
+    world.adc[36] = acs712_signal(700)  # a 150 W lamp
+    world.us += 1_234
+    ma = hal.lamp_current_ma()
+    assert abs(ma - 700) <= 10, ma
+    assert abs(hal.lamp_power_w() - ma / 1000 * 220 * 0.95) < 0.01
+    world.adc[36] = acs712_signal(0, vcc_mv=4800)  # the 5 V rail sags: the zero moves, no current
+    world.us += 5_000_000
+    assert hal.lamp_current_ma() == 0
+    assert hal.failed_parts() == []
+
+
+def test_ina219_lamp_current_and_power(world, make_hal):
+    world.ina.ma, world.ina.bus_mv = 2500, 24000
+    hal = make_hal("devkitc-pa-line")
+    assert hal.failed_parts() == [] and world.ina.cal == 4178
+    assert abs(hal.lamp_current_ma() - 2500) <= 2
+    assert abs(hal.lamp_power_w() - 24 * 2.5 / 0.9) < 0.1  # DC power over the driver's efficiency
+    world.ina.ma = -1000  # the shunt wired the other way round: the same lamp
+    world.us += 5_000_000
+    assert abs(hal.lamp_current_ma() - 1000) <= 2
+    world.ina.ma = 5  # leakage through an off driver: under the noise floor
+    world.us += 5_000_000
+    assert hal.lamp_current_ma() == 0 and hal.lamp_power_w() == 0.0
+    world.ina.broken = True
+    world.us += 5_000_000
+    assert hal.lamp_current_ma() is None and hal.lamp_power_w() is None
+
+
+def test_a_missing_ina219_is_a_failed_lamp_current_sensor(world, make_hal):
+    world.ina = None
+    hal = make_hal("devkitc-pa-line")
+    assert hal.failed_parts() == ["lamp_ct"] and hal.lamp_current_ma() is None
+    assert hal.rtc_kind() == "ds3231"  # the DS3231 on the same bus is fine
 
 
 def test_photocell_adc_hysteresis_and_digital(world, make_hal):

@@ -1,6 +1,7 @@
 """Browser tests: Playwright for Python driving Debian's Chromium headless (never Playwright's own browser
 download, which cannot work on these machines), against `Commune` (tests/ui/commune.py): a real gateway
-on a real port with real firmware nodes. One commune and one browser serve the whole session.
+on a real port with real firmware nodes. One commune and one browser serve every test of
+tests/ui (package scope: they are gone before any other folder's tests run, whatever the order).
 
 Fixtures:
 - `commune`: the running commune (URL, users, `truth()`, `call()`, `client(user)`).
@@ -30,14 +31,14 @@ def pytest_collection_modifyitems(config, items):
                 item.add_marker(skip)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def commune(tmp_path_factory):
     c = Commune(tmp_path_factory.mktemp("commune")).start()
     yield c
     c.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser():
     from playwright.sync_api import sync_playwright
 
@@ -50,22 +51,28 @@ def browser():
         b.close()
 
 
+def logged_in(browser, commune, username, viewport=DESKTOP):
+    """(context, page) of a new browser context logged in as `username` through the login form."""
+    context = browser.new_context(viewport=viewport, locale="vi-VN", timezone_id="Asia/Ho_Chi_Minh",
+                                  base_url=commune.url)
+    context.grant_permissions(["microphone"], origin=commune.url)
+    page = context.new_page()
+    page.set_default_timeout(15000)
+    page.goto("/login")
+    page.fill("#username", username)
+    page.fill("#password", USERS[username][2])
+    page.click("button[type=submit]")
+    page.wait_for_url(lambda url: "/login" not in url)
+    return context, page
+
+
 @pytest.fixture
 def login(commune, browser):
     contexts = []
 
     def open_as(username="admin", phone=False, lang=None):
-        context = browser.new_context(viewport=PHONE if phone else DESKTOP, locale="vi-VN",
-                                      timezone_id="Asia/Ho_Chi_Minh", base_url=commune.url)
-        context.grant_permissions(["microphone"], origin=commune.url)
+        context, page = logged_in(browser, commune, username, PHONE if phone else DESKTOP)
         contexts.append(context)
-        page = context.new_page()
-        page.set_default_timeout(15000)
-        page.goto("/login")
-        page.fill("#username", username)
-        page.fill("#password", USERS[username][2])
-        page.click("button[type=submit]")
-        page.wait_for_url(lambda url: "/login" not in url)
         if lang:
             page.goto("/lang/%s?next=/" % lang)
         return page
@@ -82,11 +89,27 @@ def shot():
     def take(page, name):
         size = page.viewport_size
         for label, viewport in (("desktop", DESKTOP), ("phone", PHONE)):
-            page.set_viewport_size(viewport)
-            page.wait_for_timeout(150)
+            resize(page, viewport)
             page.screenshot(path=os.path.join(SHOTS, "%s-%s.png" % (name, label)), full_page=True)
-        page.set_viewport_size(size)
+        resize(page, size)
     return take
+
+
+def resize(page, viewport):
+    """Set the viewport and wait until the page is drawn for it: loaded, fonts ready, the charts (static/nodes.js
+    redraws them on resize and marks #charts[data-drawn] after each drawing) drawn again with a uPlot canvas in
+    every chart that has points, then two animation frames for layout and paint. No fixed sleep."""
+    charts = page.locator("#charts").count() > 0
+    changed = page.viewport_size != viewport
+    if charts and changed:  # the mark goes; the redraw the resize causes puts it back
+        page.evaluate("document.getElementById('charts').removeAttribute('data-drawn')")
+    page.set_viewport_size(viewport)
+    page.wait_for_load_state("load")
+    if charts:
+        page.wait_for_selector("#charts[data-drawn]", state="attached", timeout=20000)
+        page.wait_for_function("""() => [...document.querySelectorAll('#charts figure.chart')].every(f =>
+            !window.uPlot || f.getAttribute('data-points') === '0' || f.querySelector('.plot canvas'))""", timeout=20000)
+    page.evaluate("() => document.fonts.ready.then(() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r))))")
 
 
 @pytest.fixture

@@ -159,7 +159,23 @@ def test_every_state_changing_route_wants_the_csrf_token(commune):
 
 # ---- 4. bad input: plain answers, never a 500 nor a traceback ----------------------------------------------
 BAD_IDS = ("khong-co-9", "x" * 300, "..%2F..%2Fetc", "đèn số 1", "-1", "0")
-BAD_QUERY = ("abc", "-1", "", "2026-13", "<script>", "9" * 30)
+BAD_QUERY = ("abc", "-1", "", "2026-13", "<script>", "9" * 30,
+             "²", "nan", "1e400", "0001-01-01", "9999-12-31")  # isdigit() but not int(); float edge; calendar ends
+REAL_PARAM = {"node_id": "loa-1-1", "zone_id": "thon-1", "username": "congan", "scope": "zone", "target": "thon-1",
+              "lang": "vi"}
+# forms whose fields are each wrong in a way that once made a 500 (nothing in them can be stored)
+BAD_FORMS = (
+    {"repeat": "monthly", "date": "31/12/9999", "time": "06:00", "monthday": "²", "vol": "²", "op": "set_volume",
+     "emergency_repeat": "²", "offline_alert_min": "²", "zones": "all", "source": "line", "duration_min": "nan"},
+    {"repeat": "monthly", "date": "31/12/9999", "time": "06:00", "monthday": "1", "zones": "all", "source": "line",
+     "duration_min": "30", "offline_alert_min": "1e400", "emergency_repeat": "nan"},
+    {"repeat": "once", "date": "01/01/2030", "time": "06:00", "zones": "all", "source": "line", "duration_min": "nan",
+     "title": "x", "category": "news", "priority": "0", "volume": "50"},
+    {"repeat": "once", "date": "01/01/2030", "time": "06:00", "zones": "all", "source": "line", "duration_min": "1e400",
+     "title": "x", "category": "news", "priority": "0", "volume": "50", "page": "²", "hours": "nan"},
+    {"repeat": "days", "days": "SU", "date": "9999-12-31", "time": "06:00", "zones": "all", "source": "tts",
+     "tts_text": "x", "speed": "nan", "title": "x", "category": "news", "priority": "0", "volume": "50"},
+)
 GETS = [e for e in PRIVATE if e.method == "GET" and not e.node and not e.mount]
 
 
@@ -172,6 +188,8 @@ def _clean(status, body, what):
 def test_bad_ids_and_query_values_get_a_plain_answer(endpoint, clients):
     admin = clients["admin"]
     paths = [fill(endpoint.path, bad) for bad in BAD_IDS] if endpoint.params else [endpoint.path]
+    if endpoint.params and all(name in REAL_PARAM for name in routewalk.PARAM.findall(endpoint.path)):
+        paths.append(fill(endpoint.path, REAL_PARAM.get))  # a real node etc.: the query is read past the lookup
     for path in paths:
         for name in endpoint.query or (None,):
             for value in BAD_QUERY if name else (None,):
@@ -202,7 +220,8 @@ def test_bad_bodies_and_forms_get_a_plain_answer(commune, clients):
                 path = fill(endpoint.path, bad) if bad else endpoint.path
                 for form in ({"csrf": csrf_of(admin)},
                              {"csrf": csrf_of(admin), "name": "\x00" * 3, "role": "root", "month": "2026-13",
-                              "offline_alert_min": "nhiều", "password": "x", "username": "<b>"}):
+                              "offline_alert_min": "nhiều", "password": "x", "username": "<b>"},
+                             *({"csrf": csrf_of(admin)} | bad_form for bad_form in BAD_FORMS)):
                     status, _h, text = _send(admin, endpoint, path=path, form=form)
                     _clean(status, text, "POST %s %r" % (path, sorted(form)))
     finally:

@@ -10,8 +10,7 @@ import re
 import pytest
 
 from tests.ui import routewalk
-from tests.ui.commune import USERS
-from tests.ui.conftest import DESKTOP
+from tests.ui.conftest import logged_in
 
 PAGES = routewalk.page_gets()
 ENGLISH = ("Dashboard", "Broadcasts", "Lamp programs", "Devices", "Reports", "Admin", "Log out", "EMERGENCY",
@@ -21,16 +20,7 @@ CHANGES = ("hx-post", "hx-put", "hx-patch", "hx-delete")
 
 
 def _context(browser, commune, username):
-    context = browser.new_context(viewport=DESKTOP, locale="vi-VN", timezone_id="Asia/Ho_Chi_Minh",
-                                  base_url=commune.url)
-    page = context.new_page()
-    page.set_default_timeout(15000)
-    page.goto("/login")
-    page.fill("#username", username)
-    page.fill("#password", USERS[username][2])
-    page.click("button[type=submit]")
-    page.wait_for_url(lambda url: "/login" not in url)
-    return context, page
+    return logged_in(browser, commune, username)
 
 
 @pytest.fixture(scope="module")

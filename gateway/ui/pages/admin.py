@@ -11,6 +11,7 @@ gateway/settings.py), audits, and renders; an error goes next to its field.
 """
 from __future__ import annotations
 
+import re
 import secrets
 from typing import Any
 
@@ -24,6 +25,7 @@ from gateway.ui.web import Ctx, Web
 from gateway.users import ROLES
 
 AUDIT_PAGE = 50
+WHOLE = re.compile(r"-?[0-9]{1,9}")  # ASCII digits only: '²'.isdigit() is True but int('²') fails
 SHOWN_ONCE_S = 300  # a generated password not looked at within this is forgotten
 
 
@@ -35,6 +37,11 @@ def N_(message: str) -> str:
 DONE = {"created": N_("The user was added."), "saved": N_("Saved."), "disabled": N_("The account is disabled; its sessions have ended."),
         "enabled": N_("The account is enabled."), "password": N_("The new password is set; the user's sessions have ended."),
         "settings": N_("The settings are saved.")}
+# each setting of gateway/settings.py, labelled from the catalogue
+LABELS = {"approval_required": N_("An operator's new broadcast waits for an approver before it airs"),
+          "default_lang": N_("Default language of the UI"),
+          "emergency_repeat": N_("Default number of readings of an emergency broadcast"),
+          "offline_alert_min": N_("Report a device offline after (minutes)")}
 ROLE_LABELS = {"viewer": N_("viewer"), "operator": N_("operator"), "admin": N_("admin")}
 
 
@@ -151,7 +158,7 @@ def routes(web: Web, router: APIRouter) -> None:
     @router.get("/admin/audit")
     async def audit_log(request: Request, user: str = "", action: str = "", page: str = "1") -> HTMLResponse:
         ctx = web.ctx(request, "admin")
-        number = int(page) if page.isdigit() and int(page) > 0 else 1
+        number = int(page) if WHOLE.fullmatch(page) and int(page) > 0 else 1
         total = users.audit_count(user or None, action or None)
         pages = max(1, (total + AUDIT_PAGE - 1) // AUDIT_PAGE)
         number = min(number, pages)
@@ -163,10 +170,10 @@ def routes(web: Web, router: APIRouter) -> None:
     # ---- settings ----------------------------------------------------------
     def settings_page(ctx: Ctx, status: int = 200, **values: Any) -> HTMLResponse:
         fields = []
-        for key, (default, vi, en) in SETTINGS.items():
+        for key, (default, _vi, _en) in SETTINGS.items():
             kind = "bool" if isinstance(default, bool) else "int" if isinstance(default, int) else "choice" \
                 if key in CHOICES else "text"
-            fields.append({"key": key, "label": vi if ctx.lang == "vi" else en, "kind": kind,
+            fields.append({"key": key, "label": ctx._(LABELS[key]), "kind": kind,
                            "choices": CHOICES.get(key, ()), "range": RANGES.get(key)})
         current = values.pop("current", None) or web.gw.settings.all()
         return web.render(ctx, "admin/settings.html", status=status, fields=fields, current=current, **values)
@@ -191,7 +198,7 @@ def routes(web: Web, router: APIRouter) -> None:
                 value = text in ("on", "1", "true")
                 typed[key] = value
             elif isinstance(default, int):
-                value = int(text) if text.lstrip("-").isdigit() and len(text) < 10 else text
+                value = int(text) if WHOLE.fullmatch(text) else text
             try:
                 values[key] = web.gw.settings.check(key, value)
             except GatewayError as exc:

@@ -83,6 +83,15 @@ def repeat_text(ctx: Ctx, schedule: dict[str, Any]) -> str:
     return ctx._("From %(day)s at %(time)s, rule %(rule)s", day=day, time=f["time"], rule=f["custom"])
 
 
+def start_text(start: str) -> str:
+    """A schedule's local start "YYYY-MM-DDTHH:MM" as staff read it: dd/mm/yyyy HH:MM."""
+    day, _sep, at = str(start).partition("T")
+    try:
+        return "%s %s" % (dmy(date.fromisoformat(day)), at[:5])
+    except ValueError:
+        return str(start)
+
+
 def _fields(form: FormData) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key in set(form.keys()):
@@ -149,7 +158,7 @@ def routes(web: Web, router: APIRouter) -> None:
                           today=today(), prev_d=prev_d, next_d=next_d, month=anchor.month,
                           schedules=schedules, pending=[s for s in schedules if s["pending"]],
                           clip_titles=dict((c["id"], c["title"]) for c in gw.clips.list()),
-                          flash=flash, **common(ctx))
+                          flash=flash, start_text=start_text, **common(ctx))
 
     def render_form(ctx: Ctx, values: dict[str, Any], new: bool, error: GatewayError | None = None,
                     status: int = 200) -> HTMLResponse:

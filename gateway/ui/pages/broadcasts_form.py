@@ -17,16 +17,20 @@ A weekly or monthly start moves forward to the first day the rule airs.
 """
 from __future__ import annotations
 
+import math
 import re
 from datetime import date, timedelta
 from typing import Any, NoReturn
 
 from gateway.errors import GatewayError
+from protocol.plan import MAX_DURATION
 
 REPEATS = ("once", "daily", "weekdays", "days", "range", "monthly", "custom")
 WEEKDAYS = ("MO", "TU", "WE", "TH", "FR", "SA", "SU")
 SOURCES = ("clip", "upload", "recording", "tts", "line", "stream")
 VOICES = ("north", "central", "south")
+MAX_DURATION_MIN = MAX_DURATION // 60  # a line or stream broadcast's longest (protocol/plan.py)
+FIRST_YEAR, LAST_YEAR = 2000, 2100  # the dates a schedule may have
 _DATE = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})\Z")
 _DMY = re.compile(r"([0-9]{1,2})[/.-]([0-9]{1,2})[/.-]([0-9]{4})\Z")
 _TIME = re.compile(r"([0-9]{1,2}):([0-9]{2})\Z")
@@ -44,17 +48,22 @@ def dmy(d: date) -> str:
 
 
 def parse_date(text: str, field: str = "date") -> date:
-    """dd/mm/yyyy as staff type it (or yyyy-mm-dd, the calendar's links)."""
+    """dd/mm/yyyy as staff type it (or yyyy-mm-dd, the calendar's links), in the years FIRST_YEAR..LAST_YEAR
+    (a calendar at year 1 or 9999 would step past what `date` can hold)."""
     iso = _DATE.match(text.strip()) if text else None
     vn = _DMY.match(text.strip()) if text else None
+    found: date | None = None
     try:
         if iso:
-            return date(int(iso.group(1)), int(iso.group(2)), int(iso.group(3)))
-        if vn:
-            return date(int(vn.group(3)), int(vn.group(2)), int(vn.group(1)))
+            found = date(int(iso.group(1)), int(iso.group(2)), int(iso.group(3)))
+        elif vn:
+            found = date(int(vn.group(3)), int(vn.group(2)), int(vn.group(1)))
     except ValueError:
         pass
-    _bad(field, "Ngày không hợp lệ (dd/mm/yyyy)", "Not a valid date (dd/mm/yyyy)")
+    if found is not None and FIRST_YEAR <= found.year <= LAST_YEAR:
+        return found
+    _bad(field, "Ngày không hợp lệ (dd/mm/yyyy, năm %d đến %d)" % (FIRST_YEAR, LAST_YEAR),
+         "Not a valid date (dd/mm/yyyy, years %d to %d)" % (FIRST_YEAR, LAST_YEAR))
 
 
 def parse_time(text: str) -> tuple[int, int]:
@@ -87,7 +96,7 @@ def recurrence(repeat: str, day: str, at: str, until: str = "", days: list[str] 
             _bad("until", "Ngày kết thúc phải sau hoặc bằng ngày bắt đầu", "The end date must not be before the start")
         rule = "FREQ=DAILY;UNTIL=%04d%02d%02dT235959" % (last.year, last.month, last.day)
     elif repeat == "monthly":
-        if not monthday.strip().isdigit() or not 1 <= int(monthday) <= 31:
+        if not re.fullmatch(r"[0-9]{1,2}", monthday.strip()) or not 1 <= int(monthday) <= 31:
             _bad("monthday", "Ngày trong tháng phải từ 1 đến 31", "Day of the month must be 1 to 31")
         n = int(monthday)
         rule = "FREQ=MONTHLY;BYMONTHDAY=%d" % n
@@ -167,6 +176,8 @@ def schedule_body(f: dict[str, Any], zone_ids: list[str]) -> tuple[dict[str, Any
         try:
             speed = float(f.get("speed", "1.0").replace(",", "."))
         except ValueError:
+            speed = math.nan
+        if not math.isfinite(speed):
             _bad("speed", "Tốc độ đọc không hợp lệ", "Not a valid reading speed")
         voice = f.get("voice", "north")
         if voice not in VOICES:
@@ -177,7 +188,10 @@ def schedule_body(f: dict[str, Any], zone_ids: list[str]) -> tuple[dict[str, Any
         try:
             minutes = float(f.get("duration_min", "").replace(",", "."))
         except ValueError:
-            _bad("duration_min", "Thời lượng (phút) phải là một số", "Duration (minutes) must be a number")
+            minutes = math.nan
+        if not math.isfinite(minutes) or not 0 < minutes <= MAX_DURATION_MIN:
+            _bad("duration_min", "Thời lượng phải từ hơn 0 đến %d phút" % MAX_DURATION_MIN,
+                 "Duration must be more than 0 and at most %d minutes" % MAX_DURATION_MIN)
         body.update(source=source, ref=f.get("stream", "").strip() if source == "stream" else None,
                     duration_s=max(1, int(round(minutes * 60))))
     else:

@@ -35,8 +35,26 @@ FAULT_KINDS = ("lamp_fault", "day_burner", "part_failed", "safe_mode", "storage_
 
 
 # ---- states in words -------------------------------------------------------------------------
-def node_state(ctx: Ctx, node: dict[str, Any], live: dict[str, Any], faults: list[str]) -> dict[str, Any]:
-    """A node's live state for the map and the table: CSS classes and plain words."""
+def local_when(t: float, now: float, tz_s: int) -> str:
+    """A moment in the site's time as staff read it: HH:MM today, dd/mm/yyyy HH:MM on another day
+    (the same-day rule of templates/nodes/_conn.html)."""
+    same_day = int((t + tz_s) // 86400) == int((now + tz_s) // 86400)
+    return time.strftime("%H:%M" if same_day else "%d/%m/%Y %H:%M", time.gmtime(float(t) + tz_s))
+
+
+def conn_text(ctx: Ctx, live: dict[str, Any], now: float, tz_s: int) -> str:
+    """The connection in words, dated as on the devices pages ("offline since 17:02" / "since 12/05/2026 17:02")."""
+    if live.get("online"):
+        return ctx._("online")
+    if live.get("offline_since"):
+        return ctx._("offline since %(time)s", time=local_when(float(live["offline_since"]), now, tz_s))
+    return ctx._("offline") if live else ctx._("never connected")
+
+
+def node_state(ctx: Ctx, node: dict[str, Any], live: dict[str, Any], faults: list[str], now: float = 0.0,
+               tz_s: int = 0) -> dict[str, Any]:
+    """A node's live state for the map and the table: CSS classes and plain words. `conn_text` is the
+    connection dated like the devices list's badge (nodes/_conn.html) for a live update of that badge."""
     _ = ctx._
     online = bool(live.get("online"))
     tele = live.get("tele") or {}
@@ -46,6 +64,7 @@ def node_state(ctx: Ctx, node: dict[str, Any], live: dict[str, Any], faults: lis
     classes = ["node"]
     out: dict[str, Any] = {"online": online, "failed": failed, "tele": live.get("tele")}
     out["online_text"] = _("Connected") if online else _("Offline")
+    out["conn_text"] = conn_text(ctx, live, now, tz_s)
     if not online:
         classes.append("offline")
     if has_lamp(node):
@@ -136,7 +155,8 @@ def snapshot(web: Web, ctx: Ctx) -> dict[str, Any]:
     names: dict[str, str] = {}
     for node in gw.registry.nodes():
         names[node["id"]] = node["name"]
-        nodes[node["id"]] = node_state(ctx, node, gw.ingest.live(node["id"]), faults.get(node["id"], []))
+        nodes[node["id"]] = node_state(ctx, node, gw.ingest.live(node["id"]), faults.get(node["id"], []),
+                                       gw.clock.now(), gw.cfg.tz_s)
     return {"nodes": nodes, "alerts": _alert_rows(ctx, alerts), "onair": on_air(web, ctx, nodes, names),
             "emergency": active_emergencies(web, ctx)}
 
@@ -147,7 +167,7 @@ def active_emergencies(web: Web, ctx: Ctx) -> list[dict[str, Any]]:
     out = []
     for e in gw.emergencies.active(gw.clock.now()):
         progress = gw.commands.batch_progress(e["batch"])
-        since = time.strftime("%H:%M", time.gmtime(float(e["started"]) + gw.cfg.tz_s))
+        since = local_when(float(e["started"]), gw.clock.now(), gw.cfg.tz_s)
         out.append(dict(e, applied=progress["applied"], total=progress["total"],
                         text=ctx._("EMERGENCY broadcast on air since %(t)s", t=since),
                         count=ctx._("%(n)s of %(total)s loudspeakers confirmed", n=progress["applied"],
@@ -238,7 +258,7 @@ def routes(web: Web, router: APIRouter) -> None:
         rows = [dict(n, state=snap["nodes"][n["id"]], zone_names=[zone_names.get(z, z) for z in n["zones"]],
                      lamp=has_lamp(n), speaker=has_speaker(n)) for n in nodes]
         return web.render(ctx, "dashboard/index.html", nodes=rows, layout=map_layout(nodes, zones), snap=snap,
-                          today=today_broadcasts(web), live_json=json.dumps(snap, ensure_ascii=False))
+                          today=today_broadcasts(web))
 
     @router.get("/live")
     async def live(request: Request) -> StreamingResponse:
@@ -261,4 +281,4 @@ def routes(web: Web, router: APIRouter) -> None:
                                  headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
 
-__all__ = ["routes", "snapshot", "node_state", "map_layout"]
+__all__ = ["routes", "snapshot", "node_state", "map_layout", "local_when", "conn_text"]

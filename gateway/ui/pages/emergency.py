@@ -19,7 +19,6 @@ confirm step (gateway/emergency.py `repeated_clip`); the start itself only signs
 """
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -28,6 +27,7 @@ from fastapi.responses import HTMLResponse, Response
 from gateway.emergency import MAX_REPEATS, repeated_clip
 from gateway.errors import GatewayError
 from gateway.registry import has_speaker
+from gateway.ui.pages.dashboard import local_when
 from gateway.ui.web import Ctx, Web
 
 VOICES = ("north", "central", "south")
@@ -62,6 +62,14 @@ def _form_page(web: Web, ctx: Ctx, values: dict[str, Any], errors: dict[str, str
                       values=values, errors=errors or {}, max_repeats=MAX_REPEATS, voices=VOICES)
 
 
+def default_repeats(web: Web) -> int:
+    """The form's preset number of readings: the admin setting emergency_repeat (1..MAX_REPEATS)."""
+    try:
+        return min(max(int(web.gw.settings.get("emergency_repeat")), 1), MAX_REPEATS)
+    except (TypeError, ValueError):
+        return 1
+
+
 def _int(value: Any, lo: int, hi: int, default: int) -> int | None:
     try:
         n = int(str(value if value not in (None, "") else default).strip())
@@ -77,8 +85,7 @@ def node_rows(web: Web, ctx: Ctx, batch: str) -> list[dict[str, Any]]:
     for cmd in gw.emergencies.commands_of(batch):
         node_id = cmd["node_id"]
         live = gw.ingest.live(node_id)
-        amp = (live.get("tele") or {}).get("amp") or {}
-        on_air = gw.ingest.item_started(node_id, batch) or amp.get("item") == batch
+        on_air = bool(live.get("online")) and gw.ingest.item_on_air(node_id, batch)  # its latest word, so Stop counts
         status = cmd["status"]
         if status == "applied":
             why = ctx._("Confirmed on") if on_air else ctx._("Confirmed; the audio is starting")
@@ -89,7 +96,7 @@ def node_rows(web: Web, ctx: Ctx, batch: str) -> list[dict[str, Any]]:
         elif not live.get("online"):
             since = live.get("offline_since")
             why = (ctx._("Offline since %(t)s: waiting for it to come back",
-                         t=time.strftime("%H:%M", time.gmtime(float(since) + gw.cfg.tz_s)))
+                         t=local_when(float(since), gw.clock.now(), gw.cfg.tz_s))
                    if since else ctx._("Offline: waiting for it to come back"))
         else:
             why = ctx._("Sent, waiting for its answer")
@@ -111,7 +118,8 @@ def routes(web: Web, router: APIRouter) -> None:
     @router.get("/emergency")
     async def emergency_index(request: Request) -> HTMLResponse:
         ctx = web.ctx(request, "operator")
-        return _form_page(web, ctx, {"source": "clip", "repeats": 1, "volume": 100, "voice": "north", "zones": []})
+        return _form_page(web, ctx, {"source": "clip", "repeats": default_repeats(web), "volume": 100,
+                                     "voice": "north", "zones": []})
 
     @router.post("/emergency")
     async def emergency_prepare(request: Request) -> HTMLResponse:
@@ -122,7 +130,7 @@ def routes(web: Web, router: APIRouter) -> None:
             "zones": [str(z) for z in form.getlist("zones")], "all": bool(form.get("all")),
             "source": str(form.get("source") or ""), "clip": str(form.get("clip") or ""),
             "text": str(form.get("text") or ""), "voice": str(form.get("voice") or "north"),
-            "repeats": str(form.get("repeats") or "1"), "volume": str(form.get("volume") or "100")}
+            "repeats": str(form.get("repeats") or default_repeats(web)), "volume": str(form.get("volume") or "100")}
         errors: dict[str, str] = {}
         known = gw.registry.zone_ids()
         zones = sorted(known) if values["all"] else [z for z in values["zones"] if z in known]
@@ -134,7 +142,7 @@ def routes(web: Web, router: APIRouter) -> None:
         source = values["source"]
         if source not in SOURCES:
             errors["source"] = ctx._("Choose what to broadcast.")
-        repeats = _int(values["repeats"], 1, MAX_REPEATS, 1)
+        repeats = _int(values["repeats"], 1, MAX_REPEATS, default_repeats(web))
         if repeats is None:
             errors["repeats"] = ctx._("The number of times is 1 to %(n)s.", n=MAX_REPEATS)
         volume = _int(values["volume"], 0, 100, 100)
@@ -185,7 +193,7 @@ def routes(web: Web, router: APIRouter) -> None:
                 raise GatewayError("volume.invalid", "Âm lượng từ 0 đến 100", "Volume must be 0 to 100", "volume")
             started = await gw.emergencies.start(zones, "clip", ref, volume, gw.emergencies.duration_for(ref), user)
         except GatewayError as exc:
-            values = {"zones": zones, "source": "clip", "clip": ref, "repeats": 1, "volume": volume or 100,
+            values = {"zones": zones, "source": "clip", "clip": ref, "repeats": default_repeats(web), "volume": volume or 100,
                       "voice": "north"}
             return _form_page(web, ctx, values, {exc.field or "zones": ctx.error_text(exc)}, exc.status)
         gw.users.audit(user, "emergency.start", started["batch"], {"zones": started["zones"], "source": "clip",

@@ -8,6 +8,8 @@
 """
 from __future__ import annotations
 
+import math
+import re
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -23,6 +25,7 @@ from protocol import commands as ops
 ACTIONS = (ops.SELF_TEST, ops.REBOOT, ops.SET_VOLUME, ops.REBIRTH)
 MAX_HOURS = 14 * 24
 OFFLINE_FOR = (600, 3600, 86400)
+WHOLE = re.compile(r"[0-9]{1,9}")  # ASCII digits only: '²'.isdigit() is True but int('²') fails
 
 
 def event_names(ctx: Ctx) -> dict[str, str]:
@@ -129,7 +132,7 @@ def routes(web: Web, router: APIRouter) -> None:
     async def nodes_index(request: Request, zone: str = "", kind: str = "", state: str = "", fault: str = "",
                           offline_for: str = "") -> HTMLResponse:
         ctx = web.ctx(request, "viewer")
-        since = int(offline_for) if offline_for.isdigit() else 0
+        since = int(offline_for) if WHOLE.fullmatch(offline_for) else 0
         rows = node_list(web, ctx, zone, kind if kind in ("lamp", "speaker", "both") else "",
                          state if state in ("online", "offline") else "", fault == "1", since)
         return web.render(ctx, "nodes/index.html", rows=rows, zones=gw.registry.zones(), kinds=kind_names(ctx),
@@ -158,7 +161,7 @@ def routes(web: Web, router: APIRouter) -> None:
             raise GatewayError("command.op", "Không có thao tác này", "No such action", "op")
         if op == ops.SET_VOLUME:
             raw = str(form.get("vol") or "").strip()
-            if not raw.isdigit() or not 0 <= int(raw) <= 100:
+            if not WHOLE.fullmatch(raw) or not 0 <= int(raw) <= 100:
                 errors["vol"] = ctx._("Volume must be a whole number from 0 to 100")
             else:
                 args["vol"] = int(raw)
@@ -179,7 +182,7 @@ def routes(web: Web, router: APIRouter) -> None:
             raise GatewayError("login.required", "Vui lòng đăng nhập", "Please log in", status=401)
         gw.users.require(found[0], "viewer")
         gw.registry.node(node_id)
-        hours = min(max(hours, 0.1), MAX_HOURS)
+        hours = min(max(hours, 0.1), MAX_HOURS) if math.isfinite(hours) else 24.0  # ?hours=nan: the default
         now = gw.clock.now()
         series = gw.ingest.history.series(node_id, now - hours * 3600)
         got = gw.ingest.tele.get(node_id)  # the latest reading (kept in memory): the chart ends with it

@@ -2,15 +2,32 @@
    - denloa.api(method, path, body): fetch() to the JSON API with the session's CSRF token;
      rejects with the server's message in the page's language.
    - denloa.live(handler): one EventSource on /live (server-sent events) for the page; handler(kind, data).
-   - denloa.t(vi, en): pick a string by the page's language (for the few strings built in JS). */
+   - denloa.s(key, values): a string the script shows, in the page's language, from the one catalogue:
+     gateway/ui/js_strings.py names the keys, base.html writes their translations once per page
+     (<script type="application/json" id="denloa-strings">); %(name)s is filled from values, %% is "%". */
 (function () {
   "use strict";
   var meta = function (name) { var m = document.querySelector('meta[name="' + name + '"]'); return m ? m.content : ""; };
   var lang = meta("lang") || "vi";
+  var strings = null;
+  var readStrings = function () {
+    var el = document.getElementById("denloa-strings");
+    if (!el) { return {}; }
+    try { strings = JSON.parse(el.textContent) || {}; } catch (x) { strings = {}; }
+    return strings;
+  };
   var denloa = window.denloa = {
     lang: lang,
     csrf: meta("csrf-token"),
-    t: function (vi, en) { return lang === "vi" ? vi : en; },
+    s: function (key, values) {
+      var all = strings || readStrings();
+      var text = Object.prototype.hasOwnProperty.call(all, key) ? all[key] : key;
+      if (!values) { return text; }
+      return text.replace(/%\((\w+)\)s|%%/g, function (whole, name) {
+        if (name === undefined) { return "%"; }
+        return Object.prototype.hasOwnProperty.call(values, name) ? String(values[name]) : whole;
+      });
+    },
     api: function (method, path, body, isForm) {
       var opts = { method: method, headers: { "X-CSRF-Token": denloa.csrf }, credentials: "same-origin" };
       if (body !== undefined && body !== null) {
@@ -22,7 +39,7 @@
         return got.then(function (data) {
           if (r.ok) { return data; }
           var msg = data && (lang === "vi" ? data.message : (data.message_en || data.message));
-          var err = new Error(msg || denloa.t("Không thực hiện được (mã " + r.status + ")", "Could not do that (status " + r.status + ")"));
+          var err = new Error(msg || denloa.s("api.failed", { status: r.status }));
           err.status = r.status; err.data = data; throw err;
         });
       });

@@ -3,7 +3,6 @@
 (function () {
   "use strict";
   var $ = function (id) { return document.getElementById(id); };
-  var t = function (vi, en) { return window.denloa ? window.denloa.t(vi, en) : vi; };
 
   document.querySelectorAll("form[data-confirm]").forEach(function (f) {
     f.addEventListener("submit", function (e) { if (!window.confirm(f.getAttribute("data-confirm"))) { e.preventDefault(); } });
@@ -56,14 +55,14 @@
   var previewUrl = null;
   $("tts-preview").addEventListener("click", function () {
     var status = $("tts-status"), audio = $("tts-audio");
-    status.textContent = t("Đang tạo giọng đọc…", "Making the voice…");
+    status.textContent = window.denloa.s("tts.making");
     window.denloa.api("POST", "/api/tts/preview", {
       text: $("tts_text").value, voice: $("voice").value, speed: parseFloat(String($("speed").value).replace(",", ".")) || 1.0
     }).then(function (blob) {
       if (previewUrl) { URL.revokeObjectURL(previewUrl); }
       previewUrl = URL.createObjectURL(blob);
       audio.src = previewUrl;
-      status.textContent = t("Sẵn sàng: đang phát bản nghe thử", "Ready: playing the preview");
+      status.textContent = window.denloa.s("tts.ready");
       var played = audio.play();
       if (played && played.catch) { played.catch(function () { /* autoplay refused: the controls are there */ }); }
     }).catch(function (err) { refusal(status, err); });
@@ -96,15 +95,15 @@
     fd.append("title", $("title").value || filename);
     fd.append("category", $("category").value);
     fd.append("source", source);
-    say(status, t("Đang tải lên và kiểm tra tệp…", "Uploading and checking the file…"));
+    say(status, window.denloa.s("clip.uploading"));
     return window.denloa.api("POST", "/api/clips", fd, true).then(function (row) {
       addClip(row);
-      say(status, t("Đã thêm vào thư viện: ", "Added to the library: ") + row.title + " (" + Math.round(row.duration_ms / 1000) + " s)");
+      say(status, window.denloa.s("clip.added", { title: row.title, seconds: Math.round(row.duration_ms / 1000) }));
     }).catch(function (err) { refusal(status, err); });
   }
   $("upload-send").addEventListener("click", function () {
     var input = $("upload-file"), status = $("upload-status");
-    if (!input.files || !input.files[0]) { say(status, t("Chưa chọn tệp", "No file chosen"), true); return; }
+    if (!input.files || !input.files[0]) { say(status, window.denloa.s("clip.no_file"), true); return; }
     sendClip(input.files[0], input.files[0].name, "upload", status);
   });
 
@@ -113,7 +112,7 @@
   $("rec-start").addEventListener("click", function () {
     var status = $("rec-status");
     if (!navigator.mediaDevices || !window.MediaRecorder) {
-      say(status, t("Trình duyệt này không ghi âm được", "This browser cannot record"), true); return;
+      say(status, window.denloa.s("rec.unsupported"), true); return;
     }
     navigator.mediaDevices.getUserMedia({ audio: true }).then(function (stream) {
       chunks = [];
@@ -127,8 +126,8 @@
       };
       recorder.start();
       $("rec-start").disabled = true; $("rec-stop").disabled = false;
-      say(status, t("Đang ghi âm… bấm Dừng khi xong", "Recording… press Stop when done"));
-    }).catch(function () { say(status, t("Không mở được micrô (hãy cho phép trình duyệt dùng micrô)", "Could not open the microphone (allow it in the browser)"), true); });
+      say(status, window.denloa.s("rec.recording"));
+    }).catch(function () { say(status, window.denloa.s("rec.no_mic"), true); });
   });
   $("rec-stop").addEventListener("click", function () {
     if (recorder && recorder.state !== "inactive") { recorder.stop(); }

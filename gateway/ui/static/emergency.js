@@ -44,7 +44,7 @@
       }).then(function (started) {
         window.location.href = "/emergency/" + encodeURIComponent(started.batch) + "?stream=" + encodeURIComponent(started.id);
       }).catch(function (err) {
-        error.textContent = (err && err.message) || d.t("Không dùng được micrô của trình duyệt", "The browser's microphone cannot be used");
+        error.textContent = (err && err.message) || window.denloa.s("emergency.no_mic");
         error.hidden = false;
         button.disabled = false;
       });

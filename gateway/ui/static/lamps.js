@@ -23,9 +23,9 @@
         if (!n) { return; }
         var lamp = n.tele && n.tele.lamp;
         var badge = document.createElement("span");
-        if (!n.online) { badge.className = "badge bad"; badge.textContent = denloa.t("mất kết nối", "offline"); }
-        else if (lamp && lamp.lvl > 0) { badge.className = "badge ok"; badge.textContent = denloa.t("sáng " + lamp.lvl + " %", "lit " + lamp.lvl + " %"); }
-        else { badge.className = "badge off"; badge.textContent = denloa.t("tắt", "off"); }
+        if (!n.online) { badge.className = "badge bad"; badge.textContent = window.denloa.s("node.offline"); }
+        else if (lamp && lamp.lvl > 0) { badge.className = "badge ok"; badge.textContent = window.denloa.s("lamp.lit", { level: lamp.lvl }); }
+        else { badge.className = "badge off"; badge.textContent = window.denloa.s("lamp.off"); }
         cell.replaceChildren(badge);
       });
     });

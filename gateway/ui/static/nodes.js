@@ -2,7 +2,6 @@
    telemetry charts (uPlot, from /api/nodes/{id}/telemetry) with a text summary under each. */
 (function () {
   "use strict";
-  var t = function (vi, en) { return window.denloa ? window.denloa.t(vi, en) : en; };
   var tzS = 0;
 
   document.querySelectorAll("form[data-confirm]").forEach(function (form) {
@@ -21,7 +20,9 @@
         var wasOnline = conn && conn.classList.contains("ok");
         if (conn && wasOnline !== n.online) {
           conn.className = "badge " + (n.online ? "ok" : "bad");
-          conn.textContent = n.online ? "● " + t("đang kết nối", "online") : "✕ " + t("mất kết nối", "offline");
+          // the server's words, dated as on the page ("mất kết nối từ 17:02"); the bare word if an old frame lacks them
+          conn.textContent = (n.online ? "● " : "✕ ") + (n.conn_text ||
+            (n.online ? window.denloa.s("node.online") : window.denloa.s("node.offline")));
         }
       });
     });
@@ -61,12 +62,12 @@
       total += real.length;
       var sum = fig.querySelector("figcaption");
       if (!real.length) {
-        sum.textContent = t("Chưa có số liệu trong khoảng này.", "No readings in this period.");
+        sum.textContent = window.denloa.s("chart.empty");
       } else {
         var unit = fig.getAttribute("data-unit");
-        sum.textContent = t("Mới nhất ", "Latest ") + num(real[real.length - 1]) + " " + unit + " (" + hm(s.t[s.t.length - 1]) + ")" +
-          t(", thấp nhất ", ", lowest ") + num(Math.min.apply(null, real)) + t(", cao nhất ", ", highest ") + num(Math.max.apply(null, real)) +
-          t("; " + real.length + " lần đo.", "; " + real.length + " readings.");
+        sum.textContent = window.denloa.s("chart.summary", {
+          last: num(real[real.length - 1]), unit: unit, time: hm(s.t[s.t.length - 1]),
+          min: num(Math.min.apply(null, real)), max: num(Math.max.apply(null, real)), n: real.length });
       }
       var el = fig.querySelector(".plot");
       el.replaceChildren();
@@ -84,8 +85,7 @@
       };
       plots.push(new window.uPlot(opts, [s.t, ys], el));
     });
-    status.textContent = total ? t("Đã vẽ số liệu của " + payload.hours + " giờ qua.", "Readings of the last " + payload.hours + " hours drawn.")
-                               : t("Chưa có số liệu trong khoảng này.", "No readings in this period.");
+    status.textContent = total ? window.denloa.s("chart.drawn", { hours: payload.hours }) : window.denloa.s("chart.empty");
     box.setAttribute("data-drawn", String(total));
   }
 
@@ -94,7 +94,7 @@
     fetch("/api/nodes/" + encodeURIComponent(node) + "/telemetry?hours=" + hours, { credentials: "same-origin" })
       .then(function (r) { if (!r.ok) { throw new Error(r.status); } return r.json(); })
       .then(draw)
-      .catch(function () { status.textContent = t("Không tải được số liệu.", "Could not load the readings."); });
+      .catch(function () { status.textContent = window.denloa.s("chart.failed"); });
   }
   if (select) { select.addEventListener("change", load); }
   var resizing = null;
