@@ -4,6 +4,7 @@ start a staged update, each device's step in words, pause; a viewer sees it all 
 side and real rollouts: tests/firmware/test_ota.py, tests/simulator/test_ota_sim.py."""
 import asyncio
 import re
+import threading
 
 import httpx
 
@@ -64,4 +65,21 @@ def test_the_firmware_page_uploads_starts_and_pauses_an_update(tmp_path):
             assert {"firmware.refused", "firmware.add", "rollout.start", "rollout.pause"} <= set(actions)
         finally:
             await rig.stop()
-    asyncio.run(asyncio.wait_for(scenario(), 60))
+    _in_own_thread(lambda: asyncio.run(asyncio.wait_for(scenario(), 60)))
+
+
+def _in_own_thread(fn):
+    """Playwright's sync API (the session's browser, if an earlier UI test started it) holds this
+    thread's event loop: the gateway runs on a loop of its own thread."""
+    errors = []
+
+    def target():
+        try:
+            fn()
+        except BaseException as exc:  # handed to the test's thread
+            errors.append(exc)
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join()
+    if errors:
+        raise errors[0]
