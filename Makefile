@@ -71,6 +71,7 @@ bench: mpy-build
 	set -o pipefail; $(PY) tests/bench/sim_bench.py 2>&1 | $(PY) tests/bench/report.py simulator
 	set -o pipefail; $(PY) tests/bench/scale_bench.py 2>&1 | $(PY) tests/bench/report.py scale
 	set -o pipefail; $(PY) tests/bench/stream_bench.py 2>&1 | $(PY) tests/bench/report.py stream
+	set -o pipefail; $(PY) tests/bench/ota_bench.py 2>&1 | $(PY) tests/bench/report.py ota
 	$(MAKE) --no-print-directory bench-audio
 	$(MAKE) --no-print-directory bench-scale
 	$(MAKE) --no-print-directory bench-day

@@ -52,6 +52,9 @@ def main():
     wifi = raw.get("wifi", {})
     hal = Esp32Hal(cfg.board, {"wifi_ssid": wifi.get("ssid"), "wifi_password": wifi.get("password"),
                                "storage_dir": STORAGE})
+    from firmware.boot import RootFS
+
+    hal.root_fs = RootFS("/")  # the slots and /boot.json: over-the-air update (firmware/ota.py, docs/ota.md)
     hal.net_connect()
     try:
         asyncio.run(Node(hal, cfg).run())  # arms the watchdog before it boots

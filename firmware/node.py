@@ -23,6 +23,7 @@ from firmware.media import Media
 from firmware.speaker import Loudspeaker
 from firmware.store import BatchedValue, Store, StoreError
 from firmware.uptime import Uptime
+from firmware.version import VERSION
 from protocol import commands, topics
 from protocol.auth import to_hex
 from protocol.errors import ProtocolError
@@ -46,7 +47,7 @@ BIG_COMMAND = 2048
 PENDING_MS = 120000  # a time request unanswered for this long is given up (a valid clock waits for its answer)
 HOLD_MS = 20000  # with no valid clock a command waits this long for the time before it is refused
 MAX_HELD = 4
-STORED_OPS = (commands.SET_PROGRAM, commands.LAMP_OVERRIDE, commands.SET_VOLUME)  # effects kept on flash
+STORED_OPS = (commands.SET_PROGRAM, commands.LAMP_OVERRIDE, commands.SET_VOLUME, commands.OTA)  # effects kept on flash
 
 
 class Node:
@@ -68,6 +69,14 @@ class Node:
         self.speaker = Loudspeaker(hal, cfg, self.emit, self.uptime, self.media, self.clock,
                                    self.store) if hal.zone_count() else None
         self.sun = SunSource(cfg.lat, cfg.lon, cfg.tz_hours)
+        # over-the-air update (firmware/ota.py): needs the filesystem from its root (hal.root_fs)
+        root_fs = getattr(hal, "root_fs", None)
+        if root_fs is not None:
+            from firmware.ota import Ota
+
+            self.ota = Ota(self, root_fs)
+        else:
+            self.ota = None
         self.program = default_program()
         self.plan = None
         self.overrides = []
@@ -101,6 +110,9 @@ class Node:
         count = self._count_boot(cause)
         found = self._load()
         found = self._load_programs() or found
+        if self.ota is not None:
+            self.ota.boot()
+            found = found or (self.counter.pending is not None and self.ota.names(self.counter.pending[0]))
         self.counter.resolve(found, self.clock.now())
         if self.media is not None:
             self.media.need()  # the stored plan's clips: fetch what is missing
@@ -205,6 +217,8 @@ class Node:
             self.speaker.update(now, self.plan, self.safe_mode)
         if not self.stable and self.uptime.ms() >= STABLE_MS:
             self._stable()
+        if self.ota is not None:
+            self.ota.tick()
         if now is not None and self.overrides and self.overrides[0].until <= now:
             self.overrides = [o for o in self.overrides if o.until > now]
         if now is not None and self.lamp is not None:
@@ -434,6 +448,10 @@ class Node:
             self.reboot_pending = self.uptime.ms()
         elif op == commands.SELF_TEST:
             self.emit("self_test", self.self_test())
+        elif op == commands.OTA:
+            if self.ota is None:
+                return "unsupported", "this node cannot update over the air (no slots)"
+            return self.ota.start(cmd)
         return None
 
     def _save_state(self, cmd, overrides=None, volume=None):
@@ -479,7 +497,7 @@ class Node:
         return caps
 
     def birth(self):
-        return State(True, self.boot_id, self.cfg.firmware, self.program.version,
+        return State(True, self.boot_id, VERSION, self.program.version,
                      self.plan.version if self.plan else 0, self.caps(), self._ts(),
                      self.safe_mode, self.clock.state, self.hal.failed_parts()[:16]).encode()
 
@@ -525,6 +543,8 @@ class Node:
         tasks.append(asyncio.create_task(self._guard("mqtt", self.mqtt.run, beat=False)))
         if self.media is not None:  # downloads take their time: no heartbeat, they time out by themselves
             tasks.append(asyncio.create_task(self._guard("media", self.media.run, beat=False)))
+        if self.ota is not None:
+            tasks.append(asyncio.create_task(self._guard("ota", self.ota.run, beat=False)))
         try:
             while self.running:
                 await self.hal.sleep_ms(200)

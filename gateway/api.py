@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, Field
 
 from gateway.api_audio import audio_router
+from gateway.api_firmware import firmware_router
 from gateway.api_node import node_router
 from gateway.api_streams import streams_router
 from gateway.errors import GatewayError
@@ -368,6 +369,7 @@ def create_app(gw: Gateway) -> FastAPI:
                                  headers={"Content-Disposition": 'attachment; filename="denloa-%s.csv"' % month})
 
     app.include_router(node_router(gw))
+    app.include_router(firmware_router(gw, viewer, operator, admin, audit))  # bundles and rollouts: gateway/api_firmware.py
     app.include_router(streams_router(gw, viewer, operator, audit))
     web = mount_ui(app, gw)  # the staff web UI (gateway/ui): last, so /api routes win
     return app

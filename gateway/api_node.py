@@ -102,6 +102,22 @@ def node_router(gw: Gateway) -> APIRouter:
             return _not_found()
         return FileResponse(path, stat_result=stat, media_type="audio/wav", headers={"Cache-Control": "no-store"})
 
+    @router.get("/firmware/{sha}")
+    async def firmware(sha: str, request: Request) -> Any:
+        """A file (or the manifest) of the bundle an open rollout sent this node, by its SHA-256."""
+        node = files().authenticate(request.headers.get("authorization"))
+        if node is None:
+            return _unauthorized()
+        path = gw.firmware.path_for(node["id"], sha)
+        if path is None:
+            return _not_found()
+        try:
+            stat = os.stat(path)
+        except OSError:
+            return _not_found()
+        return FileResponse(path, stat_result=stat, media_type="application/octet-stream",
+                            headers={"Cache-Control": "no-store"})
+
     @router.get("/streams/{stream_id}")
     async def stream(stream_id: str, request: Request) -> Any:
         node = files().authenticate(request.headers.get("authorization"))

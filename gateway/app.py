@@ -17,6 +17,7 @@ from gateway.commands import CommandService
 from gateway.config import GatewayConfig
 from gateway.db import Database
 from gateway.emergency import Emergencies
+from gateway.firmware import Firmware
 from gateway.ingest import Ingest
 from gateway.link import MqttLink
 from gateway.metrics import Metrics
@@ -84,12 +85,14 @@ def make_gateway(cfg: GatewayConfig, clock: Clock | None = None,
         if broker is not None:
             await broker.reload(broker_users)
 
+    firmware = Firmware(db=db, clock=clock, registry=registry, commands=commands, data_dir=cfg.data_dir,
+                        release_key=cfg.firmware_release_key, allow_unsigned=cfg.firmware_allow_unsigned, log=log)
     gateway_user = brokers.BrokerUser(GATEWAY_USER, brokers.hash_password(secrets["mqtt_password"]), "gateway")
     provisioning = Provisioning(registry, reload_broker, gateway_user, log)
     gw = Gateway(cfg=cfg, clock=clock, log=log, db=db, secrets=secrets, metrics=metrics, registry=registry,
                  alerts=alerts, commands=commands, ingest=ingest, link=link, timesync=timesync,
                  emergencies=emergencies, plans=plans, users=users, settings=settings, provisioning=provisioning,
-                 broker=broker, clips=clips, streams=streams)
+                 broker=broker, clips=clips, streams=streams, firmware=firmware)
 
     # ---- hooks, all of them ----
     link.on_connect.append(commands.work.set)  # send what waited for the link
@@ -98,6 +101,8 @@ def make_gateway(cfg: GatewayConfig, clock: Clock | None = None,
     ingest.on_clock_skew.append(timesync.on_clock_skew)
     ingest.on_birth.append(timesync.on_birth)
     ingest.on_birth.append(plans.on_birth)
+    ingest.on_event.append(firmware.on_event)
+    commands.on_result.append(firmware.on_command_result)
 
     def push_plans(what: str, node_ids: list[str]) -> None:
         if what == "add":

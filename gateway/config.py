@@ -41,6 +41,10 @@
     [audio.tts]
     engine = "espeak"            # or "piper" (falls back to espeak-ng, with a warning, without it)
     model = ""                   # piper: path of the .onnx voice (its .onnx.json beside it)
+
+    [firmware]                   # over-the-air update (docs/ota.md)
+    release_key = ""             # the release public key (PEM or 64 hex digits) bundles must be signed with
+    allow_unsigned = false       # true: accept unsigned bundles too (a lab only)
 """
 from __future__ import annotations
 
@@ -61,6 +65,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "bridge": {"host": "", "port": 8883, "username": "", "password": "", "tls_ca": "", "remote_prefix": ""},
     "audio": {"max_seconds": 900, "max_upload_mb": 50, "ffmpeg_timeout_s": 300, "mic_device": "default",
               "tts": {}},
+    # over-the-air update (docs/ota.md): the release public key bundles must be signed with
+    "firmware": {"release_key": "", "allow_unsigned": False},
 }
 TTS_DEFAULTS: dict[str, Any] = {"engine": "espeak", "model": ""}
 
@@ -121,6 +127,10 @@ class GatewayConfig:
         self.audio_max_upload_mb = self._number("audio.max_upload_mb", a["max_upload_mb"], 0.001, 2048)
         self.audio_ffmpeg_timeout_s = self._number("audio.ffmpeg_timeout_s", a["ffmpeg_timeout_s"], 1, 3600)
         self.audio_mic_device = str(a["mic_device"])
+        fw = merged["firmware"]
+        key = str(fw["release_key"])
+        self.firmware_release_key = os.path.normpath(os.path.join(base, os.path.expanduser(key))) if key else ""
+        self.firmware_allow_unsigned = bool(fw["allow_unsigned"])
         tts = a["tts"]
         if not isinstance(tts, dict):
             raise _bad("audio.tts", "Mục [audio.tts] phải là một bảng", "[audio.tts] must be a table")

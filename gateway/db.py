@@ -120,6 +120,21 @@ MIGRATIONS = [
     CREATE TABLE telemetry (
         node_id TEXT NOT NULL, ts REAL NOT NULL, data TEXT NOT NULL, PRIMARY KEY (node_id, ts));
     """,
+    # 5: over-the-air update (gateway/firmware.py): bundles, their content-addressed files, staged rollouts
+    """
+    CREATE TABLE firmware (
+        version TEXT PRIMARY KEY, manifest_sha TEXT NOT NULL UNIQUE, size INTEGER NOT NULL, files INTEGER NOT NULL,
+        signed INTEGER NOT NULL, min_micropython TEXT, built REAL, uploaded REAL NOT NULL, uploaded_by TEXT);
+    CREATE TABLE firmware_files (version TEXT NOT NULL, sha TEXT NOT NULL, PRIMARY KEY (version, sha));
+    CREATE INDEX firmware_files_by_sha ON firmware_files (sha);
+    CREATE TABLE rollouts (
+        id INTEGER PRIMARY KEY, version TEXT NOT NULL, first_zones TEXT NOT NULL, state TEXT NOT NULL,
+        stage INTEGER NOT NULL, reason TEXT, created REAL NOT NULL, created_by TEXT, updated REAL NOT NULL);
+    CREATE TABLE rollout_nodes (
+        rollout INTEGER NOT NULL, node_id TEXT NOT NULL, stage INTEGER NOT NULL, status TEXT NOT NULL, reason TEXT,
+        cmd_id TEXT, updated REAL NOT NULL, PRIMARY KEY (rollout, node_id));
+    CREATE INDEX rollout_nodes_by_node ON rollout_nodes (node_id, status);
+    """,
 ]
 
 

@@ -58,6 +58,7 @@ class Ingest:
         self.on_birth: list[Callable[[str, messages.State], None]] = []
         self.on_time_request: list[Callable[[str, int, int], None]] = []  # (node_id, t1, received_ms)
         self.on_clock_skew: list[Callable[[str, float], None]] = []  # the node's clock disagrees with ours
+        self.on_event: list[Callable[[str, messages.Event], None]] = []  # every new event, after it was handled
         self._skew_sent: dict[str, float] = {}
         # how long a node stays offline before its `offline` alert opens (the admin setting
         # offline_alert_min; gateway/app.py wires it): a short drop, e.g. a broker restart, stays quiet
@@ -207,6 +208,8 @@ class Ingest:
             self._track_seq(node_id, evt)
             self.db.run("UPDATE node_state SET last_seen = ? WHERE node_id = ?", now, node_id)
             self._apply_event(node_id, evt, event_id, now)
+            for fn in self.on_event:
+                fn(node_id, evt)
 
     def _track_seq(self, node_id: str, evt: messages.Event) -> None:
         row = self.db.one("SELECT next_seq, missing FROM seq_tracker WHERE node_id = ? AND boot_id = ?",

@@ -20,6 +20,7 @@ from gateway.commands import CommandService
 from gateway.config import GatewayConfig
 from gateway.db import Database
 from gateway.emergency import Emergencies
+from gateway.firmware import Firmware
 from gateway.ingest import Ingest
 from gateway.link import MqttLink
 from gateway.metrics import Metrics
@@ -59,7 +60,7 @@ class Gateway:
                  commands: CommandService, ingest: Ingest, link: MqttLink, timesync: TimeService,
                  emergencies: Emergencies, plans: PlanPusher, users: Users, settings: Settings,
                  provisioning: Provisioning,
-                 broker: Any, clips: ClipLibrary, streams: Streams) -> None:
+                 broker: Any, clips: ClipLibrary, streams: Streams, firmware: Firmware) -> None:
         self.cfg = cfg
         self.clock = clock
         self.log = log
@@ -80,6 +81,7 @@ class Gateway:
         self.broker = broker  # None when the broker is external
         self.clips = clips  # the audio clip library (gateway/audio/library.py)
         self.streams = streams  # live streams (gateway/streams.py)
+        self.firmware = firmware  # firmware bundles and over-the-air rollouts (gateway/firmware.py)
         self.overrides = Overrides(commands=commands, registry=registry, clock=clock,  # lamp overrides staff set
                                    expiry_s=lambda: cfg.command_expiry_s)
         self._tasks: list[asyncio.Task[None]] = []

@@ -29,7 +29,10 @@ TIME_SYNC = "time_sync"
 REBIRTH = "rebirth"
 REBOOT = "reboot"
 SELF_TEST = "self_test"
-OPS = (SET_PROGRAM, LAMP_OVERRIDE, BROADCAST_NOW, STOP_BROADCAST, SET_VOLUME, TIME_SYNC, REBIRTH, REBOOT, SELF_TEST)
+OTA = "ota"
+OPS = (SET_PROGRAM, LAMP_OVERRIDE, BROADCAST_NOW, STOP_BROADCAST, SET_VOLUME, TIME_SYNC, REBIRTH, REBOOT, SELF_TEST,
+       OTA)
+OTA_PATH = "/node/v1/firmware/"  # where a node fetches a bundle's manifest and files, by their SHA-256
 
 # Verification results.
 OK = "ok"
@@ -79,6 +82,36 @@ def _args_time_sync(f):
     }
 
 
+def _check_version(text):
+    """A bundle version: semver-like, digits, dots, letters, '-' and '+' (it names files and events)."""
+    if not text or len(text) > 32:
+        raise MessageError("version must be 1..32 characters")
+    for ch in text:
+        if not ("0" <= ch <= "9" or "a" <= ch <= "z" or "A" <= ch <= "Z" or ch in ".-+"):
+            raise MessageError("version %r: only letters, digits, '.', '-', '+'" % text)
+    return text
+
+
+def check_sha256(text):
+    if not isinstance(text, str) or len(text) != 64:
+        raise MessageError("must be 64 lowercase hex digits (SHA-256)")
+    for ch in text:
+        if ch not in "0123456789abcdef":
+            raise MessageError("must be 64 lowercase hex digits (SHA-256)")
+    return text
+
+
+def _args_ota(f):
+    # Over-the-air update (docs/ota.md): the bundle's version, the SHA-256 of its exact manifest.json
+    # bytes (the node trusts it because this command is signed with its own key) and the HTTP path
+    # prefix the manifest and files are fetched from by their SHA-256 (the gateway's node routes).
+    return {
+        "version": f.checked("version", _check_version),
+        "manifest": f.checked("manifest", check_sha256),
+        "path": f.text("path", 64, OTA_PATH, 1),
+    }
+
+
 def _args_none(f):
     return {}
 
@@ -93,6 +126,7 @@ _READERS = {
     REBIRTH: _args_none,
     REBOOT: _args_none,
     SELF_TEST: _args_none,
+    OTA: _args_ota,
 }
 
 

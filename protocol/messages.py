@@ -58,6 +58,12 @@ EVENT_KINDS = (
     "clip_corrupt",  # a hash mismatch or a corrupt read: deleted, fetched again
     "clip_bad",  # corrupt MAX_CORRUPT times: not fetched again this boot
     "clip_fetch_failed",  # a download failed (network, HTTP status); retried with backoff
+    # over-the-air update (firmware/ota.py, docs/ota.md)
+    "ota_progress",  # downloading: files and bytes done of the bundle's
+    "ota_failed",  # the update was refused or gave up (reason): the running version stays
+    "ota_switched",  # verified and switched to the new slot in trial; rebooting into it
+    "ota_confirmed",  # the new version booted, connected and ran its control loop: kept
+    "ota_rolled_back",  # the trial version did not confirm itself: the previous one runs again
 )
 
 APPLIED = "applied"

@@ -152,3 +152,111 @@ class Watcher:
     def close(self):
         self.client.loop_stop()
         self.client.disconnect()
+
+
+# ---- OTA: one node per process, running its own flash slot (simulator/ota_host.py) ----------------
+def flash_node(root, files, manifest=None):
+    """A node's flash as the flash tool leaves it (docs/ota.md): /main.py the bootstrap
+    (firmware/boot.py), the bundle's `files` {path: bytes} in /app/a (with its manifest.json),
+    /boot.json {"active": "a"}, an empty /data."""
+    root = str(root)
+    for path, data in files.items():
+        full = os.path.join(root, "app", "a", path)
+        os.makedirs(os.path.dirname(full), exist_ok=True)
+        with open(full, "wb") as f:
+            f.write(data)
+    if manifest is not None:
+        with open(os.path.join(root, "app", "a", "manifest.json"), "wb") as f:
+            f.write(manifest)
+    with open(os.path.join(ROOT, "firmware", "boot.py"), "rb") as src, open(os.path.join(root, "main.py"), "wb") as f:
+        f.write(src.read())
+    with open(os.path.join(root, "boot.json"), "w") as f:
+        json.dump({"active": "a"}, f)
+    os.makedirs(os.path.join(root, "data"), exist_ok=True)
+
+
+class OtaNodeHost:
+    """One node in its own MicroPython process (simulator/ota_host.py), restarted on every reboot
+    like a chip: the bootstrap on its flash picks the slot each time. `cut()` is a power cut (SIGKILL,
+    no restart until `power_on()`). Lines of every run are kept, in order."""
+
+    def __init__(self, tmp, root, config, board=None, speed=1, start=None, epoch=None, heap="2M"):
+        self.spec_path = os.path.join(str(tmp), "ota-host-%s.json" % config["node"])
+        self.spec = {"speed": speed, "start": start, "epoch": epoch if epoch is not None else time.time(),
+                     "node": {"root": str(root), "config": config, "board": board or {"zones": 2}}}
+        self.name = config["node"]
+        self.root = str(root)
+        self.heap = heap
+        self.lines = []
+        self.proc = None
+        self.powered = False
+        self._lock = threading.Lock()
+
+    def _write_spec(self, cause):
+        self.spec["node"]["cause"] = cause
+        with open(self.spec_path, "w") as f:
+            json.dump(self.spec, f)
+
+    def power_on(self, cause="power_on"):
+        with self._lock:
+            self.powered = True
+            self._spawn(cause)
+        return self
+
+    start = power_on
+
+    def _spawn(self, cause):
+        self._write_spec(cause)
+        proc = subprocess.Popen([MICROPYTHON, "-X", "heapsize=" + self.heap, "simulator/ota_host.py", self.spec_path],
+                                cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True, bufsize=1)
+        self.proc = proc
+        threading.Thread(target=self._read, args=(proc,), daemon=True).start()
+
+    def _read(self, proc):
+        cause = None
+        for line in proc.stdout:
+            line = line.rstrip("\n")
+            self.lines.append(line)
+            if line.startswith("reboot "):
+                cause = line.split()[2]
+        code = proc.wait()
+        with self._lock:
+            if proc is self.proc and self.powered and code == 3:  # the chip reset itself: it starts again
+                self._spawn(cause or "soft")
+
+    def cut(self):
+        """Mains off at this instant: the process dies wherever it is (a write half done stays so)."""
+        with self._lock:
+            self.powered = False
+            proc = self.proc
+        if proc and proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+
+    def stop(self):
+        with self._lock:
+            self.powered = False
+            proc = self.proc
+        if proc and proc.poll() is None:
+            try:
+                proc.stdin.write("quit\n")
+                proc.stdin.flush()
+                proc.wait(5)
+            except (OSError, subprocess.TimeoutExpired):
+                proc.kill()
+                proc.wait(5)
+
+    kill = cut
+
+    def boots(self):
+        """[(slot, trial, version, file firmware/node came from)] of every boot, in order."""
+        out = []
+        for line in list(self.lines):
+            parts = line.split()
+            if len(parts) == 6 and parts[0] == "booted":
+                out.append((parts[2], parts[3] == "1", parts[4], parts[5]))
+        return out
+
+    def errors(self):
+        return [l for l in self.lines if "Traceback" in l or l.startswith("error")]

@@ -22,7 +22,7 @@ from gateway.service import Gateway
 from gateway.ui.i18n import LANGS
 from gateway.ui.web import HERE, LANG_COOKIE, SESSION_COOKIE, Ctx, LoginNeeded, Web
 
-GROUPS = ("dashboard", "broadcasts", "emergency", "lamps", "nodes", "reports", "admin")
+GROUPS = ("dashboard", "broadcasts", "emergency", "lamps", "nodes", "reports", "admin", "firmware")
 LOGIN_CSRF_COOKIE = "denloa_login_csrf"  # double-submit token of the login form (no session exists yet)
 
 

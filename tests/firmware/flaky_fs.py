@@ -70,13 +70,23 @@ class PowerCutFS:
             self.cut()
         self._fs.remove(name)
 
-    def listdir(self):
+    def listdir(self, *name):
         self.check()
-        return self._fs.listdir()
+        return self._fs.listdir(*name)
 
     def stat(self, name):
         self.check()
         return self._fs.stat(name)
+
+    # a filesystem from its root (firmware.boot.RootFS, the OTA slots) also has directories
+    def isdir(self, name):
+        self.check()
+        return self._fs.isdir(name)
+
+    def mkdir(self, name):
+        if self._spend(1) < 1:
+            self.cut()
+        self._fs.mkdir(name)
 
 
 class _CutFile:

@@ -43,6 +43,9 @@ def event_names(ctx: Ctx) -> dict[str, str]:
         "clip_ready": ctx._("audio file ready"), "clip_evicted": ctx._("audio file removed"),
         "clip_unfit": ctx._("audio file does not fit"), "clip_corrupt": ctx._("audio file damaged"),
         "clip_bad": ctx._("audio file unusable"), "clip_fetch_failed": ctx._("audio download failed"),
+        "ota_progress": ctx._("firmware update downloading"), "ota_failed": ctx._("firmware update refused"),
+        "ota_switched": ctx._("firmware update installed, restarting"),
+        "ota_confirmed": ctx._("new firmware works"), "ota_rolled_back": ctx._("went back to the old firmware"),
     }
 
 
@@ -50,7 +53,8 @@ def op_names(ctx: Ctx) -> dict[str, str]:
     return {ops.SET_PROGRAM: ctx._("program and broadcast plan"), ops.LAMP_OVERRIDE: ctx._("lamp override"),
             ops.BROADCAST_NOW: ctx._("broadcast now"), ops.STOP_BROADCAST: ctx._("stop broadcast"),
             ops.SET_VOLUME: ctx._("set volume"), ops.TIME_SYNC: ctx._("time sync"),
-            ops.REBIRTH: ctx._("report state again"), ops.REBOOT: ctx._("reboot"), ops.SELF_TEST: ctx._("self test")}
+            ops.REBIRTH: ctx._("report state again"), ops.REBOOT: ctx._("reboot"), ops.SELF_TEST: ctx._("self test"),
+            ops.OTA: ctx._("firmware update")}
 
 
 def status_names(ctx: Ctx) -> dict[str, str]:
