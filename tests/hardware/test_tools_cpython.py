@@ -1,0 +1,112 @@
+"""The technician's tools (`python -m hardware ...`): build, upload, console, bench against a pty node.
+
+The node is tests/hardware/pty_node.py: the MicroPython unix port behind a
+pseudo-terminal (a raw-REPL shim: the unix REPL has no raw mode) with a
+software board and a real directory as its filesystem root; the tools open
+/dev/pts/N as they would /dev/ttyUSB0. No ESP32 here: the esptool step is
+checked in test_flash_cpython.py by the command it builds and by its errors.
+"""
+import hashlib
+import json
+import os
+import pty
+import select
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from tests.hardware.pty_node import PtyNode
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def tool(*args, env=None, timeout=120, input=None):
+    """Run `python -m hardware ...` as the technician does; (returncode, stdout, stderr)."""
+    e = dict(os.environ, PYTHONPATH=str(REPO), SOURCE_DATE_EPOCH="1764720000")
+    e.update(env or {})
+    r = subprocess.run([sys.executable, "-m", "hardware", *args], capture_output=True, text=True, timeout=timeout,
+                       env=e, cwd=REPO, input=input)
+    return r.returncode, r.stdout, r.stderr
+
+
+# ---- build -------------------------------------------------------------------------------------
+def test_build_manifest_lists_every_file_with_its_hash(bundle):
+    with zipfile.ZipFile(bundle) as z:
+        manifest = json.loads(z.read("manifest.json"))
+        names = set(z.namelist())
+        assert manifest["format"] == 1 and manifest["version"] == "0.1.0"
+        assert manifest["min_micropython"] == "1.24.0" and manifest["boot"] == "main.py"
+        assert manifest["built"] == 1764720000  # SOURCE_DATE_EPOCH
+        paths = [f["path"] for f in manifest["files"]]
+        assert paths == sorted(paths) and set(paths) | {"manifest.json", "manifest.sig"} == names
+        for f in manifest["files"]:
+            data = z.read(f["path"])
+            assert hashlib.sha256(data).hexdigest() == f["sha256"] and len(data) == f["size"]
+        for needed in ("firmware/node.mpy", "firmware/main.mpy", "firmware/version.mpy", "protocol/plan.mpy",
+                       "hardware/esp32.mpy", "hardware/hal.mpy", "hardware/bench.mpy", "main.py"):
+            assert needed in paths
+        # the simulator's board and the laptop's tools are not the node's
+        assert not [p for p in paths if "softboard" in p or "tools" in p or "__main__" in p]
+        assert z.read("firmware/node.mpy")[:2] == b"M\x06"  # .mpy v6
+
+
+def test_build_is_reproducible_and_the_signature_verifies(bundle, release_key, tmp_path):
+    key, key_file = release_key
+    rc, so, se = tool("build", "--out", str(tmp_path / "again"), "--sign", str(key_file))
+    assert rc == 0 and "signed" in so, se
+    assert (tmp_path / "again" / bundle.name).read_bytes() == bundle.read_bytes()  # Ed25519 is deterministic too
+    with zipfile.ZipFile(bundle) as z:
+        key.public_key().verify(z.read("manifest.sig"), z.read("manifest.json"))  # raises if wrong
+
+
+def test_build_with_a_bad_key_says_so_before_compiling(tmp_path):
+    (tmp_path / "bad.key").write_text("not a key")
+    rc, so, se = tool("build", "--out", str(tmp_path / "x"), "--sign", str(tmp_path / "bad.key"))
+    assert rc == 2 and "Ed25519" in se and "Traceback" not in se
+    assert not (tmp_path / "x").exists()
+    rc, so, se = tool("build", "--out", str(tmp_path / "x"), "--sign", str(tmp_path / "missing.key"))
+    assert rc == 2 and "missing.key" in se and "Traceback" not in se
+
+
+# ---- console -----------------------------------------------------------------------------------
+def test_console_talks_to_the_node_and_ctrl_bracket_quits(tmp_path):
+    with PtyNode(tmp_path / "node") as node:
+        master, slave = pty.openpty()  # the technician's terminal
+        env = dict(os.environ, PYTHONPATH=str(REPO))
+        proc = subprocess.Popen([sys.executable, "-m", "hardware", "console", "--port", node.port],
+                                stdin=slave, stdout=slave, stderr=slave, env=env, cwd=REPO)
+        os.close(slave)
+        seen = b""
+
+        def wait_for(text, timeout=20):
+            nonlocal seen
+            deadline = time.monotonic() + timeout
+            while text not in seen:
+                assert time.monotonic() < deadline, "no %r in %r" % (text, seen)
+                if select.select([master], [], [], 0.2)[0]:
+                    try:
+                        seen += os.read(master, 4096)
+                    except OSError:
+                        break
+
+        try:
+            wait_for(b"Ctrl-]")
+            time.sleep(0.5)  # mpremote's console is up
+            os.write(master, b"print(6*7, hal.zone_count())\r")
+            wait_for(b"42 4")
+            os.write(master, b"\x1d")  # Ctrl-]
+            assert proc.wait(15) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            os.close(master)
+
+
+def test_console_on_a_missing_port_says_so():
+    rc, so, se = tool("console", "--port", "/dev/ttyUSB97")
+    assert rc == 2 and "/dev/ttyUSB97" in se and "Không có cổng" in se and "No port" in se
+    assert "Traceback" not in se
