@@ -17,7 +17,8 @@ MicroPython's shared/runtime/pyexec.c as the ESP32 answers it:
                  consumed, the code ends with Ctrl-D, acknowledged with "\\x04"
 The node's filesystem root is a real directory (`root`): it is mounted at "/"
 (VfsPosix), so /config.json, /app/a/... and imports from sys.path entries land
-there, as on the ESP32's LittleFS. Behind it a software board: a HAL built on
+there, as on the ESP32's LittleFS (one unix-port bug worked around: os.rename of two
+absolute paths on such a mount fails, see _OsFix). Behind it a software board: a HAL built on
 SoftBoard from the board profile, reachable from the REPL as the global `hal`
 (after every soft reboot, as a bootstrap would leave it), with faults from the
 options ("faults": SoftBoard attributes, e.g. {"miswired": ["lamp_relay"]}).
@@ -72,6 +73,29 @@ def _print(*args, **kw):
     if "file" not in kw:
         kw["file"] = _COOKED
     print(*args, **kw)
+
+
+class _OsFix:
+    """`os` for the node's code: the unix port's VfsPosix rename of two absolute paths on a
+    mount with a root renames the second onto itself (one path buffer shared: ENOENT);
+    relative to "/" it works. Installed as sys.modules["os"]; everything else is the real os."""
+
+    def __getattr__(self, name):
+        return getattr(os, name)
+
+    def rename(self, old, new):
+        cwd = os.getcwd()
+        os.chdir("/")
+        try:
+            os.rename(_rel(old, cwd), _rel(new, cwd))
+        finally:
+            os.chdir(cwd)
+
+
+def _rel(path, cwd):
+    if not path.startswith("/"):
+        path = cwd.rstrip("/") + "/" + path
+    return path.lstrip("/")
 
 
 def make_board(opts):
@@ -231,6 +255,7 @@ def main():
     opts = json.loads(sys.argv[1])
     os.umount("/")
     os.mount(os.VfsPosix(opts["root"]), "/")
+    sys.modules["os"] = _OsFix()
     node = Node(opts)
     _w(b"ready\r\n")
     node.friendly()
