@@ -183,20 +183,19 @@ def node_config(bundle, board, version, wifi):
 
 def label_svg(node_id, zones, site, version, date):
     """The pole label: the node id as a QR code (segno) and as text, its zones and site. 90 x 30 mm."""
-    import io
-
     try:
         import segno
     except ImportError:
         raise ToolError("Cần gói segno để in nhãn: `pip install segno`", "The label needs the segno package")
+    import re
+
     qr = segno.make_qr(node_id, error="m")
-    buf = io.BytesIO()
-    qr.save(buf, kind="svg", scale=1, border=2, xmldecl=False, svgns=True, dark="#000", nl=False)
-    inner = buf.getvalue().decode()
     size = qr.symbol_size(scale=1, border=2)[0]
+    path = re.search(r' d="([^"]+)"', qr.svg_inline(scale=1, border=2)).group(1)  # the dark modules, one unit each
     esc = lambda s: (str(s).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;"))  # noqa: E731
-    # the QR as a nested <svg> scaled into a 26 mm square
-    inner = inner.replace("<svg ", '<svg x="2" y="2" width="26" height="26" viewBox="0 0 %d %d" ' % (size, size), 1)
+    # the QR scaled into a 26 mm square at (2, 2)
+    inner = ('<g transform="translate(2 2) scale(%.4f)"><path stroke="#000" stroke-width="1" fill="none" d="%s"/></g>'
+             % (26.0 / size, path))
     return (
         '<?xml version="1.0" encoding="utf-8"?>\n'
         '<svg xmlns="http://www.w3.org/2000/svg" width="90mm" height="30mm" viewBox="0 0 90 30">\n'
