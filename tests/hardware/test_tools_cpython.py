@@ -110,3 +110,36 @@ def test_console_on_a_missing_port_says_so():
     rc, so, se = tool("console", "--port", "/dev/ttyUSB97")
     assert rc == 2 and "/dev/ttyUSB97" in se and "Không có cổng" in se and "No port" in se
     assert "Traceback" not in se
+
+
+# ---- bench -------------------------------------------------------------------------------------
+def bench_on(tmp_path, bundle, **board):
+    with PtyNode(tmp_path / "node", **board) as node:
+        node.install(bundle)  # the bench code runs from the node's slot, as on the ESP32
+        return tool("bench", "--port", node.port, "--pir-wait", "1", env={"COLUMNS": "200"})
+
+
+def test_bench_on_a_good_board_passes_everything(tmp_path, bundle):
+    rc, so, se = bench_on(tmp_path, bundle)
+    assert rc == 0, so + se
+    for part in ("lamp relay", "relay feedback", "lamp current sensor", "dimmer", "loudspeaker", "clock", "photocell",
+                 "PIR", "zone 4 relay"):
+        assert part in so, part
+    assert "FAIL" not in so.replace("FAILED", "") and "no part failed" in so
+
+
+def test_bench_names_a_miswired_lamp_relay_with_its_pin(tmp_path, bundle):
+    rc, so, se = bench_on(tmp_path, bundle, faults={"miswired": ["lamp_relay"]})
+    assert rc == 1, so + se
+    assert "Rơ-le đèn không đóng: kiểm tra dây chân 26" in so
+    assert "Lamp relay does not close: check the wire on pin 26" in so
+    assert "FAILED: Rơ-le đèn / lamp relay\n" in so and "Traceback" not in so + se  # that part alone
+
+
+def test_bench_tells_a_feedback_wire_and_a_missing_clock_apart(tmp_path, bundle):
+    rc, so, se = bench_on(tmp_path, bundle, faults={"miswired": ["lamp_feedback", "dimmer"], "failed": ["ds3231"]})
+    assert rc == 1, so + se
+    assert "check the wire on pin 34 and the contactor's auxiliary contact" in so  # feedback, not the relay
+    assert "Dimming has no effect: check the wire on pin 25" in so
+    assert "SDA pin 21 / SCL pin 22" in so
+    assert "Lamp relay does not close" not in so
