@@ -2,8 +2,7 @@
 
     python -m hardware provision --port /dev/ttyUSB0 --site xa-an-binh --node den-thon1-03 \\
         --zone thon-1 --gateway http://192.168.1.10:8080 [--replace] [--wifi-ssid SSID]
-    python -m hardware provision --port /dev/ttyUSB0 --site xa-an-binh --node den-thon1-03 \\
-        --offline-bundle den-thon1-03.json
+    python -m hardware provision --port /dev/ttyUSB0 --node den-thon1-03 --offline-bundle den-thon1-03.json
 
 1. Credentials: online, the tool logs in to the gateway as an admin (--user,
    password from DENLOA_ADMIN_PASSWORD or asked) and registers the node
@@ -222,7 +221,8 @@ def _password(env, prompt, required=True):
 
 def main(args):
     check_node_id(args.node)
-    check_node_id(args.site, "site")
+    if args.site:
+        check_node_id(args.site, "site")
     if not args.gateway and not args.offline_bundle:
         raise ToolError("Cần --gateway URL (đăng ký trực tuyến) hoặc --offline-bundle FILE (gói xuất từ gateway)",
                         "Give --gateway URL (register online) or --offline-bundle FILE (a bundle the gateway exported)")
@@ -250,7 +250,8 @@ def main(args):
                 spec["lat"], spec["lon"] = args.lat, args.lon
             bundle, action = gw.register(spec, args.replace)
             source = args.gateway
-        if bundle.get("site") != args.site:
+        site = bundle.get("site")
+        if args.site and site != args.site:
             raise ToolError("Gói cấu hình dành cho xã %r, không phải %r" % (bundle.get("site"), args.site),
                             "The provisioning bundle is for site %r, not %r" % (bundle.get("site"), args.site))
         zones = sorted(bundle.get("zones", {}))
@@ -276,9 +277,9 @@ def main(args):
     label_dir = Path(args.label_dir)
     label_dir.mkdir(parents=True, exist_ok=True)
     label = label_dir / (args.node + ".svg")
-    label.write_text(label_svg(args.node, zones, args.site, version, today), encoding="utf-8")
+    label.write_text(label_svg(args.node, zones, site, version, today), encoding="utf-8")
     append_inventory(args.inventory, {
-        "date": today, "node": args.node, "site": args.site, "zones": " ".join(zones), "board": cfg["board"],
+        "date": today, "node": args.node, "site": site, "zones": " ".join(zones), "board": cfg["board"],
         "port": port, "firmware": version, "key_id": key_id(cfg["key"]), "source": source, "action": action})
     say("Xong / done: %s (%s) đã cấu hình / provisioned; cụm / zones: %s" % (args.node, action, ", ".join(zones)))
     say("Nhãn / label: %s   Sổ thiết bị / inventory: %s" % (label, args.inventory))
@@ -288,7 +289,7 @@ def main(args):
 
 def add_arguments(p):
     p.add_argument("--port", required=True, help="serial port, e.g. /dev/ttyUSB0 or COM3")
-    p.add_argument("--site", required=True, help="the commune's site id (as on the gateway)")
+    p.add_argument("--site", help="the commune's site id: checked against the gateway's (default: the gateway's)")
     p.add_argument("--node", required=True, help="the node's id, e.g. den-thon1-03")
     p.add_argument("--zone", action="append", default=[], help="a zone of the node (repeat for several)")
     p.add_argument("--gateway", default=os.environ.get("DENLOA_GATEWAY"), help="gateway URL, e.g. http://192.168.1.10:8080")

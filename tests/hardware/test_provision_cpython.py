@@ -157,6 +157,9 @@ def test_offline_bundle_is_written_once_and_never_again(tmp_path, bundle):
         (tmp_path / "loa-2.json").write_text(json.dumps([exported]))
         with PtyNode(tmp_path / "node") as node:
             node.install(bundle)
+            rc, so, se = await provision(node, tmp_path, "loa-2", "--offline-bundle", str(tmp_path / "loa-2.json"),
+                                         "--site", "xa-khac")
+            assert rc == 2 and "not 'xa-khac'" in se and not (node.root / "config.json").exists()
             rc, so, se = await provision(node, tmp_path, "loa-2", "--offline-bundle", str(tmp_path / "loa-2.json"))
             assert rc == 0, so + se
             cfg = NodeConfig(json.loads((node.root / "config.json").read_text()))
