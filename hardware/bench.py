@@ -31,6 +31,21 @@ CT_FRESH_MS = 5200  # a new lamp current reading (Esp32Hal reuses one for 5 s)
 LAMP_ON_MA = 20  # at least this while on: the lamp draws (the config's default fault_ma)
 TONE_BYTES = 32000  # 1 s of 16 kHz 16-bit mono
 SET_CLOCK_S = 120  # the RTC is set from the laptop when further off than this
+WDT_MS = 120000  # the watchdog while the bench runs (fed at every wait)
+
+
+class _Fed:
+    """The HAL with sleep_ms feeding the watchdog first: every wait of the bench feeds it."""
+
+    def __init__(self, hal):
+        self._hal = hal
+
+    def __getattr__(self, name):
+        return getattr(self._hal, name)
+
+    def sleep_ms(self, ms):
+        self._hal.wdt_feed()
+        return self._hal.sleep_ms(ms)
 
 
 def _line(emit, part, ok, code="ok", data=None):
@@ -213,6 +228,7 @@ async def _sensors(hal, prof, emit, pir_wait_ms):
 
 
 async def _run(hal, prof, now, pir_wait_ms, emit):
+    hal.wdt_start(WDT_MS)  # a firmware stopped by Ctrl-C left the watchdog running: take it over
     for part in hal.failed_parts():
         _line(emit, part, False, "start_failed", {})
     lamp_on = None
@@ -235,7 +251,7 @@ def run(hal, board, now=None, pir_wait_ms=10000, emit=print):
 
     prof = boards.profile(board) if isinstance(board, str) else board
     try:
-        asyncio.run(_run(hal, prof, now, pir_wait_ms, emit))
+        asyncio.run(_run(_Fed(hal), prof, now, pir_wait_ms, emit))
     finally:
         hal.lamp_dim(0)
         hal.lamp_relay(False)

@@ -219,6 +219,7 @@ def main(args):
             "/ the lamp goes off, on, dim, bright; the speaker beeps; wave at the PIR" % (board, port))
         results = run_bench(node, board, args.pir_wait,
                             lambda r: say("  %-26s %s" % ("%s / %s" % name(r["part"]), "%s / %s" % RESULT[r["ok"]])))
+        node.reboot()  # the firmware starts again
     rows = table(results, prof)
     say()
     print_table(rows)

@@ -92,8 +92,26 @@ def port_busy(port):
         "another mpremote or console window, and try again)" % port)
 
 
+# A firmware interrupted by Ctrl-C leaves the ESP32's hardware watchdog counting (MicroPython
+# cannot stop it, and a soft reboot may not either): every session takes it over with a long
+# timeout and feeds it (_f()) between steps; the session ends with a soft reboot, where the
+# firmware arms its own. Where there is no machine.WDT (the pty node) _f does nothing.
+_WATCHDOG = """
+try:
+    import machine
+    _wd = machine.WDT(timeout=120000)
+except Exception:
+    _wd = None
+def _f():
+    if _wd is not None:
+        _wd.feed()
+"""
+
+
 class Node:
-    """The node's REPL over mpremote's serial transport, in raw REPL mode for the whole session."""
+    """The node's REPL over mpremote's serial transport, in raw REPL mode for the whole session.
+
+    reboot() ends the session with a soft reboot: the node's main.py (the firmware) starts."""
 
     def __init__(self, port):
         self.port = check_port(port)
@@ -110,6 +128,7 @@ class Node:
         except TransportError as exc:
             self.t.close()
             raise no_repl(port, exc)
+        self.exec(_WATCHDOG)
 
     def exec(self, code, timeout=10, on_output=None):
         """Run code on the node; its printed output (bytes). A node-side exception is a ToolError."""
@@ -124,9 +143,16 @@ class Node:
                             "Error on the node: %s" % err.decode(errors="replace").strip())
         return out
 
+    def reboot(self):
+        """Leave the raw REPL and soft-reboot: main.py runs, the firmware starts."""
+        self.t.exit_raw_repl()
+        self.t.serial.write(b"\x04")
+        self.t.serial.flush()
+
     def close(self):
         try:
-            self.t.exit_raw_repl()
+            if self.t.in_raw_repl:
+                self.t.exit_raw_repl()
         except Exception:
             pass
         self.t.close()

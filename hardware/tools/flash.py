@@ -214,7 +214,7 @@ def put_file(node, dest, data, on_chunk=None, chunk=1024):
     """Write data to dest on the node: to dest + '.tmp', then renamed over dest."""
     node.exec("f=open(%r,'wb')\nw=f.write" % (dest + ".tmp"))
     for i in range(0, len(data), chunk):
-        node.exec("w(%r)" % data[i:i + chunk])
+        node.exec("w(%r)\n_f()" % data[i:i + chunk])
         if on_chunk:
             on_chunk(len(data[i:i + chunk]))
     node.exec("f.close()\nimport os\nos.rename(%r,%r)" % (dest + ".tmp", dest))
@@ -259,12 +259,13 @@ def upload(port, bundle_path, retries=3):
         got = {}
         for f in manifest["files"]:
             dest = "/" + boot if f["path"] == boot else SLOT + "/" + f["path"]
-            got[f["path"]] = node.exec("print(_h(%r))" % dest).decode().strip()
+            got[f["path"]] = node.exec("print(_h(%r))\n_f()" % dest).decode().strip()
         bad = [f["path"] for f in manifest["files"] if got[f["path"]] != f["sha256"]]
         if bad:
             raise ToolError("Tệp trên mạch sai mã băm sau khi tải: %s. Chạy lại lệnh" % ", ".join(bad),
                             "Files on the board have the wrong hash after the upload: %s. Run the command again"
                             % ", ".join(bad))
+        node.reboot()  # the firmware starts
     return manifest
 
 

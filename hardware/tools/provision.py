@@ -271,8 +271,7 @@ def main(args):
         if json.loads(back) != cfg:
             raise ToolError("Cấu hình đọc lại khác cấu hình đã ghi: chạy lại với --replace",
                             "The config read back differs from what was written: run again with --replace")
-        node.t.exit_raw_repl()
-        node.t.serial.write(b"\x04")  # soft reboot: the firmware starts with its config
+        node.reboot()  # the firmware starts with its config
     today = datetime.date.today().isoformat()
     label_dir = Path(args.label_dir)
     label_dir.mkdir(parents=True, exist_ok=True)

@@ -143,3 +143,20 @@ def test_bench_tells_a_feedback_wire_and_a_missing_clock_apart(tmp_path, bundle)
     assert "Dimming has no effect: check the wire on pin 25" in so
     assert "SDA pin 21 / SCL pin 22" in so
     assert "Lamp relay does not close" not in so
+
+
+# ---- the harness speaks what mpremote speaks ---------------------------------------------------
+def test_mpremotes_own_commands_work_on_the_pty_node(tmp_path):
+    """mpremote's CLI (raw REPL, raw paste, fs) against the pty node: what the tools build on."""
+    (tmp_path / "hello.txt").write_bytes(bytes(range(256)) * 8)
+    with PtyNode(tmp_path / "node") as node:
+        r = subprocess.run([sys.executable, "-m", "mpremote", "connect", node.port, "fs", "mkdir", ":/app", "+",
+                            "fs", "cp", str(tmp_path / "hello.txt"), ":/app/hello.txt", "+",
+                            "exec", "import os; print(os.listdir('/app'), hal.lamp_relay_state())"],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "['hello.txt'] False" in r.stdout
+        r = subprocess.run([sys.executable, "-m", "mpremote", "connect", node.port, "exec", "1/0"],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 1 and "ZeroDivisionError" in r.stdout + r.stderr  # the error channel of the raw REPL
+    assert (node.root / "app" / "hello.txt").read_bytes() == (tmp_path / "hello.txt").read_bytes()
