@@ -3,7 +3,6 @@
 CPython only (a laptop): this package is never compiled for the node.
 """
 import errno
-import fcntl
 import os
 import stat
 import sys
@@ -47,6 +46,10 @@ def check_port(port):
     before any tool opens it. Returns the port."""
     if "://" in port:  # a pyserial URL (socket://, rfc2217://): nothing to check locally
         return port
+    if os.name == "nt":
+        return _check_port_windows(port)
+    import fcntl
+
     try:
         st = os.stat(port)
     except FileNotFoundError:
@@ -81,6 +84,23 @@ def check_port(port):
         raise
     finally:
         os.close(fd)  # closing drops our lock
+    return port
+
+
+def _check_port_windows(port):
+    """COM ports: open and close it; Windows says "access denied" when another program has it."""
+    import serial
+
+    try:
+        serial.Serial(port).close()
+    except serial.SerialException as exc:
+        text = str(exc)
+        if "FileNotFoundError" in text or "cannot find" in text.lower():
+            raise ToolError("Không có cổng %s: kiểm tra cáp USB và tên cổng trong Device Manager (COM3...)" % port,
+                            "No port %s: check the USB cable and the port name in Device Manager (COM3...)" % port)
+        if "PermissionError" in text or "Access is denied" in text:
+            raise port_busy(port)
+        raise ToolError("Không mở được cổng %s: %s" % (port, text), "Cannot open port %s: %s" % (port, text))
     return port
 
 

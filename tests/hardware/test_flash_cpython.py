@@ -135,3 +135,20 @@ def test_upload_puts_the_bundle_in_slot_a_with_boot_json_and_the_bootstrap(tmp_p
     assert not list(root.rglob("*.tmp"))
     assert "/app/" in (root / "main.py").read_text() and "firmware.main" in (root / "main.py").read_text()
     assert "done" in so
+
+
+def test_the_bootstrap_runs_the_slot_boot_json_names(tmp_path, bundle):
+    """/main.py (the tooling's minimal bootstrap) adds /app/<active> to sys.path and imports firmware.main."""
+    import subprocess
+
+    with PtyNode(tmp_path / "node") as node:
+        node.install(bundle)
+        (node.root / "main.py").write_bytes(zipfile.ZipFile(bundle).read("main.py"))
+        slot_b = node.root / "app" / "b" / "firmware"
+        slot_b.mkdir(parents=True)
+        (slot_b / "__init__.py").write_text("")
+        (slot_b / "main.py").write_text("import sys\nprint('slot b runs', sys.path[0])\n")  # a stand-in firmware
+        (node.root / "boot.json").write_text(json.dumps({"active": "b"}))
+        r = subprocess.run([sys.executable, "-m", "mpremote", "connect", node.port, "exec",
+                            "exec(open('/main.py').read())"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "slot b runs /app/b" in r.stdout, r.stdout + r.stderr
