@@ -15,7 +15,8 @@ không đóng: kiểm tra dây chân 26"). The last line is "BENCH-END".
 
 Checks: parts that failed to start; the lamp relay (its feedback contact and
 the lamp current, off then on); the dimmer (current at 10 % and at 100 %,
-the ramp moves); the lamp current sensor; a 1 kHz test tone through the
+the level mid-ramp is reported, not judged: it depends on how late the
+task wakes); the lamp current sensor; a 1 kHz test tone through the
 amplifier and every zone relay; each zone relay in turn (listen for the
 click); the RTC (valid time, a DS3231 when the profile has one; set from the
 laptop's clock when it is invalid or more than 2 minutes off); the photocell
@@ -128,8 +129,6 @@ async def _dimmer(hal, prof, emit, lamp_on):
     data = {"ma_10": lo, "ma_100": hi, "level_mid_ramp": mid}
     if lo is None or hi is None:
         _line(emit, "dimmer", None, "skipped", data)
-    elif not 10 < mid < 100:
-        _line(emit, "dimmer", False, "no_ramp", data)
     elif hi < lo * 1.3 + 10:
         _line(emit, "dimmer", False, "no_effect", data)
     else:

@@ -70,8 +70,6 @@ def advice(part, code, data, prof):
             % p("dimmer"),
             "Dimming has no effect: check the wire on pin %s, the 0-10 V stage and the driver's DIM+/DIM- wires"
             % p("dimmer")),
-        ("dimmer", "no_ramp"): ("Độ sáng không chuyển dần (lỗi phần mềm): báo nhóm phát triển",
-                                "The level does not ramp (a software fault): tell the developers"),
         ("dimmer", "look"): ("Nhìn đèn: phải sáng dần từ mờ đến sáng hẳn", "Watch the lamp: it brightens from dim to full"),
         ("dimmer", "skipped"): ("Bỏ qua: đèn không sáng", "Skipped: the lamp did not light"),
         ("tone", "listen"): ("Nghe loa: tiếng bíp 1 kHz trong 1 giây", "Listen: a 1 kHz beep for 1 s"),
