@@ -10,7 +10,8 @@ MPY_HEAP ?= 128K
 NODE_HEAP ?= 64K
 APT_PACKAGES := mosquitto mosquitto-clients ffmpeg espeak-ng chromium fonts-dejavu-core
 
-.PHONY: setup apt test test-py test-mpy mpy-build bench bench-audio bench-day bench-scale gateway sim demo clean
+.PHONY: setup apt test test-py test-mpy mpy-build bench bench-audio bench-day bench-scale gateway sim demo clean \
+	bundle flash provision bench-node console
 
 setup: $(STAMP) apt
 
@@ -53,6 +54,7 @@ MPY_SOURCES = $(shell ls protocol/*.py firmware/*.py hardware/*.py tests/__init_
 	tests/mpy_run.py tests/protocol/*.py tests/firmware/*.py tests/hardware/*.py tests/bench/*.py \
 	| grep -v _cpython.py | grep -v -E 'tests/bench/(report|stream_bench|audio_report)\.py')
 MPY_BUILD := build/mpy
+comma := ,
 
 mpy-build: setup
 	@rm -rf $(MPY_BUILD) && for f in $(MPY_SOURCES); do mkdir -p $(MPY_BUILD)/$$(dirname $$f); \
@@ -106,6 +108,33 @@ sim: setup
 # The product: the gateway (embedded broker) and a simulated commune of 40 nodes, until Ctrl-C.
 demo: setup
 	$(PY) -m simulator.demo
+
+# The technician's tools (docs/technician.md): a blank ESP32 to a registered, tested node.
+# make flash PORT=/dev/ttyUSB0 IMAGE=ESP32_GENERIC-20241129-v1.24.1.bin
+# make provision PORT=/dev/ttyUSB0 NODE=den-thon1-03 [SITE=xa-an-binh] [ZONES="thon-1 thon-2"]
+#      [GATEWAY=http://192.168.1.10:8080] [OFFLINE=bundle.json] [REPLACE=1]
+# make bench-node PORT=/dev/ttyUSB0        make console PORT=/dev/ttyUSB0
+need = $(if $($(1)),,$(error $(1)=... is needed: $(2)))
+bundle: setup
+	$(PY) -m hardware build
+
+flash: setup
+	$(call need,PORT,the serial port (e.g. PORT=/dev/ttyUSB0))$(call need,IMAGE,the MicroPython .bin from micropython.org/download/ESP32_GENERIC)
+	$(PY) -m hardware flash --port $(PORT) --image $(IMAGE)
+
+provision: setup
+	$(call need,PORT,the serial port (e.g. PORT=/dev/ttyUSB0))$(call need,NODE,the node id (e.g. NODE=den-thon1-03))
+	$(PY) -m hardware provision --port $(PORT) --node $(NODE) $(if $(SITE),--site $(SITE)) \
+	  $(foreach z,$(subst $(comma), ,$(ZONES)),--zone $(z)) $(if $(GATEWAY),--gateway $(GATEWAY)) \
+	  $(if $(OFFLINE),--offline-bundle $(OFFLINE)) $(if $(REPLACE),--replace)
+
+bench-node: setup
+	$(call need,PORT,the serial port (e.g. PORT=/dev/ttyUSB0))
+	$(PY) -m hardware bench --port $(PORT)
+
+console: setup
+	$(call need,PORT,the serial port (e.g. PORT=/dev/ttyUSB0))
+	$(PY) -m hardware console --port $(PORT)
 
 clean:
 	rm -rf $(VENV) build .pytest_cache .hypothesis

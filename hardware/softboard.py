@@ -290,6 +290,11 @@ class SoftBoard(Hal):
         "photocell", "lamp_ct", "pir" then answer as not fitted; "i2s": audio_open raises
       boot_crash: N > 0: the first service() after each power-on raises
         RuntimeError (a driver crashing the firmware at boot), N times
+      miswired: wires on the wrong pin (the bench test must name them):
+        "lamp_relay" the coil is never driven (the contact stays open, the
+        feedback reads open), "lamp_feedback" the feedback always reads open
+        while the contact works, "dimmer" the 0-10 V input floats (full light
+        whatever the level)
     Hooks: on_reset, a callable the simulator host sets: reset() calls it
     so the host can really reboot the node.
     """
@@ -318,6 +323,7 @@ class SoftBoard(Hal):
         self.rtc_battery_dead = False
         self.failed = []
         self.boot_crash = 0
+        self.miswired = []
         self._serviced = False  # service() called since the last power-on
         self._powered = True
         # outputs
@@ -368,7 +374,7 @@ class SoftBoard(Hal):
     def _contact_closed(self):
         if self.relay_stuck == "closed":
             return True
-        if self.relay_stuck == "open":
+        if self.relay_stuck == "open" or "lamp_relay" in self.miswired:
             return False
         return self._relay_cmd
 
@@ -376,7 +382,7 @@ class SoftBoard(Hal):
         """Light the lamp really gives now, 0..100 (ground truth)."""
         if self.burnt or not self._powered or not self._contact_closed():
             return 0.0
-        return max(self.min_dim, self.lamp_dim_level())
+        return 100.0 if "dimmer" in self.miswired else max(self.min_dim, self.lamp_dim_level())
 
     def _record_light(self):
         if self.burnt or not self._powered or not self._contact_closed():
@@ -396,7 +402,7 @@ class SoftBoard(Hal):
                 self._record_light()
 
     def lamp_relay_state(self):
-        return self._contact_closed()
+        return False if "lamp_feedback" in self.miswired else self._contact_closed()
 
     def lamp_dim(self, level, ramp_ms=0):
         level = max(0, min(100, level))

@@ -5,6 +5,8 @@ and the halt on a rollback or a refusal. Nodes here are their MQTT messages fed 
 ingest; tests/simulator/test_ota_sim.py runs the real firmware."""
 import asyncio
 import hashlib
+import json
+import zipfile
 
 from protocol import topics
 from protocol.messages import Ack, Event, State
@@ -93,6 +95,31 @@ def test_upload_checks_the_release_signature_hashes_and_paths(tmp_path):
             assert "firmware.add" in actions and "firmware.refused" in actions
             await rig.api("DELETE", "/api/firmware/1.1.0", expect=200)
             assert not list((tmp_path / "gw" / "firmware").iterdir())
+        finally:
+            await rig.stop()
+    run(scenario())
+
+
+def test_the_bundle_hardware_build_makes_is_accepted(tmp_path):
+    """The real build (mpy-cross, manifest, Ed25519 signature by the release key) meets the gateway's
+    checks: the formats of the technician's tool and the OTA service are one contract."""
+    from cryptography.hazmat.primitives import serialization
+
+    from hardware.tools.build import build
+
+    async def scenario():
+        rig, key, _pw = await _setup(tmp_path)
+        try:
+            pem = tmp_path / "release.key"
+            pem.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                              serialization.NoEncryption()))
+            path = build(tmp_path / "bundle", sign=str(pem))
+            row = (await _upload(rig, path.read_bytes(), 201)).json()
+            assert row["signed"] == 1 and row["files"] > 30
+            with zipfile.ZipFile(path) as z:
+                manifest = json.loads(z.read("manifest.json"))
+            assert manifest["boot"] == "main.py" and manifest["bootstrap"] == "bootstrap.py"
+            assert row["version"] == manifest["version"]
         finally:
             await rig.stop()
     run(scenario())
