@@ -51,7 +51,7 @@ test-py: setup
 # Portable tests under the real MicroPython unix port with an ESP32-sized heap,
 # run as .mpy compiled by mpy-cross, as they are on the node.
 MPY_SOURCES = $(shell ls protocol/*.py firmware/*.py hardware/*.py tests/__init__.py tests/portable.py \
-	tests/mpy_run.py tests/protocol/*.py tests/firmware/*.py tests/hardware/*.py tests/bench/*.py \
+	tests/mpy_run.py tests/protocol/*.py tests/firmware/*.py tests/hardware/*.py tests/bench/*.py tests/security/*.py \
 	| grep -v _cpython.py | grep -v -E 'tests/bench/(report|stream_bench|audio_report)\.py')
 MPY_BUILD := build/mpy
 comma := ,
@@ -63,7 +63,7 @@ mpy-build: setup
 
 test-mpy: mpy-build
 	cd $(MPY_BUILD) && ../../$(MPY) tests/mpy_run.py --heap=$(MPY_HEAP) tests/protocol tests/hardware \
-	  --heap=1M --budget=$(NODE_HEAP) tests/firmware
+	  --heap=1M --budget=$(NODE_HEAP) tests/firmware tests/security
 
 # Benchmarks print their figures and write build/bench/report.json.
 bench: mpy-build
