@@ -68,8 +68,8 @@ class Peer:
         (rc,) = self._subacks.get(timeout=TIMEOUT)
         return not rc.is_failure
 
-    def publish(self, topic, payload, retain=False):
-        self.client.publish(topic, payload, 1, retain).wait_for_publish(TIMEOUT)
+    def publish(self, topic, payload, retain=False, qos=1):
+        self.client.publish(topic, payload, qos, retain).wait_for_publish(TIMEOUT)
 
     def expect(self, topic, payload):
         """Wait until (topic, payload) has arrived."""
@@ -199,14 +199,18 @@ def test_the_acl_generator_says_what_the_design_says(site):
 
 
 def test_every_node_publishes_only_its_own_reports(site):
+    """Every node publishes on every topic, at QoS 0, 1 and 2, retained where the contract retains
+    (state): the gateway, reading the whole site live and then as a new subscriber (retained), gets
+    exactly what the generator allows."""
     users = site.users()
     gw = site.gateway()
     nodes = {n: site.node(n) for n in KINDS}
     for n, p in nodes.items():
         assert p.subscribe(topics.node_topic(SITE, n, topics.CMD))
     for n, p in nodes.items():
-        for t in every_topic():
-            p.publish(t, ("%s -> %s" % (n, t)).encode())  # QoS 1: both brokers PUBACK even a refused one
+        for i, t in enumerate(every_topic()):
+            retain = t.endswith("/" + topics.STATE)
+            p.publish(t, ("%s -> %s" % (n, t)).encode(), retain=retain, qos=i % 3)  # a refused QoS 1/2 is acked too
         p.publish(topics.node_topic(SITE, n, topics.TELE), b"marker " + n.encode())
     for n in nodes:
         gw.expect(topics.node_topic(SITE, n, topics.TELE), b"marker " + n.encode())
@@ -221,6 +225,16 @@ def test_every_node_publishes_only_its_own_reports(site):
     for m, p in nodes.items():  # on its cmd topic each node got the gateway's command and nothing else
         assert set(p.collect()) == {(topics.node_topic(SITE, m, topics.CMD), b"gw cmd")}, (m, p.seen)
         assert not p.dropped.is_set()
+    # a new subscriber gets the retained states: each node's own, never one another node forged
+    gw.close()  # the gateway reconnects (one client id per user: the new login would take this one's place)
+    late = site.gateway()
+    for n in KINDS:
+        state = topics.node_topic(SITE, n, topics.STATE)
+        late.expect(state, ("%s -> %s" % (n, state)).encode())
+    late.publish(topics.gateway_state_topic(SITE), b"late marker")
+    late.expect(topics.gateway_state_topic(SITE), b"late marker")
+    retained = {payload for t, payload in late.collect() if b" -> " in payload}
+    assert retained == {e for e in expected if e.endswith(b"/state")}, sorted(retained)
 
 
 def test_no_node_reads_another_nodes_topics_whatever_it_subscribes_to(site):
