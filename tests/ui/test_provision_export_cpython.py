@@ -16,7 +16,6 @@ import pytest
 
 from firmware.config import NodeConfig
 from tests.hardware.pty_node import PtyNode
-from tests.ui.commune import USERS
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 NODE = "den-moi-7"
@@ -171,4 +170,3 @@ def test_operators_and_viewers_get_no_form_and_a_plain_403(commune, username):
     assert commune.call(lambda: commune.gw.registry.db.one("SELECT 1 FROM nodes WHERE id = 'den-cam-1'")) is None
     assert commune.call(lambda: bytes(commune.gw.registry.db.one(
         "SELECT hmac_key FROM nodes WHERE id = 'den-1-1'")[0])) == key  # not re-keyed
-    assert USERS[username][1] in ("operator", "viewer")
