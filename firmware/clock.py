@@ -29,6 +29,7 @@ REFINE_RTT_MS = 12  # a kept sample with a longer round trip is refined: another
 REFINE_EVERY_MS = 4000
 REFINE_MAX = 6  # requests in a row for one refinement
 REFINE_LIMIT_MS = 3000
+SLOW_RTT_MS = 2000  # a longer round trip only bounds the time: a valid clock within the bounds stays
 
 
 class NodeClock:
@@ -138,14 +139,30 @@ class NodeClock:
                 sent = self._sent
         rtt = None
         true_ms = t3
+        slow = None  # a round trip so long (ms) that the answer only bounds the time: [t3, t3 + slow]
         if t1 is not None:
-            rtt = self.hal.ticks_diff(t4, sent) - (t3 - t2)
-            if 0 <= rtt < 60000:
+            total = self.hal.ticks_diff(t4, sent) - (t3 - t2)
+            if 0 <= total < SLOW_RTT_MS:
+                rtt = total
                 true_ms = t3 + rtt // 2
-            else:
-                rtt = None  # an echo from before a reboot or a wrapped tick: ignore the round trip
-        true_s = (true_ms + 500) // 1000
+            elif 0 <= total < 86400000:
+                slow = total
+                if total < 60000:
+                    rtt = total
+                true_ms = t3 + total // 2  # the best guess, +- half the round trip
+            # (else an echo from before a reboot or a wrapped tick: the round trip is unknown)
         before = self.now()
+        if slow is not None and before is not None:
+            # a valid clock inside the answer's bounds is as good as the answer can tell: left alone
+            # (a congested link or a starved simulation delivers answers minutes late; setting the
+            # clock to t3, or even to the middle, would step it back and forth by that much)
+            cur = self.now_ms()
+            if t3 - 1000 <= cur <= t3 + slow + 1000:
+                return 0, rtt
+            true_ms = t3 if cur < t3 else t3 + slow  # outside them: the smallest step back within
+        if t1 is None and before is not None and self.synced_at is not None and self.now_ms() >= t3 - 1000:
+            return 0, None  # unsolicited: it took an unknown time to come, so it never sets a synced clock back
+        true_s = (true_ms + 500) // 1000
         step = None if before is None else true_s - before
         # the filter only judges an answer that agrees with the RTC to the second: a clock that jumped
         # (a failing RTC, a wrong set) is set by the answer whatever its round trip

@@ -70,3 +70,28 @@ def test_the_wait_in_the_event_queue_is_not_network_time():
     sim, board, clock = _clock()
     step, rtt = _exchange(sim, clock, 7, 7, queued_ms=90)
     assert rtt == 14 and abs(_error_ms(sim, clock)) <= 1
+
+
+def test_a_slow_answer_bounds_the_time_and_never_steps_a_clock_inside_the_bounds():
+    """A congested link (or a starved simulation) delivers an answer minutes late: the true time is
+    somewhere in [t3, t3 + round trip]. A valid clock inside that is left alone; a clock outside is
+    moved only to the nearest bound."""
+    sim, board, clock = _clock()
+    _exchange(sim, clock, 5, 5)
+    assert abs(_error_ms(sim, clock)) <= 6
+    step, _ = _exchange(sim, clock, 20, 13 * 60 * 1000)  # answered at once, delivered 13 minutes later
+    assert step == 0 and abs(_error_ms(sim, clock)) <= 6  # not 13 or 6.5 minutes back
+    board.set_time(board.time() - 40 * 60)  # the RTC loses 40 minutes (and the ms clock with it)
+    clock._sync_ms = None
+    step, _ = _exchange(sim, clock, 20, 10 * 60 * 1000)  # a slow answer still proves it is behind
+    assert step is not None and step > 25 * 60  # moved to the answer's earliest bound: 30 minutes
+    assert -10 * 60 * 1000 - 2000 <= _error_ms(sim, clock) <= 1000
+
+
+def test_an_unsolicited_sync_never_sets_a_synced_clock_back():
+    sim, board, clock = _clock()
+    _exchange(sim, clock, 5, 5)
+    t = int(round(sim.now() * 1000))
+    sim.advance(25.0)  # delivered 25 s late (within its expiry)
+    assert clock.apply_sync(None, t, t) == (0, None)
+    assert abs(_error_ms(sim, clock)) <= 6

@@ -5,6 +5,8 @@
   GET /api/nodes/{id}/telemetry?hours=), recent events, commands with their answer, and for operators
   the actions (self test, reboot, volume, lamp override) as POST forms that create commands.
 - POST /nodes/{id}/command: one of those actions (gw.commands.create); the page shows its status.
+- For admins: the "Add a node" form on the list and "Re-key" on a node's page, which answer with the
+  node's credentials file for the technician's tool (gateway/ui/pages/provision.py).
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from gateway.alerts import part_names
 from gateway.errors import GatewayError
 from gateway.registry import has_lamp, has_speaker
 from gateway.telemetry import SERIES, compact
+from gateway.ui.pages import provision
 from gateway.ui.web import Ctx, Web
 from protocol import commands as ops
 
@@ -125,19 +128,28 @@ def detail(web: Web, ctx: Ctx, node_id: str, status: int = 200, **extra: Any) ->
                       names={n["id"]: n["name"] for n in gw.registry.nodes()}, zones=gw.registry.zones(), **extra)
 
 
+def index_page(web: Web, ctx: Ctx, zone: str = "", kind: str = "", state: str = "", fault: bool = False,
+               since: int = 0, status: int = 200, **extra: Any) -> HTMLResponse:
+    """The list with its filters; `extra`: the add form's typed values and errors (add_typed, add_errors)."""
+    gw = web.gw
+    rows = node_list(web, ctx, zone, kind if kind in ("lamp", "speaker", "both") else "",
+                     state if state in ("online", "offline") else "", fault, since)
+    return web.render(ctx, "nodes/index.html", status=status, rows=rows, zones=gw.registry.zones(),
+                      kinds=kind_names(ctx),
+                      f={"zone": zone, "kind": kind, "state": state, "fault": fault, "offline_for": since},
+                      offline_choices=OFFLINE_FOR, total=gw.registry.count(), **extra)
+
+
 def routes(web: Web, router: APIRouter) -> None:
     gw = web.gw
+    provision.routes(web, router)  # admin: add a node, re-key one, their credentials file
 
     @router.get("/nodes")
     async def nodes_index(request: Request, zone: str = "", kind: str = "", state: str = "", fault: str = "",
                           offline_for: str = "") -> HTMLResponse:
         ctx = web.ctx(request, "viewer")
         since = int(offline_for) if WHOLE.fullmatch(offline_for) else 0
-        rows = node_list(web, ctx, zone, kind if kind in ("lamp", "speaker", "both") else "",
-                         state if state in ("online", "offline") else "", fault == "1", since)
-        return web.render(ctx, "nodes/index.html", rows=rows, zones=gw.registry.zones(), kinds=kind_names(ctx),
-                          f={"zone": zone, "kind": kind, "state": state, "fault": fault == "1", "offline_for": since},
-                          offline_choices=OFFLINE_FOR, total=gw.registry.count())
+        return index_page(web, ctx, zone, kind, state, fault == "1", since)
 
     @router.get("/nodes/{node_id}")
     async def node_page(request: Request, node_id: str, done: str | None = None, cmd: str | None = None) -> HTMLResponse:
