@@ -16,8 +16,9 @@ is always recognised and answered "applied" (duplicate), never "replay".
   be judged expired and the oldest goes.
 
 A RAM-only effect (broadcast now, stop, time sync, ...): `record()` (counter
-and cmd_id in one write), then the effect. A power cut in between loses an
-effect that the cut would have ended anyway, never makes a second one.
+and cmd_id in one write, made twice so the store's backup copy holds it too),
+then the effect. A power cut in between loses an effect that the cut would
+have ended anyway, never makes a second one.
 
 A stored effect (program, override, volume), whose file names the cmd_id
 that made it: `begin()` (counter and the pending cmd_id), the effect's own
@@ -99,6 +100,13 @@ class CommandLog:
             ids.append([cmd_id, expires, result, reason])
         ids = _trim(ids, now)
         self._save(max(counter, self.ctr), ids, None)
+        # Written twice, so that the backup copy holds this command too: if the newest copy is ever
+        # unreadable (the flash itself failing, not a power cut: a save is atomic), the backup the
+        # store falls back to must not be one command behind, or that command could be replayed.
+        try:
+            self._save(self.ctr, self.ids, None)
+        except StoreError:
+            pass  # the first write holds it; only the fallback after a flash fault is one behind
 
     def begin(self, counter, cmd_id, expires):
         """Before a stored effect: the counter and the pending cmd_id, durably."""

@@ -197,3 +197,28 @@ def test_a_withheld_command_released_after_a_newer_one_applied_is_a_replay():
         assert rig.node.counter.find("c-off") is None  # refused, not remembered as applied
     finally:
         rig.close()
+
+
+def test_a_newest_command_log_gone_bad_does_not_let_the_last_broadcast_be_replayed():
+    """The flash garbles the newest copy of the command log (bit rot, not a power cut): the store
+    falls back to its backup copy, which must hold the last RAM-only command too."""
+    rig = _rig()
+    try:
+        assert rig.send("self_test").applied
+        captured = rig.command("broadcast_now", BROADCAST)
+        assert _deliver(rig, *captured).applied
+        rig.run(4.0)
+        assert rig.board.amp_power_state()  # it did play
+        rig.reboot()  # the broadcast ends with the reboot
+        with rig.node.store._fs.open("cmdlog", "r+b") as f:  # one byte of the data flipped
+            f.seek(20)
+            b = f.read(1)
+            f.seek(20)
+            f.write(bytes([b[0] ^ 0x55]))
+        rig.reboot()
+        assert _quiet(rig)
+        ack = _deliver(rig, *captured)
+        assert not (ack.applied and ack.detail != "duplicate"), ack
+        assert _quiet(rig)  # ground truth: the amplifier stays off
+    finally:
+        rig.close()
