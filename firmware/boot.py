@@ -72,6 +72,13 @@ class RootFS:
     def listdir(self, name=""):
         return os.listdir(self.root + name if name else self.root)
 
+    def ilistdir(self, name=""):
+        """The names one at a time (MicroPython's os.ilistdir: no list of a whole slot's names)."""
+        path = self.root + name if name else self.root
+        if not hasattr(os, "ilistdir"):  # CPython
+            return iter(os.listdir(path))
+        return (e[0] for e in os.ilistdir(path))
+
 
 def other(slot):
     return "b" if slot == "a" else "a"

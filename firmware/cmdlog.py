@@ -16,9 +16,8 @@ is always recognised and answered "applied" (duplicate), never "replay".
   be judged expired and the oldest goes.
 
 A RAM-only effect (broadcast now, stop, time sync, ...): `record()` (counter
-and cmd_id in one write, made twice so the store's backup copy holds it too),
-then the effect. A power cut in between loses an effect that the cut would
-have ended anyway, never makes a second one.
+and cmd_id in one write), then the effect. A power cut in between loses an
+effect that the cut would have ended anyway, never makes a second one.
 
 A stored effect (program, override, volume), whose file names the cmd_id
 that made it: `begin()` (counter and the pending cmd_id), the effect's own
@@ -32,6 +31,9 @@ from firmware.store import StoreError
 
 NAME = "cmdlog"
 CAPACITY = 24
+SKIPPED = "skipped"
+CTR_SKIP = 1000000  # skipped after a garbled log: more than the gateway signs for one node between two
+# commands that reach it, even over years offline
 
 
 def key_id(key):
@@ -50,6 +52,7 @@ class CommandLog:
         self.ids = []
         self.pending = None  # [cmd_id, expires] of a stored effect begun and not finished
         self.lost = False  # a log existed but none could be read: old commands could be replayed
+        # (SKIPPED: the newest copy was garbled and the backup used: the counter moved past them)
         self.rekeyed = False  # the stored counter guarded another key: a new counter starts
         obj = store.load_json(NAME)
         if obj is None:
@@ -66,8 +69,24 @@ class CommandLog:
                 self.ids = [e for e in ids if isinstance(e, list) and len(e) == 4]
                 pend = obj.get("pend")
                 self.pending = pend if isinstance(pend, list) and len(pend) == 2 else None
+                if store.garbled(NAME):
+                    self._skip()
             else:
                 self.lost = True
+
+    def _skip(self):
+        """The newest copy of the log was there but unreadable (the flash failing, not a power cut:
+        a save is atomic) and the store fell back to the backup, one save older. The save lost may
+        have recorded a RAM-only command (broadcast now, reboot...) that, captured, could then be
+        replayed: the counter moves past anything the gateway signed before, so every older command
+        is refused as a replay; the gateway, told the node's counter in that answer, re-signs its own
+        above it (gateway/commands.py). Reported at boot."""
+        self.ctr += CTR_SKIP
+        self.lost = SKIPPED
+        try:
+            self._save(self.ctr, self.ids, self.pending)
+        except StoreError:
+            pass  # in RAM for this boot; skipped again at the next
 
     def _legacy(self):
         """The files of firmware before this log: "counter" and "acks.json" (same key assumed)."""
@@ -100,13 +119,6 @@ class CommandLog:
             ids.append([cmd_id, expires, result, reason])
         ids = _trim(ids, now)
         self._save(max(counter, self.ctr), ids, None)
-        # Written twice, so that the backup copy holds this command too: if the newest copy is ever
-        # unreadable (the flash itself failing, not a power cut: a save is atomic), the backup the
-        # store falls back to must not be one command behind, or that command could be replayed.
-        try:
-            self._save(self.ctr, self.ids, None)
-        except StoreError:
-            pass  # the first write holds it; only the fallback after a flash fault is one behind
 
     def begin(self, counter, cmd_id, expires):
         """Before a stored effect: the counter and the pending cmd_id, durably."""

@@ -16,7 +16,7 @@ module-level state, so one interpreter can host many (the simulator does).
 import gc
 
 from firmware.clock import REFINE_EVERY_MS, STEP_EVENT_S, NodeClock
-from firmware.cmdlog import CommandLog
+from firmware.cmdlog import SKIPPED, CommandLog
 from firmware.events import EventLog
 from firmware.lamp import LampControl
 from firmware.media import Media
@@ -117,7 +117,9 @@ class Node:
         if self.media is not None:
             self.media.need()  # the stored plan's clips: fetch what is missing
         self.tick()  # lamps right from flash and RTC alone, before any network
-        if self.counter.lost:  # old commands could be replayed until they expire: say so
+        if self.counter.lost == SKIPPED:
+            self.emit("storage_error", {"file": "counter", "error": "command log unreadable: counter moved past older commands"})
+        elif self.counter.lost:  # old commands could be replayed until they expire: say so
             self.emit("storage_error", {"file": "counter", "error": "command counter lost; re-provision the key"})
         self.emit("boot", {"cause": cause, "safe": self.safe_mode, "clock": self.clock.state,
                            "lamp": self.program.version, "plan": self.plan.version if self.plan else 0})

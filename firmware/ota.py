@@ -520,7 +520,8 @@ class Ota:
         """Files in the slot (below `rel`)."""
         fs = self.fs
         n = 0
-        for name in fs.listdir(base + rel if rel else base[:-1]):
+        names = getattr(fs, "ilistdir", fs.listdir)  # one at a time where the filesystem can
+        for name in names(base + rel if rel else base[:-1]):
             n += self._count(base, rel + name + "/") if fs.isdir(base + rel + name) else 1
         return n
 

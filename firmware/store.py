@@ -108,6 +108,15 @@ class Store:
                 self._note("%r: using the backup copy" % name)
         return data
 
+    def garbled(self, name):
+        """True if the newest copy of `name` is there but unreadable: the flash failing, not a save
+        cut by a power cut (that leaves no newest copy, and load() rightly takes the backup)."""
+        try:
+            self._fs.stat(name)
+        except OSError:
+            return False
+        return self._read(name, False) is None
+
     def save_json(self, name, obj):
         self.save(name, json.dumps(obj, separators=(",", ":")).encode())
 

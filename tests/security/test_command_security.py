@@ -7,7 +7,7 @@ the amplifier and zone relays), not only on what the node acks. Cases already te
 elsewhere are not repeated here; tests/security/README.md maps each item of the issue
 to the test that covers it.
 """
-from firmware.cmdlog import CAPACITY
+from firmware.cmdlog import CAPACITY, CTR_SKIP
 from firmware.config import NodeConfig
 from protocol import auth, commands
 from protocol.commands import Command
@@ -201,7 +201,8 @@ def test_a_withheld_command_released_after_a_newer_one_applied_is_a_replay():
 
 def test_a_newest_command_log_gone_bad_does_not_let_the_last_broadcast_be_replayed():
     """The flash garbles the newest copy of the command log (bit rot, not a power cut): the store
-    falls back to its backup copy, which must hold the last RAM-only command too."""
+    falls back to its backup copy, one save older, which lacks the last RAM-only command. The
+    node moves its counter past everything signed before, so that command cannot be replayed."""
     rig = _rig()
     try:
         assert rig.send("self_test").applied
@@ -217,8 +218,14 @@ def test_a_newest_command_log_gone_bad_does_not_let_the_last_broadcast_be_replay
             f.write(bytes([b[0] ^ 0x55]))
         rig.reboot()
         assert _quiet(rig)
+        assert any(e.data.get("file") == "counter" for e in rig.events("storage_error"))  # said at boot
         ack = _deliver(rig, *captured)
-        assert not (ack.applied and ack.detail != "duplicate"), ack
+        assert not ack.applied and ack.reason == commands.REPLAY and ack.ctr > CTR_SKIP, ack
         assert _quiet(rig)  # ground truth: the amplifier stays off
+        # the gateway, told the node's counter, signs above it: commands work again
+        ack = _deliver(rig, *rig.command("broadcast_now", dict(BROADCAST, id="b2"), counter=ack.ctr + 1))
+        assert ack.applied, ack
+        rig.run(4.0)
+        assert rig.board.amp_power_state()
     finally:
         rig.close()
