@@ -29,6 +29,7 @@ REFINE_RTT_MS = 12  # a kept sample with a longer round trip is refined: another
 REFINE_EVERY_MS = 4000
 REFINE_MAX = 6  # requests in a row for one refinement
 REFINE_LIMIT_MS = 3000
+ASKED_KEPT = 4  # recent requests whose answers are still taken
 SLOW_RTT_MS = 2000  # a longer round trip only bounds the time: a valid clock within the bounds stays
 
 
@@ -44,6 +45,7 @@ class NodeClock:
         self._sync_up = None  # ... at this uptime ms
         self.broadcast_near = False  # set by the loudspeaker: an item starts within 15 min
         self._sent = None  # ticks when the pending request left the node (its event waited before)
+        self._asked = []  # [[t1, sent ticks or None], ...] of the last ASKED_KEPT requests, oldest first
         self.best_rtt = None  # round trip (ms) of the sample now_ms() stands on; None: to the second only
         self.refines = 0  # requests made to refine it
 
@@ -101,22 +103,37 @@ class NodeClock:
         """t1 for a new time request: the ticks now (MicroPython small int, wraps at 2**30)."""
         if self.refining():
             self.refines += 1  # bounded by requests made, not answers got: an answer may never come
-        self.pending_t1 = self.hal.ticks_ms()
+        self.pending_t1 = t1 = self.hal.ticks_ms()
         self._sent = None
-        return self.pending_t1
+        # the last few requests stay answerable: on a slow link an answer may come after the next
+        # request was made, and its round trip (from its own request) still bounds the time
+        asked = self._asked
+        asked.append([t1, None])
+        if len(asked) > ASKED_KEPT:
+            asked.pop(0)
+        return t1
 
     def request_sent(self):
         """The request is going out now (it waited in the event queue since t1): the round trip
         counts from here, so the wait does not skew the two ways apart."""
         if self.pending_t1 is not None and self._sent is None:
             self._sent = self.hal.ticks_ms()
+            if self._asked and self._asked[-1][0] == self.pending_t1:
+                self._asked[-1][1] = self._sent
+
+    def _answered(self, t1):
+        """The [t1, sent] of one of our recent requests, or None."""
+        for entry in self._asked:
+            if entry[0] == t1:
+                return entry
+        return None
 
     def acceptable(self, t1, expires):
         """(ok, why): may a time_sync with this echo and expiry set the clock?"""
         if t1 is not None:
-            if t1 != self.pending_t1:
+            if self._answered(t1) is None:
                 return False, "answers no request of ours (stale or from before a reboot)"
-            return True, ""  # our latest request (made at most a minute ago): a slow answer only loses its rtt
+            return True, ""  # one of our recent requests: a slow answer only bounds the time
         now = self.now()
         if now is None:
             return False, "unsolicited, and there is no valid clock to judge its expiry"
@@ -133,10 +150,16 @@ class NodeClock:
         """
         t4 = self.hal.ticks_ms()
         sent = t1
-        if t1 is not None and t1 == self.pending_t1:
-            self.pending_t1 = None  # answered: a second answer to it is stale
-            if self._sent is not None:
-                sent = self._sent
+        entry = None if t1 is None else self._answered(t1)
+        if entry is not None:
+            if entry[1] is not None:
+                sent = entry[1]
+            # answered: a second answer to it, or an answer to an older request, is stale
+            while self._asked and self._asked[0] is not entry:
+                self._asked.pop(0)
+            self._asked.pop(0)
+            if t1 == self.pending_t1:
+                self.pending_t1 = None
         rtt = None
         true_ms = t3
         slow = None  # a round trip so long (ms) that the answer only bounds the time: [t3, t3 + slow]

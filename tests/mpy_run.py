@@ -134,7 +134,7 @@ def main(argv):
         run_file(paths[0][0], only, _size(budget) if budget else None)
         return 0
     exe = sys.executable or "micropython"
-    out = "/tmp/mpy_run.%d.out" % os.getpid() if hasattr(os, "getpid") else "/tmp/mpy_run.out"
+    out = __file__ + ".out"  # in this build's own tree: runs from two checkouts never share it (no getpid here)
     passed = failed = 0
     for path, heap, budget in paths:
         for test_file in _test_files(path):

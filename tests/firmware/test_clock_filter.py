@@ -95,3 +95,24 @@ def test_an_unsolicited_sync_never_sets_a_synced_clock_back():
     sim.advance(25.0)  # delivered 25 s late (within its expiry)
     assert clock.apply_sync(None, t, t) == (0, None)
     assert abs(_error_ms(sim, clock)) <= 6
+
+
+def test_an_answer_that_comes_after_the_next_request_still_sets_a_clock_two_hours_ahead():
+    """A starved link: each answer comes after the node has asked again. The answer to the earlier
+    request is still ours, and its own round trip bounds the time."""
+    sim, board, clock = _clock()
+    _exchange(sim, clock, 5, 5)
+    board.set_time(board.time() + 7200)  # the RTC jumps two hours ahead
+    clock._sync_ms = None
+    t1 = clock.request()
+    clock.request_sent()
+    sim.advance(1.0)
+    t2 = t3 = int(round(sim.now() * 1000))
+    sim.advance(150.0)  # the answer takes 2.5 minutes to come back ...
+    clock.request()  # ... and meanwhile the node asked again
+    clock.request_sent()
+    assert clock.acceptable(t1, None)[0]
+    step, _ = clock.apply_sync(t1, t2, t3)
+    assert step is not None and -7200 <= step <= -7000  # back to within the answer's bounds
+    assert abs(_error_ms(sim, clock)) <= 152000
+    assert not clock.acceptable(t1, None)[0]  # answered once: a second answer to it is stale

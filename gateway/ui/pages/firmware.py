@@ -10,6 +10,8 @@ Every change is audited; a refusal is shown in plain words above the form, nothi
 """
 from __future__ import annotations
 
+import re
+
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -40,7 +42,7 @@ FLASH = {"uploaded": N_("The firmware was checked and stored."), "started": N_("
 
 def _rid(text: str) -> int | None:
     """A rollout id from the address, or None (anything else: the page shows the latest)."""
-    return int(text) if text.isdigit() and len(text) <= 12 else None
+    return int(text) if re.fullmatch(r"[0-9]{1,12}", text) else None  # not isdigit(): "²" is a digit
 
 
 def routes(web: Web, router: APIRouter) -> None:
