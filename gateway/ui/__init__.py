@@ -63,11 +63,11 @@ def mount_ui(app: FastAPI, gw: Gateway) -> Web:
             session, _csrf, _user = await gw.users.login(str(form.get("username") or ""),
                                                          str(form.get("password") or ""), client_address(request))
         except GatewayError as exc:  # wrong, or refused for a while (429: the message says until when)
-            answer = _login_form(web, ctx, next_url, ctx.error_text(exc), exc.status,
-                                 str(form.get("username") or ""))
+            refused = _login_form(web, ctx, next_url, ctx.error_text(exc), exc.status,
+                                  str(form.get("username") or ""))
             if isinstance(exc, LoginRefused):
-                answer.headers["Retry-After"] = str(max(1, math.ceil(exc.until - gw.clock.now())))
-            return answer
+                refused.headers["Retry-After"] = str(max(1, math.ceil(exc.until - gw.clock.now())))
+            return refused
         answer = web.redirect(next_url)
         answer.set_cookie(SESSION_COOKIE, session, httponly=True, samesite="strict", max_age=12 * 3600)
         answer.delete_cookie(LOGIN_CSRF_COOKIE)
