@@ -72,7 +72,7 @@ class GatewayRig:
 
     async def api(self, method, path, expect=None, **kw):
         r = await self.http.request(method, path, **kw)
-        if r.status_code == 401 and r.json().get("error") == "session.expired":  # idle or 12 h on a fast or
+        if r.status_code == 401 and b'"session.expired"' in r.content:  # idle or 12 h on a fast or
             await self.login()                                                  # fake clock: log in again
             r = await self.http.request(method, path, **kw)
         if expect is not None:
