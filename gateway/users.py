@@ -141,20 +141,26 @@ class Users:
     def _admit(self, key: str, address: str, now: float) -> int:
         """Refuse a login attempt that the limits forbid, else record it as a failure until it succeeds (so
         attempts running in parallel count before their slow verification ends); the failure's row id."""
+        refused: LoginRefused | None = None
         with self.db.tx():
             self.db.run("DELETE FROM login_failures WHERE at < ?", now - FAIL_WINDOW_S)
             self.db.run("DELETE FROM login_locks WHERE until < ?", now)
             rows = self.db.all("SELECT at FROM login_failures WHERE address = ? ORDER BY at", address)
-            if len(rows) >= ADDRESS_MAX_FAILURES:
-                raise self._throttled(rows[len(rows) - ADDRESS_MAX_FAILURES][0] + FAIL_WINDOW_S)
             lock = self.db.one("SELECT until FROM login_locks WHERE username = ?", key)
             mine = self.db.all("SELECT at FROM login_failures WHERE username = ? ORDER BY at", key)
-            if lock is not None or len(mine) >= USER_MAX_FAILURES:
+            attempt = 0
+            if len(rows) >= ADDRESS_MAX_FAILURES:
+                refused = self._throttled(rows[len(rows) - ADDRESS_MAX_FAILURES][0] + FAIL_WINDOW_S)
+            elif lock is not None or len(mine) >= USER_MAX_FAILURES:  # counts against the address, not the name
                 self.db.run("INSERT INTO login_failures (at, username, address) VALUES (?, NULL, ?)", now, address)
-                until = lock[0] if lock is not None else mine[len(mine) - USER_MAX_FAILURES][0] + FAIL_WINDOW_S
-                raise self._locked(until)
-            return int(self.db.run("INSERT INTO login_failures (at, username, address) VALUES (?, ?, ?)",
-                                   now, key, address).lastrowid or 0)
+                refused = self._locked(lock[0] if lock is not None
+                                       else mine[len(mine) - USER_MAX_FAILURES][0] + FAIL_WINDOW_S)
+            else:
+                attempt = int(self.db.run("INSERT INTO login_failures (at, username, address) VALUES (?, ?, ?)",
+                                          now, key, address).lastrowid or 0)
+        if refused is not None:  # raised after the commit: the refused attempt stays counted
+            raise refused
+        return attempt
 
     def _failed(self, key: str, address: str) -> None:
         """After a wrong password: lock the username, or note the address's limit, when this one reached it."""

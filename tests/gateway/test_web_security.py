@@ -79,7 +79,7 @@ def audit_actions(rig):
 # ---- every route wants a login; a viewer changes nothing; CSRF everywhere -----------------------------------
 def test_every_route_needs_a_login_a_viewer_changes_nothing_and_csrf_is_checked(tmp_path):
     async def scenario():
-        rig = await start(tmp_path)
+        rig = await start(tmp_path, cheap_hash=True)
         try:
             app = rig.http._transport.app
             endpoints = sorted(set(routewalk._walk(app.routes)), key=lambda e: (e.path, e.method))
@@ -155,6 +155,9 @@ def test_login_lockout_per_username_kept_across_a_restart_and_unlocked_by_an_adm
             assert "try again after 14:15" in body["message_en"]
             assert int(r.headers["Retry-After"]) == LOCK_S - 60 == body["retry_after"]
             assert ("canbo", "login_locked", "canbo") in audit_actions(rig)
+            assert ("canbo", "login_refused", None) in audit_actions(rig)
+            assert rig.gw.db.scalar("SELECT COUNT(*) FROM login_failures WHERE username IS NULL"
+                                    " AND address = '192.168.1.50'") == USER_MAX_FAILURES + 1  # still counted
             # the login form says the same, in plain words
             page = await form_login(client(rig, "192.168.1.51"), "canbo", PASSWORDS["canbo"][1])
             assert page.status_code == 429 and "Tài khoản tạm khóa do nhập sai nhiều lần, thử lại sau 14:15" in page.text
