@@ -198,7 +198,7 @@ class Users:
             usable = now_row is not None and not now_row["disabled"] and now_row["password_hash"] == hashed
         ok = ok and usable
         if not ok or row is None:
-            self.audit(username, "login_failed", None, {"address": address})
+            self.audit(key, "login_failed", None, {"address": address})
             self._failed(key, address)
             raise GatewayError("login.failed", "Sai tên đăng nhập hoặc mật khẩu", "Wrong username or password",
                                status=401)
@@ -213,8 +213,9 @@ class Users:
         self.audit(username, "login", None, {"address": address})
         return token, csrf, self.get(username)
 
-    def session(self, token: str | None) -> tuple[dict[str, Any], str] | None:
-        """(user dict, csrf) of a live session, or None; a request on it counts as activity (idle timeout)."""
+    def session(self, token: str | None, touch: bool = True) -> tuple[dict[str, Any], str] | None:
+        """(user dict, csrf) of a live session, or None; a request on it counts as activity (idle timeout)
+        unless `touch` is False (a check made by the server itself, e.g. an open event stream each second)."""
         if not token:
             return None
         row = self.db.one(
@@ -223,7 +224,7 @@ class Users:
         now = self.clock.now()
         if row is None or row["disabled"] or self._ended(row["expires"], row["seen"], now):
             return None
-        if now - row["seen"] >= 5:  # at most one write per session every 5 s (pages that poll)
+        if touch and now - row["seen"] >= 5:  # at most one write per session every 5 s (pages that poll)
             self.db.run("UPDATE sessions SET last_seen = ? WHERE token = ?", now, token)
         return {"username": row["username"], "name": row["name"], "role": row["role"]}, row["csrf"]
 

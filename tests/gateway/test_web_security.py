@@ -295,6 +295,14 @@ def test_sessions_end_after_the_idle_time_and_after_12_hours(tmp_path):
             assert r.json()["message"] == "Phiên đăng nhập đã hết hạn, vui lòng đăng nhập lại"
             assert r.json()["message_en"] == "Your session expired; please log in again"
             assert (await api.post("/api/zones", json={"id": "thon-9", "name": "x"})).status_code == 401
+            # the server's own checks (the dashboard's event stream, every second) are no activity
+            assert (await api_login(api, "canbo")).status_code == 200
+            token = api.cookies.get("denloa_session")
+            for _ in range(9):
+                clock.advance(60)
+                assert rig.gw.users.session(token, touch=False) is not None
+            clock.advance(61)
+            assert rig.gw.users.session(token, touch=False) is None and rig.gw.users.session_expired(token)
             # no session at all is not "expired"
             assert (await client(rig).get("/api/me")).json()["error"] == "login.required"
 
