@@ -1,9 +1,16 @@
-"""HTTP JSON API for staff tools (the web UI, scripts), with OpenAPI at /docs.
+"""HTTP JSON API for staff tools (the web UI, scripts); OpenAPI at /docs when `[http] api_docs = true`.
 
 Login gives an HttpOnly session cookie and a CSRF token; every request that
 changes something must send the token in X-CSRF-Token. Errors are JSON
 {"error", "message" (Vietnamese), "message_en", "field"} with a 4xx status;
 nothing is half-applied. Every change is written to the audit log.
+
+Exposure: every route wants a staff session but the login, /api/health,
+/api/categories, the nodes' own routes (gateway/api_node.py: node
+credentials) and /metrics, which answers as `[http] metrics` says (the
+gateway's own host only, a Bearer token, or anyone) and is a plain 404 to
+anyone else. FastAPI's /docs, /redoc and /openapi.json exist only with
+`[http] api_docs = true`, and then for logged-in staff only.
 
 Every route and dependency is `async def`: it runs on the event loop that
 owns the database (gateway/db.py), never in a thread pool. A handler parses,
@@ -11,11 +18,14 @@ authorises, calls one service method and shapes the answer.
 """
 from __future__ import annotations
 
+import hmac
+import math
 from typing import Any, Literal
 
 from fastapi import Depends, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from pydantic import BaseModel, Field
 
 from gateway.api_audio import audio_router
@@ -27,11 +37,44 @@ from gateway.plan_push import needs_approval
 from gateway.reports import monthly, monthly_csv
 from gateway.service import Gateway
 from gateway.ui import mount_ui
-from gateway.ui.web import LoginNeeded, Web, is_page
+from gateway.ui.web import LoginNeeded, Web, client_address, is_page
+from gateway.users import LoginRefused
 from protocol.plan import CATEGORIES
 
 COOKIE = "denloa_session"
 UNSAFE = ("POST", "PUT", "PATCH", "DELETE")
+LOCALHOST = ("127.0.0.1", "::1", "::ffff:127.0.0.1")
+NOT_FOUND = {"detail": "Not Found"}  # what FastAPI answers for a path it does not know: /metrics refused says no more
+
+
+def metrics_token(gw: Gateway) -> bytes | None:
+    """The Bearer token of `[http] metrics = "token"` (read once, at start), or None for the other modes."""
+    if gw.cfg.metrics_access != "token":
+        return None
+    path = gw.cfg.metrics_token_file
+    try:
+        with open(path, "rb") as f:
+            token = f.read().strip()
+    except OSError as exc:
+        raise GatewayError("config.http.metrics_token_file", "Không đọc được tệp mã /metrics %s: %s" % (path, exc.strerror),
+                           "Cannot read the /metrics token file %s: %s" % (path, exc.strerror), "http.metrics_token_file")
+    if len(token) < 16:
+        raise GatewayError("config.http.metrics_token_file", "Mã /metrics trong %s phải dài ít nhất 16 ký tự" % path,
+                           "The /metrics token in %s must be at least 16 characters long" % path,
+                           "http.metrics_token_file")
+    return token
+
+
+def metrics_allowed(access: str, token: bytes | None, client: str | None, authorization: str | None) -> bool:
+    """Whether a request may read /metrics under `[http] metrics` (the token compared in constant time)."""
+    if access == "open":
+        return True
+    if access == "localhost":
+        return client in LOCALHOST
+    if access == "token" and token:
+        sent = (authorization or "").encode("utf-8", "replace")
+        return hmac.compare_digest(sent, b"Bearer " + token)
+    return False
 
 
 class Login(BaseModel):
@@ -88,8 +131,10 @@ class NodeCommand(BaseModel):
 
 def create_app(gw: Gateway) -> FastAPI:
     users = gw.users
+    scrape_token = metrics_token(gw)
     app = FastAPI(title="denloa gateway", version="0.1.0",
-                  description="Đèn an ninh và loa truyền thanh của xã / commune security lights and loudspeakers")
+                  description="Đèn an ninh và loa truyền thanh của xã / commune security lights and loudspeakers",
+                  docs_url=None, redoc_url=None, openapi_url=None)  # /docs etc.: below, behind a login, when enabled
 
     web: Web | None = None  # the staff pages (gateway/ui), mounted at the end; they answer in HTML
 
@@ -97,13 +142,13 @@ def create_app(gw: Gateway) -> FastAPI:
     async def gateway_error(request: Request, exc: GatewayError) -> Response:
         if web is not None and is_page(request.url.path):
             if exc.status == 401:
-                return web.redirect(web.login_url(request.url.path))
+                return web.redirect(web.login_url(web.back_to(request), exc.code == "session.expired"))
             return web.error_page(request, exc.status, exc.vi if web.lang(request) == "vi" else exc.en, exc.code)
         return JSONResponse(exc.to_json(), status_code=exc.status)
 
     @app.exception_handler(LoginNeeded)
     async def login_needed(request: Request, exc: LoginNeeded) -> Response:
-        return Web.redirect(Web.login_url(exc.next_url))
+        return Web.redirect(Web.login_url(exc.next_url, exc.expired))
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> Response:
@@ -127,6 +172,9 @@ def create_app(gw: Gateway) -> FastAPI:
     async def current(request: Request) -> dict[str, Any]:
         found = users.session(request.cookies.get(COOKIE))
         if found is None:
+            if users.session_expired(request.cookies.get(COOKIE)):
+                raise GatewayError("session.expired", "Phiên đăng nhập đã hết hạn, vui lòng đăng nhập lại",
+                                   "Your session expired; please log in again", status=401)
             raise GatewayError("login.required", "Vui lòng đăng nhập", "Please log in", status=401)
         user, csrf = found
         if request.method in UNSAFE and request.headers.get("x-csrf-token") != csrf:
@@ -147,8 +195,13 @@ def create_app(gw: Gateway) -> FastAPI:
 
     # ---- session -----------------------------------------------------------
     @app.post("/api/login")
-    async def login(body: Login, response: Response) -> dict[str, Any]:
-        token, csrf, user = await users.login(body.username, body.password)
+    async def login(body: Login, request: Request, response: Response) -> Any:
+        try:
+            token, csrf, user = await users.login(body.username, body.password, client_address(request))
+        except LoginRefused as exc:  # locked or throttled: 429 with when to come back
+            wait = max(1, math.ceil(exc.until - gw.clock.now()))
+            return JSONResponse(exc.to_json() | {"retry_after": wait}, status_code=exc.status,
+                                headers={"Retry-After": str(wait)})
         response.set_cookie(COOKIE, token, httponly=True, samesite="strict", max_age=12 * 3600)
         return {"user": user, "csrf": csrf}
 
@@ -167,9 +220,25 @@ def create_app(gw: Gateway) -> FastAPI:
     async def health() -> dict[str, Any]:
         return gw.health()
 
-    @app.get("/metrics")
-    async def metrics() -> Response:
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics(request: Request) -> Response:
+        if not metrics_allowed(gw.cfg.metrics_access, scrape_token, request.client.host if request.client else None,
+                               request.headers.get("authorization")):
+            return JSONResponse(NOT_FOUND, status_code=404)
         return Response(gw.metrics_text(), media_type=gw.metrics.content_type)
+
+    if gw.cfg.api_docs:  # FastAPI's schema and its two viewers, for logged-in staff only
+        @app.get("/openapi.json", include_in_schema=False)
+        async def openapi_json(user: dict = Depends(current)) -> JSONResponse:
+            return JSONResponse(app.openapi())
+
+        @app.get("/docs", include_in_schema=False)
+        async def swagger(user: dict = Depends(current)) -> HTMLResponse:
+            return get_swagger_ui_html(openapi_url="/openapi.json", title=app.title + " – API")
+
+        @app.get("/redoc", include_in_schema=False)
+        async def redoc(user: dict = Depends(current)) -> HTMLResponse:
+            return get_redoc_html(openapi_url="/openapi.json", title=app.title + " – API")
 
     # ---- users -------------------------------------------------------------
     @app.get("/api/users")
@@ -196,6 +265,13 @@ def create_app(gw: Gateway) -> FastAPI:
         await users.set_password(username, password, user["username"])
         audit(user, "user.password", username, {"generated": generated})
         return {"ok": True, "password": password} if generated else {"ok": True}
+
+    @app.post("/api/users/{username}/unlock")
+    async def unlock_user(username: str, user: dict = Depends(admin)) -> dict[str, Any]:
+        users.get(username)
+        was = users.unlock(username)
+        audit(user, "user.unlock", username, {"was_locked": was})
+        return {"ok": True, "was_locked": was}
 
     @app.get("/api/audit")
     async def audit_log(limit: int = 200, offset: int = 0, username: str | None = None, action: str | None = None,

@@ -75,7 +75,7 @@ def make_gateway(cfg: GatewayConfig, clock: Clock | None = None,
 
     plans = PlanPusher(db=db, clock=clock, registry=registry, alerts=alerts, commands=commands, ingest=ingest,
                        log=log, utc_offset=cfg.utc_offset, horizon_days=cfg.horizon_days, clip_seconds=clip_seconds)
-    users = Users(db, clock)
+    users = Users(db, clock, idle_s=cfg.session_idle_min * 60, tz_s=cfg.tz_s)
     settings = Settings(db, clock)
     ingest.offline_alert_after = lambda: 60.0 * float(settings.get("offline_alert_min"))
     streams = Streams(hub=StreamHub(log=log, mic_device=cfg.audio_mic_device), db=db,

@@ -13,6 +13,10 @@
     [http]
     bind = "127.0.0.1"
     port = 8080
+    metrics = "localhost"        # who may read /metrics: "localhost" (127.0.0.1/::1 only), "token", or "open"
+    metrics_token_file = ""      # "token": a file holding the Bearer token Prometheus sends
+    api_docs = false             # true: FastAPI's /docs, /redoc, /openapi.json, behind a staff login
+    session_idle_min = 30        # a session unused this long ends (besides the 12 h absolute limit)
 
     [broker]
     mode = "auto"                # auto: Mosquitto when installed, else the embedded broker; or "external"
@@ -58,7 +62,8 @@ from protocol.topics import TopicError, check_id
 DEFAULTS: dict[str, dict[str, Any]] = {
     "site": {"id": "xa-demo", "name": "Xã Demo", "lat": 21.0285, "lon": 105.8542, "utc_offset": 7},
     "data": {"dir": "./data"},
-    "http": {"bind": "127.0.0.1", "port": 8080},
+    "http": {"bind": "127.0.0.1", "port": 8080, "metrics": "localhost", "metrics_token_file": "", "api_docs": False,
+             "session_idle_min": 30},
     "broker": {"mode": "auto", "host": "127.0.0.1", "port": 1883, "bind": "0.0.0.0", "username": "", "password": ""},
     "commands": {"expiry_s": 600, "retry_s": 10},
     "planner": {"horizon_days": 3},
@@ -108,6 +113,21 @@ class GatewayConfig:
         self.data_dir = os.path.normpath(os.path.join(base, os.path.expanduser(merged["data"]["dir"])))
         self.http_bind = str(merged["http"]["bind"])
         self.http_port = int(self._number("http.port", merged["http"]["port"], 0, 65535))
+        h = merged["http"]
+        if h["metrics"] not in ("localhost", "token", "open"):
+            raise _bad("http.metrics", "http.metrics phải là localhost, token hoặc open",
+                       "http.metrics must be localhost, token or open")
+        self.metrics_access = str(h["metrics"])
+        token_file = str(h["metrics_token_file"])
+        self.metrics_token_file = os.path.normpath(os.path.join(base, os.path.expanduser(token_file))) \
+            if token_file else ""
+        if self.metrics_access == "token" and not self.metrics_token_file:
+            raise _bad("http.metrics_token_file", "http.metrics = \"token\" cần http.metrics_token_file",
+                       "http.metrics = \"token\" needs http.metrics_token_file")
+        if not isinstance(h["api_docs"], bool):
+            raise _bad("http.api_docs", "http.api_docs phải là true hoặc false", "http.api_docs must be true or false")
+        self.api_docs = bool(h["api_docs"])
+        self.session_idle_min = self._number("http.session_idle_min", h["session_idle_min"], 1, 24 * 60)
         b = merged["broker"]
         if b["mode"] not in ("auto", "mosquitto", "embedded", "external"):
             raise _bad("broker.mode", "broker.mode phải là auto, mosquitto, embedded hoặc external",

@@ -135,6 +135,17 @@ MIGRATIONS = [
         cmd_id TEXT, updated REAL NOT NULL, PRIMARY KEY (rollout, node_id));
     CREATE INDEX rollout_nodes_by_node ON rollout_nodes (node_id, status);
     """,
+    # 6: login rate limit and lockout (gateway/users.py): failed logins by username and client address, the
+    #    usernames locked until a time (survive a restart); sessions end after an idle time too (last_seen)
+    """
+    CREATE TABLE login_failures (
+        id INTEGER PRIMARY KEY, at REAL NOT NULL, username TEXT, address TEXT NOT NULL);
+    CREATE INDEX login_failures_by_user ON login_failures (username, at);
+    CREATE INDEX login_failures_by_address ON login_failures (address, at);
+    CREATE TABLE login_locks (
+        username TEXT PRIMARY KEY, since REAL NOT NULL, until REAL NOT NULL, address TEXT NOT NULL);
+    ALTER TABLE sessions ADD COLUMN last_seen REAL;
+    """,
 ]
 
 

@@ -3,7 +3,17 @@
 Passwords are Argon2id hashes (argon2-cffi). Roles: viewer (sees), operator
 (schedules, airs, sets programs), admin (also nodes, zones, users).
 A session is a random token in an HttpOnly cookie plus a CSRF token that
-every state-changing request must echo in the X-CSRF-Token header.
+every state-changing request must echo in the X-CSRF-Token header. It ends
+12 h after the login, or earlier after `idle_s` without a request.
+
+Logins are rate limited (the table login_failures, so a restart forgets
+nothing): USER_MAX_FAILURES wrong passwords for one username within
+FAIL_WINDOW_S lock that username for LOCK_S (known or not, so a lock tells
+nothing about who exists), and ADDRESS_MAX_FAILURES from one client address
+within the window refuse that address (429) until the window has moved on.
+An admin ends a lock early (`unlock`); a successful login clears the
+username's failures. An unknown username is verified against a dummy hash,
+so it costs the same time as a known user's wrong password.
 
 Argon2 is slow on purpose (tens of ms): hashing and verifying run in a worker
 thread with plain strings in and out; every database read and write stays on
@@ -14,7 +24,9 @@ from __future__ import annotations
 import builtins
 import asyncio
 import json
+import math
 import secrets
+import time
 from typing import Any
 
 from argon2 import PasswordHasher
@@ -26,12 +38,31 @@ from gateway.errors import Conflict, Forbidden, GatewayError, NotFound
 
 ROLES = ("viewer", "operator", "admin")
 SESSION_S = 12 * 3600
+IDLE_S = 30 * 60                 # default idle timeout ([http] session_idle_min)
+FAIL_WINDOW_S = 15 * 60          # failures older than this no longer count
+USER_MAX_FAILURES = 5            # this many in the window lock the username ...
+LOCK_S = 15 * 60                 # ... for this long
+ADDRESS_MAX_FAILURES = 20        # this many from one address in the window: that address waits (429)
+USERNAME_KEY_LEN = 64            # what is kept of a typed username (junk cannot grow the table's rows)
+EXPIRED_KEPT_S = 24 * 3600       # an ended session's row stays this long, to say "your session expired"
+
+
+class LoginRefused(GatewayError):
+    """Too many failed logins: the username is locked, or the client address must wait (429, `until`)."""
+
+    status = 429
+
+    def __init__(self, code: str, vi: str, en: str, until: float) -> None:
+        super().__init__(code, vi, en)
+        self.until = until
 
 
 class Users:
-    def __init__(self, db: Database, clock: Clock) -> None:
+    def __init__(self, db: Database, clock: Clock, idle_s: float = IDLE_S, tz_s: int = 0) -> None:
         self.db = db
         self.clock = clock
+        self.idle_s = float(idle_s)
+        self.tz_s = tz_s  # the site's offset, for "try again after 14:32"
         self.hasher = PasswordHasher()
         self._dummy_hash = self.hasher.hash(secrets.token_urlsafe(16))  # unknown users cost the same
 
@@ -78,9 +109,87 @@ class Users:
     def count(self) -> int:
         return int(self.db.scalar("SELECT COUNT(*) FROM users"))
 
-    async def login(self, username: str, password: str) -> tuple[str, str, dict[str, Any]]:
-        """(session token, csrf token, user) or a GatewayError that does not say which part was wrong."""
-        row = self.db.one("SELECT * FROM users WHERE username = ?", username or "")
+    def _hhmm(self, t: float) -> str:
+        """The site's local time of `t`, rounded up to the minute ("after 14:32" is then true)."""
+        return time.strftime("%H:%M", time.gmtime(math.ceil(t / 60.0) * 60 + self.tz_s))
+
+    def _locked(self, until: float) -> LoginRefused:
+        at = self._hhmm(until)
+        return LoginRefused("login.locked", "Tài khoản tạm khóa do nhập sai nhiều lần, thử lại sau %s" % at,
+                            "The account is locked for a while after repeated wrong passwords; try again after %s"
+                            % at, until)
+
+    def _throttled(self, until: float) -> LoginRefused:
+        at = self._hhmm(until)
+        return LoginRefused("login.throttled", "Quá nhiều lần đăng nhập sai từ máy này, thử lại sau %s" % at,
+                            "Too many failed logins from this device; try again after %s" % at, until)
+
+    def lock_until(self, username: str) -> float | None:
+        """When the username's lock ends, or None when it is not locked."""
+        row = self.db.one("SELECT until FROM login_locks WHERE username = ?", username[:USERNAME_KEY_LEN])
+        return float(row[0]) if row is not None and row[0] > self.clock.now() else None
+
+    def unlock(self, username: str) -> bool:
+        """End a username's lock and forget its failures (an admin's button); whether it was locked."""
+        key = username[:USERNAME_KEY_LEN]
+        was = self.lock_until(key) is not None
+        with self.db.tx():
+            self.db.run("DELETE FROM login_locks WHERE username = ?", key)
+            self.db.run("DELETE FROM login_failures WHERE username = ?", key)
+        return was
+
+    def _admit(self, key: str, address: str, now: float) -> int:
+        """Refuse a login attempt that the limits forbid, else record it as a failure until it succeeds (so
+        attempts running in parallel count before their slow verification ends); the failure's row id."""
+        refused: LoginRefused | None = None
+        with self.db.tx():
+            self.db.run("DELETE FROM login_failures WHERE at < ?", now - FAIL_WINDOW_S)
+            self.db.run("DELETE FROM login_locks WHERE until < ?", now)
+            rows = self.db.all("SELECT at FROM login_failures WHERE address = ? ORDER BY at", address)
+            lock = self.db.one("SELECT until FROM login_locks WHERE username = ?", key)
+            mine = self.db.all("SELECT at FROM login_failures WHERE username = ? ORDER BY at", key)
+            attempt = 0
+            if len(rows) >= ADDRESS_MAX_FAILURES:
+                refused = self._throttled(rows[len(rows) - ADDRESS_MAX_FAILURES][0] + FAIL_WINDOW_S)
+            elif lock is not None or len(mine) >= USER_MAX_FAILURES:  # counts against the address, not the name
+                self.db.run("INSERT INTO login_failures (at, username, address) VALUES (?, NULL, ?)", now, address)
+                refused = self._locked(lock[0] if lock is not None
+                                       else mine[len(mine) - USER_MAX_FAILURES][0] + FAIL_WINDOW_S)
+            else:
+                attempt = int(self.db.run("INSERT INTO login_failures (at, username, address) VALUES (?, ?, ?)",
+                                          now, key, address).lastrowid or 0)
+        if refused is not None:  # raised after the commit: the refused attempt stays counted
+            raise refused
+        return attempt
+
+    def _failed(self, key: str, address: str) -> None:
+        """After a wrong password: lock the username, or note the address's limit, when this one reached it."""
+        now = self.clock.now()
+        mine = int(self.db.scalar("SELECT COUNT(*) FROM login_failures WHERE username = ? AND at >= ?",
+                                  key, now - FAIL_WINDOW_S))
+        if mine >= USER_MAX_FAILURES and self.lock_until(key) is None:
+            until = now + LOCK_S
+            with self.db.tx():  # the lock counts from now; its failures still count against their addresses
+                self.db.run("INSERT OR REPLACE INTO login_locks (username, since, until, address) VALUES (?, ?, ?, ?)",
+                            key, now, until, address)
+                self.db.run("UPDATE login_failures SET username = NULL WHERE username = ?", key)
+            self.audit(key, "login_locked", key, {"address": address, "failures": mine, "until": until})
+        theirs = int(self.db.scalar("SELECT COUNT(*) FROM login_failures WHERE address = ? AND at >= ?",
+                                    address, now - FAIL_WINDOW_S))
+        if theirs == ADDRESS_MAX_FAILURES:
+            self.audit(key, "login_throttled", address, {"address": address, "failures": theirs})
+
+    async def login(self, username: str, password: str, address: str = "") -> tuple[str, str, dict[str, Any]]:
+        """(session token, csrf token, user) or a GatewayError that does not say which part was wrong;
+        LoginRefused (429) while the username is locked or the client `address` has failed too often."""
+        username = username if isinstance(username, str) else ""
+        key, address = username[:USERNAME_KEY_LEN], (address or "?")[:64]
+        try:
+            attempt = self._admit(key, address, self.clock.now())
+        except LoginRefused as exc:
+            self.audit(key or None, "login_refused", None, {"address": address, "reason": exc.code})
+            raise
+        row = self.db.one("SELECT * FROM users WHERE username = ?", username)
         usable = row is not None and not row["disabled"]
         hashed = row["password_hash"] if usable and row is not None else self._dummy_hash
         ok = await asyncio.to_thread(self._verify, hashed, password or "")  # same work for unknown users
@@ -89,28 +198,45 @@ class Users:
             usable = now_row is not None and not now_row["disabled"] and now_row["password_hash"] == hashed
         ok = ok and usable
         if not ok or row is None:
-            self.audit(username, "login_failed", None, {})
+            self.audit(key, "login_failed", None, {"address": address})
+            self._failed(key, address)
             raise GatewayError("login.failed", "Sai tên đăng nhập hoặc mật khẩu", "Wrong username or password",
                                status=401)
         token, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(24)
         now = self.clock.now()
         with self.db.tx():
-            self.db.run("DELETE FROM sessions WHERE expires < ?", now)
-            self.db.run("INSERT INTO sessions (token, user_id, csrf, created, expires) VALUES (?, ?, ?, ?, ?)",
-                        token, row["id"], csrf, now, now + SESSION_S)
-        self.audit(username, "login", None, {})
+            self.db.run("DELETE FROM login_failures WHERE id = ? OR username = ?", attempt, key)
+            self.db.run("DELETE FROM sessions WHERE expires < ? OR COALESCE(last_seen, created) < ?",
+                        now - EXPIRED_KEPT_S, now - self.idle_s - EXPIRED_KEPT_S)
+            self.db.run("INSERT INTO sessions (token, user_id, csrf, created, expires, last_seen)"
+                        " VALUES (?, ?, ?, ?, ?, ?)", token, row["id"], csrf, now, now + SESSION_S, now)
+        self.audit(username, "login", None, {"address": address})
         return token, csrf, self.get(username)
 
-    def session(self, token: str | None) -> tuple[dict[str, Any], str] | None:
-        """(user dict, csrf) of a live session, or None."""
+    def session(self, token: str | None, touch: bool = True) -> tuple[dict[str, Any], str] | None:
+        """(user dict, csrf) of a live session, or None; a request on it counts as activity (idle timeout)
+        unless `touch` is False (a check made by the server itself, e.g. an open event stream each second)."""
         if not token:
             return None
         row = self.db.one(
-            "SELECT u.username, u.name, u.role, u.disabled, s.csrf, s.expires FROM sessions s"
-            " JOIN users u ON u.id = s.user_id WHERE s.token = ?", token)
-        if row is None or row["expires"] < self.clock.now() or row["disabled"]:
+            "SELECT u.username, u.name, u.role, u.disabled, s.csrf, s.expires, COALESCE(s.last_seen, s.created)"
+            " AS seen FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.token = ?", token)
+        now = self.clock.now()
+        if row is None or row["disabled"] or self._ended(row["expires"], row["seen"], now):
             return None
+        if touch and now - row["seen"] >= 5:  # at most one write per session every 5 s (pages that poll)
+            self.db.run("UPDATE sessions SET last_seen = ? WHERE token = ?", now, token)
         return {"username": row["username"], "name": row["name"], "role": row["role"]}, row["csrf"]
+
+    def _ended(self, expires: float, seen: float, now: float) -> bool:
+        return expires < now or seen + self.idle_s < now
+
+    def session_expired(self, token: str | None) -> bool:
+        """Whether `token` names a session that ended by time (idle or 12 h), as opposed to none at all."""
+        if not token:
+            return False
+        row = self.db.one("SELECT expires, COALESCE(last_seen, created) AS seen FROM sessions WHERE token = ?", token)
+        return row is not None and self._ended(row["expires"], row["seen"], self.clock.now())
 
     def logout(self, token: str | None) -> None:
         self.db.run("DELETE FROM sessions WHERE token = ?", token)

@@ -8,6 +8,7 @@ the one catalogue (gateway/ui/i18n.py).
 from __future__ import annotations
 
 import importlib
+import math
 import os
 import secrets
 from typing import Any
@@ -20,7 +21,8 @@ from fastapi.staticfiles import StaticFiles
 from gateway.errors import GatewayError
 from gateway.service import Gateway
 from gateway.ui.i18n import LANGS
-from gateway.ui.web import HERE, LANG_COOKIE, SESSION_COOKIE, Ctx, LoginNeeded, Web
+from gateway.ui.web import HERE, LANG_COOKIE, SESSION_COOKIE, Ctx, LoginNeeded, Web, client_address
+from gateway.users import LoginRefused
 
 GROUPS = ("dashboard", "broadcasts", "emergency", "lamps", "nodes", "reports", "admin", "firmware")
 LOGIN_CSRF_COOKIE = "denloa_login_csrf"  # double-submit token of the login form (no session exists yet)
@@ -39,11 +41,15 @@ def mount_ui(app: FastAPI, gw: Gateway) -> Web:
     router = APIRouter(include_in_schema=False)
 
     @router.get("/login")
-    async def login_page(request: Request, next: str = "/") -> HTMLResponse:
+    async def login_page(request: Request, next: str = "/", expired: str = "") -> HTMLResponse:
         ctx = web.ctx(request, None)
         if ctx.user is not None:
             return web.redirect(safe_next(next))  # type: ignore[return-value]
-        return _login_form(web, ctx, safe_next(next))
+        notice = ctx._("Your session expired; please log in again.") if expired else None
+        answer = _login_form(web, ctx, safe_next(next), notice=notice)
+        if expired:
+            answer.delete_cookie(SESSION_COOKIE)
+        return answer
 
     @router.post("/login")
     async def login(request: Request) -> Any:
@@ -55,10 +61,13 @@ def mount_ui(app: FastAPI, gw: Gateway) -> Web:
             return _login_form(web, ctx, next_url, ctx._("The page had expired; please log in again."), 403)
         try:
             session, _csrf, _user = await gw.users.login(str(form.get("username") or ""),
-                                                         str(form.get("password") or ""))
-        except GatewayError as exc:
-            return _login_form(web, ctx, next_url, ctx.error_text(exc), exc.status,
-                               str(form.get("username") or ""))
+                                                         str(form.get("password") or ""), client_address(request))
+        except GatewayError as exc:  # wrong, or refused for a while (429: the message says until when)
+            refused = _login_form(web, ctx, next_url, ctx.error_text(exc), exc.status,
+                                  str(form.get("username") or ""))
+            if isinstance(exc, LoginRefused):
+                refused.headers["Retry-After"] = str(max(1, math.ceil(exc.until - gw.clock.now())))
+            return refused
         answer = web.redirect(next_url)
         answer.set_cookie(SESSION_COOKIE, session, httponly=True, samesite="strict", max_age=12 * 3600)
         answer.delete_cookie(LOGIN_CSRF_COOKIE)
@@ -87,10 +96,10 @@ def mount_ui(app: FastAPI, gw: Gateway) -> Web:
 
 
 def _login_form(web: Web, ctx: Ctx, next_url: str, error: str | None = None, status: int = 200,
-                username: str = "") -> HTMLResponse:
+                username: str = "", notice: str | None = None) -> HTMLResponse:
     token = secrets.token_urlsafe(24)
     answer = web.render(ctx, "login.html", status=status, next_url=next_url, error=error, login_csrf=token,
-                        username=username)
+                        username=username, notice=notice)
     answer.set_cookie(LOGIN_CSRF_COOKIE, token, httponly=True, samesite="strict", max_age=3600)
     return answer
 

@@ -5,8 +5,10 @@ database (gateway/db.py), like the JSON API; it reads the gateway's services
 directly (never through HTTP) and renders a Jinja2 template.
 
 - Login: the same session cookie as the API (gateway/api.py). A page asked
-  for without a session redirects to /login?next=...; a role too low gets a
-  403 page in plain words. Templates hide what the role may not do (`can()`).
+  for without a session redirects to /login?next=... (with &expired=1 when
+  the session ended by time: idle or 12 h; the form says so and leads back
+  to the page after the login); a role too low gets a 403 page in plain
+  words. Templates hide what the role may not do (`can()`).
 - CSRF: every form carries a hidden `csrf` field, every htmx request and
   every fetch() of app.js sends the X-CSRF-Token header; `Web.form()` checks
   one of them against the session's token before a handler changes anything.
@@ -18,7 +20,7 @@ from __future__ import annotations
 import os
 import time
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from fastapi import Request
 from fastapi.responses import HTMLResponse, RedirectResponse
@@ -36,12 +38,18 @@ SESSION_COOKIE = "denloa_session"  # the API's (gateway/api.py COOKIE)
 LANG_COOKIE = "denloa_lang"
 
 
+def client_address(request: Request) -> str:
+    """The client's address as the server saw it (a reverse proxy in front would make it the proxy's)."""
+    return request.client.host if request.client else "?"
+
+
 class LoginNeeded(Exception):
     """A page was asked for without a live session: the app answers with a redirect to /login."""
 
-    def __init__(self, next_url: str) -> None:
+    def __init__(self, next_url: str, expired: bool = False) -> None:
         super().__init__(next_url)
         self.next_url = next_url
+        self.expired = expired
 
 
 class Ctx:
@@ -103,8 +111,7 @@ class Web:
         ctx = Ctx(request, user, csrf, self.lang(request))
         if role is not None:
             if user is None:
-                path = request.url.path + ("?" + request.url.query if request.url.query else "")
-                raise LoginNeeded(path)
+                raise LoginNeeded(self.back_to(request), self.gw.users.session_expired(request.cookies.get(SESSION_COOKIE)))
             self.gw.users.require(user, role)
         return ctx
 
@@ -145,8 +152,19 @@ class Web:
         return RedirectResponse(url, status_code=303)
 
     @staticmethod
-    def login_url(next_url: str) -> str:
-        return "/login?next=" + quote(next_url, safe="/")
+    def back_to(request: Request) -> str:
+        """Where the login should lead back to: the page asked for; for a form sent (a POST), the page it was
+        sent from when that is one of ours, else the home page."""
+        if request.method == "GET":
+            return request.url.path + ("?" + request.url.query if request.url.query else "")
+        referer = urlsplit(request.headers.get("referer") or "")
+        if referer.netloc and referer.netloc != request.url.netloc:
+            return "/"
+        return (referer.path or "/") + ("?" + referer.query if referer.query else "")
+
+    @staticmethod
+    def login_url(next_url: str, expired: bool = False) -> str:
+        return "/login?next=" + quote(next_url, safe="/") + ("&expired=1" if expired else "")
 
 
 def is_page(path: str) -> bool:

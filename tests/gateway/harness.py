@@ -72,6 +72,9 @@ class GatewayRig:
 
     async def api(self, method, path, expect=None, **kw):
         r = await self.http.request(method, path, **kw)
+        if r.status_code == 401 and b'"session.expired"' in r.content:  # idle or 12 h on a fast or
+            await self.login()                                                  # fake clock: log in again
+            r = await self.http.request(method, path, **kw)
         if expect is not None:
             assert r.status_code == expect, "%s %s -> %s %s" % (method, path, r.status_code, r.text)
         return r

@@ -36,7 +36,8 @@ def N_(message: str) -> str:
 
 DONE = {"created": N_("The user was added."), "saved": N_("Saved."), "disabled": N_("The account is disabled; its sessions have ended."),
         "enabled": N_("The account is enabled."), "password": N_("The new password is set; the user's sessions have ended."),
-        "settings": N_("The settings are saved.")}
+        "settings": N_("The settings are saved."),
+        "unlocked": N_("The account is unlocked: the person can log in again.")}
 # each setting of gateway/settings.py, labelled from the catalogue
 LABELS = {"approval_required": N_("An operator's new broadcast waits for an approver before it airs"),
           "default_lang": N_("Default language of the UI"),
@@ -65,7 +66,7 @@ def routes(web: Web, router: APIRouter) -> None:
 
     def user_page(ctx: Ctx, username: str, status: int = 200, **values: Any) -> HTMLResponse:
         return web.render(ctx, "admin/user.html", status=status, subject=users.get(username), roles=ROLES,
-                          role_labels=ROLE_LABELS, **values)
+                          role_labels=ROLE_LABELS, locked_until=users.lock_until(username), **values)
 
     # ---- users -------------------------------------------------------------
     @router.get("/admin")
@@ -131,6 +132,15 @@ def routes(web: Web, router: APIRouter) -> None:
     @router.post("/admin/users/{username}/enable")
     async def enable_user(username: str, request: Request) -> Response:
         return await change(request, username, disabled=False)
+
+    @router.post("/admin/users/{username}/unlock")
+    async def unlock_user(username: str, request: Request) -> Response:
+        """End a lock after repeated wrong passwords (gateway/users.py) before it runs out."""
+        ctx, _form = await web.form(request, "admin")
+        users.get(username)  # unknown: 404 page
+        was = users.unlock(username)
+        users.audit(ctx.user["username"] if ctx.user else None, "user.unlock", username, {"was_locked": was})
+        return web.redirect("/admin/users/%s?done=unlocked" % username)
 
     @router.post("/admin/users/{username}/password")
     async def reset_password(username: str, request: Request) -> Response:

@@ -268,8 +268,8 @@ def routes(web: Web, router: APIRouter) -> None:
         async def frames() -> AsyncIterator[str]:
             last: dict[str, str] = {}
             while not await request.is_disconnected():
-                if web.gw.users.session(request.cookies.get("denloa_session")) is None:
-                    return  # logged out or expired: the stream ends with the session
+                if web.gw.users.session(request.cookies.get("denloa_session"), touch=False) is None:
+                    return  # logged out or expired: the stream ends with the session (it is no activity)
                 for kind, data in snapshot(web, ctx).items():
                     text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
                     if last.get(kind) != text:
