@@ -179,11 +179,11 @@ class NodeClock:
             # a valid clock inside the answer's bounds is as good as the answer can tell: left alone
             # (a congested link or a starved simulation delivers answers minutes late; setting the
             # clock to t3, or even to the middle, would step it back and forth by that much)
-            cur = self.now_ms()
-            if t3 - 1000 <= cur <= t3 + slow + 1000:
+            cur = before * 1000  # the RTC's second, which the lamps and the plan follow
+            if t3 - 1500 <= cur <= t3 + slow + 1500:
                 return 0, rtt
             true_ms = t3 if cur < t3 else t3 + slow  # outside them: the smallest step back within
-        if t1 is None and before is not None and self.synced_at is not None and self.now_ms() >= t3 - 1000:
+        if t1 is None and before is not None and self.synced_at is not None and before * 1000 >= t3 - 1500:
             return 0, None  # unsolicited: it took an unknown time to come, so it never sets a synced clock back
         true_s = (true_ms + 500) // 1000
         step = None if before is None else true_s - before

@@ -116,3 +116,14 @@ def test_an_answer_that_comes_after_the_next_request_still_sets_a_clock_two_hour
     assert step is not None and -7200 <= step <= -7000  # back to within the answer's bounds
     assert abs(_error_ms(sim, clock)) <= 152000
     assert not clock.acceptable(t1, None)[0]  # answered once: a second answer to it is stale
+
+
+def test_a_slow_answer_sets_back_an_rtc_that_jumped_although_the_ms_clock_did_not():
+    """The RTC (which the lamps follow) jumps two hours ahead while the ms clock keeps counting from
+    the last sync: a slow answer is judged against the RTC."""
+    sim, board, clock = _clock()
+    _exchange(sim, clock, 5, 5)
+    board.set_time(board.time() + 7200)
+    step, _ = _exchange(sim, clock, 20, 30000)  # 30 s round trip
+    assert step is not None and -7200 <= step <= -7160
+    assert abs(board.time() - sim.now()) <= 31
