@@ -45,6 +45,7 @@ MAX_OUTBOX = 8
 MAX_RESTARTS = 5
 BIG_COMMAND = 2048
 PENDING_MS = 120000  # a time request unanswered for this long is given up (a valid clock waits for its answer)
+PENDING_MAX_MS = 960000  # ... doubling while none is answered (4 kept answerable: half an hour)
 HOLD_MS = 20000  # with no valid clock a command waits this long for the time before it is refused
 MAX_HELD = 4
 STORED_OPS = (commands.SET_PROGRAM, commands.LAMP_OVERRIDE, commands.SET_VOLUME, commands.OTA)  # effects kept on flash
@@ -95,6 +96,7 @@ class Node:
         self._last_tele = None
         self._birth_due = False
         self._last_time_request = None
+        self._pending_ms = PENDING_MS  # how long an unanswered request is waited for: doubles while none come
         self._time_wanted = False  # ask for the time at once, synced or not
         self._reload_due = False  # the plan is on flash but could not be read back into RAM yet
         self._lamp_decision = None
@@ -625,6 +627,10 @@ class Node:
                 self._last_time_request = now  # a request made, not merely due: before the link is up
                 self._time_wanted = False  # it would wait the whole minute for nothing
                 if mqtt.is_up():
+                    # unanswered before: the link is slow, so wait longer for this one (its answer,
+                    # and those of the last few, are still taken when they come: firmware/clock.py)
+                    unanswered = self.clock.pending_t1 is not None
+                    self._pending_ms = min(self._pending_ms * 2, PENDING_MAX_MS) if unanswered else PENDING_MS
                     self.emit("time_request", {"t1": self.clock.request()})
                 if self.cfg.ntp:
                     await self.sync_ntp()
@@ -637,7 +643,7 @@ class Node:
         if self.events.queued("time_request"):
             return False  # still in the queue, so still our latest: its round trip counts from when it leaves
         if (self.clock.pending_t1 is not None and self._last_time_request is not None
-                and now_ms - self._last_time_request < PENDING_MS and self.clock.now() is not None):
+                and now_ms - self._last_time_request < self._pending_ms and self.clock.now() is not None):
             return False  # our last request is still on its way: a newer one would make its answer stale
         if self.clock.refining():  # the ms clock stands on a slow answer: a few more, seconds apart
             return self._last_time_request is None or now_ms - self._last_time_request > REFINE_EVERY_MS
