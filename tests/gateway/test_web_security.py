@@ -259,7 +259,8 @@ def test_an_unknown_user_costs_one_argon2_verification_like_a_known_one(tmp_path
             assert hashes["known, wrong password"] == hashes["right password"] == real
             assert hashes["unknown user"] == hashes["disabled user"] == users._dummy_hash != real
             assert extract_parameters(users._dummy_hash) == extract_parameters(real)  # the same cost
-            # one loose figure, printed: medians of a few tries each (asserted only within a wide bound)
+            # one figure, printed, not asserted (a timing assertion would judge the machine's load, not the
+            # code): the proof of equal work is above, one verification at the same cost for every case
             took = {"known": [], "unknown": []}
             for _ in range(3):
                 for kind, name in (("known", "canbo"), ("unknown", "khong-co-ai")):
@@ -271,7 +272,6 @@ def test_an_unknown_user_costs_one_argon2_verification_like_a_known_one(tmp_path
             with capsys.disabled():
                 print("\nlogin timing: known user, wrong password %.1f ms; unknown user %.1f ms (median of 3)"
                       % (known * 1000, unknown * 1000))
-            assert 1 / 3 < unknown / known < 3
             await http.aclose()
         finally:
             await rig.stop()
