@@ -82,7 +82,8 @@ def ack_text(rig, before):
 
 
 def diff(a, b):
-    return ",".join(NAMES[i] for i in range(len(a)) if a[i] != b[i])
+    """What changed, as name:before>after (no spaces)."""
+    return ",".join("%s:%s>%s" % (NAMES[i], a[i], b[i]) for i in range(len(a)) if a[i] != b[i]).replace(" ", "")
 
 
 def _read_into(stream, view):
@@ -147,6 +148,7 @@ def main(argv):
         except Exception as exc:  # the finding: something escaped handle_message
             topic = payload = None
             text = repr(exc).replace("\n", " ")[:300]
+            exc = None  # its traceback holds the old node's frames
             out.write("c %d - %s\n" % (rig.node.counter.value, text))
             rig.reboot()
             state = settle(rig)
@@ -156,6 +158,8 @@ def main(argv):
         after = settle(rig)
         changed = diff(state, after)
         state = after
+        if changed and rig.node._reload_due:
+            changed += ",reload_due"
         out.write("%s %d %s %s\n" % ("a" if changed else "o", rig.node.counter.value, ack, changed or "-"))
         gc.collect()
     out.write("bye %d\n" % gc.mem_free())
