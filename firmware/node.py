@@ -285,7 +285,8 @@ class Node:
 
     def _handle(self, topic, payload, now, last_counter=None):
         big = len(payload) > BIG_COMMAND
-        dropped = big and self.plan is not None
+        # (not for a payload over the limit: verify refuses it unread, and a reload can fail on a fragmented heap)
+        dropped = big and len(payload) <= commands.MAX_CMD and self.plan is not None
         if dropped:  # likely a new plan: make room to parse it (the old one is on flash)
             self.plan = None
             gc.collect()

@@ -32,6 +32,17 @@ NAMES = ("relay", "dim", "amp", "zones", "source", "volume", "counter", "overrid
          "plan", "master_vol", "commanded", "reboot", "rebirth", "clock")
 
 
+TRACE_HEAP = False  # True: every answer ends with the free heap after the case (a leak shows as a trend)
+
+
+def _trace(argv, exc):
+    """--trace=FILE: append the traceback of a crash there (stdout carries only the answers)."""
+    for a in argv:
+        if a.startswith("--trace="):
+            with open(a[8:], "a") as f:
+                sys.print_exception(exc, f)
+
+
 def _size(text):
     text = text.upper()
     if text.endswith("K"):
@@ -97,7 +108,9 @@ def _read_into(stream, view):
 
 
 def main(argv):
+    global TRACE_HEAP
     budget = _size(argv[0]) if argv else 64 * 1024
+    TRACE_HEAP = "--trace-heap" in argv
     # The MQTT client reads each PUBLISH into a bytearray and hands the node a view of the payload
     # (firmware/mqtt_packets.parse_publish): here one such buffer, allocated before the budget.
     packet = bytearray(MAX_PAYLOAD)
@@ -139,14 +152,17 @@ def main(argv):
         before = len(rig.node.outbox)
         try:
             rig.node.handle_message(topic, payload)
-        except MemoryError:
+        except MemoryError as exc:
             topic = payload = None
+            _trace(argv, exc)
+            exc = None
             gc.collect()
             out.write("m %d - MemoryError\n" % rig.node.counter.value)
             break  # a reboot wipes the RAM: the driver starts a fresh process (a reboot here would reuse this heap)
         except Exception as exc:  # the finding: something escaped handle_message
             topic = payload = None
             text = repr(exc).replace("\n", " ")[:300]
+            _trace(argv, exc)
             exc = None  # its traceback holds the old node's frames
             out.write("c %d - %s\n" % (rig.node.counter.value, text))
             break
@@ -157,8 +173,9 @@ def main(argv):
         state = after
         if changed and rig.node._reload_due:
             changed += ",reload_due"
-        out.write("%s %d %s %s\n" % ("a" if changed else "o", rig.node.counter.value, ack, changed or "-"))
         gc.collect()
+        out.write("%s %d %s %s%s\n" % ("a" if changed else "o", rig.node.counter.value, ack, changed or "-",
+                                        " heap=%d" % gc.mem_free() if TRACE_HEAP else ""))
     out.write("bye %d\n" % gc.mem_free())
     rig.close()
 
