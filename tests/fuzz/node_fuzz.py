@@ -37,6 +37,7 @@ START = MONDAY + 21 * 3600  # the node's clock (tests.firmware.rig.at(MONDAY, 21
 TOPIC = node_topic(SITE, NODE, "cmd")
 OTHER_NODE = "den-thon2-01"
 OTHER_SITE = "xa-binh-an"
+TRACE = os.path.join(ROOT, "build", "fuzz", "node-tracebacks.txt")  # the node host appends a crash's traceback here
 MAX_PAYLOAD = 20 * 1024  # the node host's receive room (node_host.MAX_PAYLOAD); a command is at most 16 KB
 REQUIRED = ("v", "site", "to", "id", "ctr", "exp", "op")
 ZONES = ("thon-1", "thon-2")
@@ -254,7 +255,9 @@ def materialize(spec, counter):
         (op, args), m = spec[1], spec[2]
         _, topic, payload = _base(op, args, counter + 1)
         out = _mutate_bytes(payload, m)
-        return topic, out, "invalid" if out != payload else "valid"
+        if out == payload:  # a no-op mutation (e.g. a deletion at the end): flip the last bit instead
+            out = payload[:-1] + bytes([payload[-1] ^ 1])
+        return topic, out, "invalid"
     if kind == "semantic":
         (op, args), m = spec[1], spec[2]
         cmd, _, _ = _base(op, args, counter + 1)
@@ -296,7 +299,8 @@ class NodeProcess:
 
     def start(self):
         self.restarts += 1
-        self.proc = subprocess.Popen([MICROPYTHON, "-X", "heapsize=" + self.heap, HOST, self.budget],
+        os.makedirs(os.path.dirname(TRACE), exist_ok=True)
+        self.proc = subprocess.Popen([MICROPYTHON, "-X", "heapsize=" + self.heap, HOST, self.budget, "--trace=" + TRACE],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                      cwd=ROOT)
         line = self.proc.stdout.readline().decode()
