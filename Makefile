@@ -11,7 +11,7 @@ NODE_HEAP ?= 64K
 APT_PACKAGES := mosquitto mosquitto-clients ffmpeg espeak-ng chromium fonts-dejavu-core
 
 .PHONY: setup apt test test-py test-mpy mpy-build bench bench-audio bench-day bench-scale gateway sim demo clean \
-	bundle flash provision bench-node console
+	bundle flash provision bench-node console fuzz
 
 setup: $(STAMP) apt
 
@@ -96,6 +96,13 @@ bench-scale: setup
 # The long one (about 15 min): 24 h of a 200-node commune at 100x, its wall time into the report.
 bench-day: setup
 	set -o pipefail; $(PY) tests/bench/sim_day.py 2>&1 | $(PY) tests/bench/report.py simulator_day
+
+# Fuzzing (tests/fuzz): 100,000+ hypothesis cases into the node's command path (MicroPython, 64 KB), the
+# gateway's ingest, every HTTP route and the audio upload; a table at the end. FUZZ_CASES=... FUZZ_MINUTES=...
+# FUZZ_SEED=... FUZZ_TARGETS=node,ingest,api,audio; failures are saved in build/fuzz/failures/.
+fuzz: setup
+	@mkdir -p build/fuzz
+	$(PY) tests/fuzz/run.py
 
 # The gateway alone, on the embedded broker (no root needed), data in ./data.
 gateway: setup

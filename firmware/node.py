@@ -139,6 +139,7 @@ class Node:
         """Program and plan from the stored command bodies: the newest carrying each part wins.
         True if one of them was made by the command log's pending cmd_id."""
         lamp_ctr = plan_ctr = -1
+        program = plan = None
         found = False
         for name in PROGRAM_FILES:
             body = self.store.load(name)
@@ -152,12 +153,17 @@ class Node:
             body = None
             args = cmd.args
             if args.get("lamp") is not None and cmd.counter > lamp_ctr:
-                self.program, lamp_ctr = args["lamp"], cmd.counter
+                program, lamp_ctr = args["lamp"], cmd.counter
             if args.get("plan") is not None and cmd.counter > plan_ctr:
-                self.plan, plan_ctr = args["plan"], cmd.counter
+                plan, plan_ctr = args["plan"], cmd.counter
             if self.counter.pending is not None and cmd.cmd_id == self.counter.pending[0]:
                 found = True  # a power cut came after this program was stored, before the log said so
             cmd = args = None
+        # all or nothing (found by tests/fuzz): a MemoryError part way must not leave an older plan in force
+        if program is not None:
+            self.program = program
+        if plan is not None:
+            self.plan = plan
         return found
 
     def _load(self):
@@ -283,7 +289,8 @@ class Node:
 
     def _handle(self, topic, payload, now, last_counter=None):
         big = len(payload) > BIG_COMMAND
-        dropped = big and self.plan is not None
+        # (not for a payload over the limit: verify refuses it unread, and a reload can fail on a fragmented heap)
+        dropped = big and len(payload) <= commands.MAX_CMD and self.plan is not None
         if dropped:  # likely a new plan: make room to parse it (the old one is on flash)
             self.plan = None
             gc.collect()

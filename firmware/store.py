@@ -96,6 +96,9 @@ class Store:
         except OSError as exc:
             self._discard(tmp)
             raise _error("cannot save", name, exc)
+        except MemoryError:  # found by tests/fuzz: a fragmented heap; the old version (or its backup) is kept
+            self._discard(tmp)
+            raise StoreError("store: no memory to save %r now; the old version is kept" % name)
 
     def load(self, name):
         """The last saved bytes of `name` (or the backup copy), or None if there is none."""
@@ -118,7 +121,11 @@ class Store:
         return self._read(name, False) is None
 
     def save_json(self, name, obj):
-        self.save(name, json.dumps(obj, separators=(",", ":")).encode())
+        try:
+            data = json.dumps(obj, separators=(",", ":")).encode()
+        except MemoryError:  # found by tests/fuzz: escaped the command path on a fragmented heap; nothing written
+            raise StoreError("store: no memory to encode %r now; the old version is kept" % name)
+        self.save(name, data)
 
     def load_json(self, name):
         """The stored JSON value, or None if missing or undecodable (logged)."""

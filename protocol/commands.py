@@ -320,7 +320,10 @@ def verify(payload, topic, site, node, key, last_counter, now):
     if auth.to_hex(sig).encode() != sig_text:
         return Verdict(MALFORMED, "signature must be lowercase hex")  # one spelling per signature
     if isinstance(topic, (bytes, bytearray)):
-        topic = bytes(topic).decode()
+        try:
+            topic = bytes(topic).decode()
+        except UnicodeError:  # found by tests/fuzz: a topic that is not UTF-8 escaped verify()
+            return Verdict(WRONG_TARGET, "topic is not UTF-8", _peek_id(body))
     if topic != topics.node_topic(site, node, topics.CMD):
         return Verdict(WRONG_TARGET, "sent on %s, not this node's command topic" % topic, _peek_id(body))
     if not auth.equal_digests(signature(key, topic, body), sig):
