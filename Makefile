@@ -40,7 +40,7 @@ test: setup
 	@mkdir -p build
 	@set -o pipefail; ($(PY) -m pytest -q -p no:cacheprovider tests/scenarios > build/test-scenarios.log 2>&1; \
 	  echo $$? > build/test-scenarios.rc) & \
-	$(PY) -m pytest -q --ignore=tests/scenarios; rc=$$?; \
+	$(PY) -m pytest -q --durations=20 --ignore=tests/scenarios; rc=$$?; \
 	$(MAKE) --no-print-directory test-mpy || rc=1; \
 	wait; echo "---- tests/scenarios (run beside the rest) ----"; cat build/test-scenarios.log; \
 	src=$$(cat build/test-scenarios.rc); [ "$$rc" = 0 ] && [ "$$src" = 0 ]

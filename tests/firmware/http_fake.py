@@ -52,7 +52,7 @@ class VirtualHal:
 
 
 class FakeServer:
-    def __init__(self, user="n1", password="pw", chunk=300, delay=0):
+    def __init__(self, user="n1", password="pw", chunk=300, delay=0, history=True):
         self.files = {}  # path -> bytes
         self.streams = {}  # stream id -> bytes
         self.auth = "Basic " + binascii.b2a_base64(("%s:%s" % (user, password)).encode()).strip().decode()
@@ -61,11 +61,14 @@ class FakeServer:
         self.requests = []  # (path, headers dict) of every request
         self.connections = []  # every _Conn: closed is checked by the tests
         self.refuse = False
+        self.history = history  # False: no requests kept, closed connections let go (a long test's heap is the node's)
 
     async def open(self, host, port):
         if self.refuse:
             raise OSError(111, "connection refused")
         conn = _Conn(self)
+        if not self.history:
+            self.connections = [c for c in self.connections if not c.closed]
         self.connections.append(conn)
         return conn, conn
 
@@ -85,7 +88,8 @@ class FakeServer:
             if ":" in line:
                 k, v = line.split(":", 1)
                 headers[k.strip().lower()] = v.strip()
-        self.requests.append((path, headers))
+        if self.history:
+            self.requests.append((path, headers))
         fault = self.faults.pop(0) if self.faults else {}
         assert method == "GET" and version == "HTTP/1.0", lines[0]
         if "status" in fault:

@@ -31,8 +31,14 @@ def _mypy(tree, cache):
     return run.returncode, (run.stdout + run.stderr).strip()
 
 
-def test_gateway_type_checks(tmp_path):
-    code, out = _mypy(ROOT, tmp_path / "cache")
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    """One mypy cache for the module: the planted copy is then checked incrementally (seconds, not 20)."""
+    return tmp_path_factory.mktemp("mypy-cache")
+
+
+def test_gateway_type_checks(cache):
+    code, out = _mypy(ROOT, cache)
     assert code == 0, "mypy gateway/ failed:\n" + out
 
 
@@ -56,7 +62,7 @@ def planted_wrong(month: str) -> int:
 '''
 
 
-def test_the_check_catches_an_unannotated_function_and_a_type_error(tmp_path):
+def test_the_check_catches_an_unannotated_function_and_a_type_error(tmp_path, cache):
     tree = tmp_path / "tree"
     for pkg in ("gateway", "protocol"):  # gateway imports protocol: without it mypy would fail for that alone
         shutil.copytree(ROOT / pkg, tree / pkg, ignore=shutil.ignore_patterns("__pycache__", "*.md"))
@@ -69,7 +75,7 @@ def test_the_check_catches_an_unannotated_function_and_a_type_error(tmp_path):
     untyped_line = lines.index("def planted_untyped(month, tz_s):") + 1
     wrong_line = lines.index('    return month_bounds(month, "7 hours")[0]') + 1
 
-    code, out = _mypy(tree, tmp_path / "cache")
+    code, out = _mypy(tree, cache)
     assert code != 0, "mypy passed a planted unannotated function and a type error:\n" + out
     untyped = re.search(r"gateway/reports\.py:%d: error: .*\[no-untyped-def\]" % untyped_line, out)
     wrong = re.search(r'gateway/reports\.py:%d: error: Argument 2 to "month_bounds" has incompatible type '
