@@ -133,7 +133,8 @@ provision: setup
 	$(call need,PORT,the serial port (e.g. PORT=/dev/ttyUSB0))$(call need,NODE,the node id (e.g. NODE=den-thon1-03))
 	$(PY) -m hardware provision --port $(PORT) --node $(NODE) $(if $(SITE),--site $(SITE)) \
 	  $(foreach z,$(subst $(comma), ,$(ZONES)),--zone $(z)) $(if $(GATEWAY),--gateway $(GATEWAY)) \
-	  $(if $(OFFLINE),--offline-bundle $(OFFLINE)) $(if $(REPLACE),--replace)
+	  $(if $(OFFLINE),--offline-bundle $(OFFLINE)) $(if $(REPLACE),--replace) $(if $(BOARD),--board $(BOARD)) \
+	  $(if $(WIFI_SSID),--wifi-ssid $(WIFI_SSID))
 
 bench-node: setup
 	$(call need,PORT,the serial port (e.g. PORT=/dev/ttyUSB0))

@@ -48,10 +48,16 @@ def main():
         asyncio.run(_unprovisioned(hal, str(exc)))
         return
     from firmware.node import Node
+    from hardware.boards import UnknownBoard
 
     wifi = raw.get("wifi", {})
-    hal = Esp32Hal(cfg.board, {"wifi_ssid": wifi.get("ssid"), "wifi_password": wifi.get("password"),
-                               "storage_dir": STORAGE})
+    try:
+        hal = Esp32Hal(cfg.board, {"wifi_ssid": wifi.get("ssid"), "wifi_password": wifi.get("password"),
+                                   "storage_dir": STORAGE})
+    except UnknownBoard as exc:  # a config naming no board this firmware knows: say so, light the road
+        hal = Esp32Hal("denloa-v1", {"storage_dir": STORAGE})
+        asyncio.run(_unprovisioned(hal, "unknown board %r (%s)" % (cfg.board, exc)))
+        return
     from firmware.boot import RootFS
 
     hal.root_fs = RootFS("/")  # the slots and /boot.json: over-the-air update (firmware/ota.py, docs/ota.md)

@@ -28,6 +28,7 @@ import json
 import os
 import re
 import zipfile
+import zlib
 from collections.abc import Callable
 from typing import Any
 
@@ -104,6 +105,9 @@ def parse_manifest(raw: bytes) -> dict[str, Any]:
         raise _bad("manifest", "min_micropython không hợp lệ", "manifest.json: bad min_micropython")
     if m.get("boot", ENTRY) != ENTRY:
         raise _bad("manifest", "Tệp khởi động phải là main.py", "manifest.json: boot must be main.py")
+    built = m.get("built", 0)
+    if not isinstance(built, int) or isinstance(built, bool) or not 0 <= built < 2 ** 40:
+        raise _bad("manifest", "Thời điểm build không hợp lệ", "manifest.json: bad built time")
     files = m.get("files")
     if not isinstance(files, list) or not files or len(files) > 200:
         raise _bad("manifest", "manifest.json không có tệp", "manifest.json: no files (or over 200)")
@@ -196,6 +200,9 @@ class Firmware:
                 body = zf.read(f["path"])
             except KeyError:
                 raise _bad("missing", "Gói thiếu tệp %s" % f["path"], "The zip lacks %s" % f["path"])
+            except (zipfile.BadZipFile, zlib.error, OSError, EOFError):  # its compressed bytes were altered
+                raise _bad("hash", "Tệp %s trong gói bị hỏng hoặc đã bị sửa" % f["path"],
+                           "%s is damaged or was altered in the zip" % f["path"])
             if len(body) != f["size"] or hashlib.sha256(body).hexdigest() != f["sha256"]:
                 raise _bad("hash", "Tệp %s không khớp mã băm trong manifest" % f["path"],
                            "%s does not match its hash or size in the manifest" % f["path"])
@@ -289,6 +296,9 @@ class Firmware:
         if not targets:
             raise GatewayError("rollout.empty", "Không có thiết bị nào để cập nhật", "No node to update", "nodes")
         first = set(first_zones)
+        if not any(first & set(n["zones"]) for n in targets):  # else stage 1 is empty: everything at once
+            raise GatewayError("rollout.zones", "Thôn cập nhật trước không có thiết bị nào",
+                               "No node to update is in the zone(s) to update first", "first_zones")
         now = self.clock.now()
         with self.db.tx():
             cur = self.db.run("INSERT INTO rollouts (version, first_zones, state, stage, created, created_by, updated)"
@@ -317,13 +327,16 @@ class Firmware:
         return self.rollout(rid)
 
     def resume(self, rid: int) -> dict[str, Any]:
-        """Paused or halted -> running; nodes that could not be reached are tried again."""
+        """Paused or halted -> running. Nodes that could not be reached, that refused the bundle or that
+        rolled back are sent it again (a stage moves on only when every node in it is confirmed; one
+        that rolls back again halts the rollout again: to go on without it, cancel and start a rollout
+        of the others)."""
         r = self.rollout(rid)
         if r["state"] not in (PAUSED, HALTED):
             raise GatewayError("rollout.state", "Đợt cập nhật không tạm dừng", "The rollout is not paused or halted",
                                status=409)
-        self.db.run("UPDATE rollout_nodes SET status = ?, reason = NULL WHERE rollout = ? AND status = ?",
-                    PENDING, rid, UNREACHABLE)
+        self.db.run("UPDATE rollout_nodes SET status = ?, reason = NULL WHERE rollout = ? AND status IN (?, ?, ?)",
+                    PENDING, rid, UNREACHABLE, FAILED, ROLLED_BACK)
         self._set_state(rid, RUNNING)
         self.advance(rid)
         return self.rollout(rid)

@@ -168,9 +168,24 @@ def offline_bundle(path, node_id, inventory):
 
 
 # ---- the config and the label ------------------------------------------------------------------
+DEFAULT_BOARD = "denloa-v1"
+
+
+def check_board(name):
+    """A board profile this firmware knows (hardware/boards.py), or a ToolError naming them."""
+    from hardware.boards import BOARDS
+
+    if name not in BOARDS:
+        known = ", ".join(sorted(BOARDS))
+        raise ToolError("Không có mạch %r. Các mạch: %s (docs/hardware.md)" % (name, known),
+                        "No board profile %r. Boards: %s (docs/hardware.md)" % (name, known))
+
 def node_config(bundle, board, version, wifi):
+    """The node's /config.json: the bundle, the board (an explicit --board wins over the bundle's,
+    which the gateway's form may have left at its default), the version and the Wi-Fi."""
     cfg = dict(bundle)
-    cfg["board"] = bundle.get("board") or board
+    cfg["board"] = board or bundle.get("board") or DEFAULT_BOARD
+    check_board(cfg["board"])
     cfg["firmware"] = version
     if wifi:
         cfg["wifi"] = wifi
@@ -226,11 +241,16 @@ def main(args):
     if not args.gateway and not args.offline_bundle:
         raise ToolError("Cần --gateway URL (đăng ký trực tuyến) hoặc --offline-bundle FILE (gói xuất từ gateway)",
                         "Give --gateway URL (register online) or --offline-bundle FILE (a bundle the gateway exported)")
+    if args.board:
+        check_board(args.board)
     inventory = read_inventory(args.inventory)
     version = read_version()
     wifi = None
     if args.wifi_ssid:
         wifi = {"ssid": args.wifi_ssid, "password": _password("DENLOA_WIFI_PASSWORD", "Wi-Fi password: ")}
+    else:
+        say("CHÚ Ý: không có --wifi-ssid: thiết bị sẽ không vào mạng được (đèn vẫn chạy theo lịch)\n"
+            "WARNING: no --wifi-ssid: the node will not join any network (its lamps still follow the program)")
     port = check_port(args.port)
     # the node answers before the gateway is asked: no key is issued for a board that is not there
     with Node(port) as node:
@@ -243,7 +263,7 @@ def main(args):
             action, source = "offline", "offline:" + Path(args.offline_bundle).name
         else:
             gw = Gateway(args.gateway, args.user, _password("DENLOA_ADMIN_PASSWORD", "Admin password (%s): " % args.user))
-            spec = {"id": args.node, "zones": args.zone, "kind": args.kind, "board": args.board}
+            spec = {"id": args.node, "zones": args.zone, "kind": args.kind, "board": args.board or DEFAULT_BOARD}
             if args.name:
                 spec["name"] = args.name
             if args.lat is not None and args.lon is not None:
@@ -251,13 +271,20 @@ def main(args):
             bundle, action = gw.register(spec, args.replace)
             source = args.gateway
         site = bundle.get("site")
+        again = ("" if args.offline_bundle else
+                 (" Thiết bị %s ĐÃ được cấp khóa: sửa rồi chạy lại với --replace" % args.node,
+                  " Node %s HAS been issued a key: correct it and run again with --replace" % args.node))
         if args.site and site != args.site:
-            raise ToolError("Gói cấu hình dành cho xã %r, không phải %r" % (bundle.get("site"), args.site),
-                            "The provisioning bundle is for site %r, not %r" % (bundle.get("site"), args.site))
+            raise ToolError("Gói cấu hình dành cho xã %r, không phải %r.%s" % (bundle.get("site"), args.site,
+                                                                            again and again[0]),
+                            "The provisioning bundle is for site %r, not %r.%s" % (bundle.get("site"), args.site,
+                                                                                 again and again[1]))
         zones = sorted(bundle.get("zones", {}))
         if args.zone and set(args.zone) != set(zones):
-            raise ToolError("Cụm trong gói (%s) khác --zone (%s)" % (", ".join(zones), ", ".join(args.zone)),
-                            "The bundle's zones (%s) differ from --zone (%s)" % (", ".join(zones), ", ".join(args.zone)))
+            raise ToolError("Cụm trong gói (%s) khác --zone (%s).%s" % (", ".join(zones), ", ".join(args.zone),
+                                                                     again and again[0]),
+                            "The bundle's zones (%s) differ from --zone (%s).%s" % (
+                                ", ".join(zones), ", ".join(args.zone), again and again[1]))
         cfg = node_config(bundle, args.board, version, wifi)
         data = json.dumps(cfg, sort_keys=True).encode()
         try:
@@ -296,7 +323,8 @@ def add_arguments(p):
     p.add_argument("--replace", action="store_true", help="the id is taken: give it new credentials (a new board)")
     p.add_argument("--offline-bundle", help="a provisioning bundle exported by the gateway (JSON)")
     p.add_argument("--kind", choices=("lamp", "speaker", "both"), default="both", help="what the node does")
-    p.add_argument("--board", default="denloa-v1", help="board profile (hardware/boards.py)")
+    p.add_argument("--board", help="board profile (hardware/boards.py: devkitc-pole, devkitc-pa-line, denloa-v1, ...);"
+                                   " wins over the gateway's; default: the gateway's, else denloa-v1")
     p.add_argument("--name", help="a readable name for the gateway's pages")
     p.add_argument("--lat", type=float, help="latitude of the pole")
     p.add_argument("--lon", type=float, help="longitude of the pole")

@@ -74,6 +74,11 @@ def test_upload_checks_the_release_signature_hashes_and_paths(tmp_path):
             tampered = dict(NEW[2], **{"firmware/node.py": b"evil"})
             r = await _upload(rig, zip_bundle(NEW, key, replace=tampered), 400)
             assert r.json()["error"] == "firmware.hash" and "firmware/node.py" in r.json()["message_en"]
+            good = zip_bundle(NEW, key)
+            at = good.index(b"firmware/node.py") + len(b"firmware/node.py") + 8  # inside its compressed bytes
+            damaged = good[:at] + bytes([good[at] ^ 0xFF]) + good[at + 1:]
+            r = await _upload(rig, damaged, 400)  # the zip's own CRC (or inflate) fails: a refusal, not a 500
+            assert r.json()["error"] in ("firmware.hash", "firmware.zip"), r.json()
             r = await _upload(rig, zip_bundle(NEW, key, extra={"boot.py": b"x"}), 400)
             assert r.json()["error"] == "firmware.extra"
             evil = bundle("6.6.6", files={"main.py": b"x", "../config.json": b"{}"})
@@ -201,11 +206,24 @@ def test_a_staged_rollout_serves_only_its_nodes_moves_by_stage_and_halts_on_a_ro
             assert (await rig.api("POST", "/api/rollouts", json={"version": "1.1.0", "first_zones": ["thon-1"]},
                                   expect=409)).json()["error"] == "rollout.open"
             await rig.api("DELETE", "/api/firmware/1.1.0", expect=409)
-            await rig.api("POST", "/api/rollouts/%d/cancel" % rid, expect=200)
-            actions = [a["action"] for a in (await rig.api("GET", "/api/audit", expect=200)).json()]
-            assert {"rollout.start", "rollout.pause", "rollout.resume", "rollout.cancel"} <= set(actions)
             versions = (await rig.api("GET", "/api/firmware", expect=200)).json()["versions"]
             assert versions == {"1.1.0": 2, "1.0.0": 2}
+            # resumed after the halt: the node that rolled back is sent the bundle again; once every node of
+            # the stage confirms, the rollout is done (it does not hang on the old rolled_back status)
+            r = (await rig.api("POST", "/api/rollouts/%d/resume" % rid, expect=200)).json()
+            byid = {n["node_id"]: n for n in r["nodes"]}
+            assert r["state"] == "running" and byid["loa-3"]["status"] == "sent", r
+            for n in ("loa-3", "loa-4"):
+                nodes.birth(n, "1.1.0")
+                nodes.event(n, "ota_confirmed", {"version": "1.1.0", "slot": "b"})
+            r = (await rig.api("GET", "/api/rollouts/%d" % rid, expect=200)).json()
+            assert r["state"] == "done", r
+            # a rollout whose first zones hold none of its nodes would send to all at once: refused
+            r = (await rig.api("POST", "/api/rollouts", json={"version": "1.1.0", "first_zones": ["thon-9"]},
+                               expect=400)).json()
+            assert r["error"] == "rollout.zones" and r["message_en"]
+            actions = [a["action"] for a in (await rig.api("GET", "/api/audit", expect=200)).json()]
+            assert {"rollout.start", "rollout.pause", "rollout.resume"} <= set(actions)
         finally:
             await stop_http()
             await rig.stop()

@@ -184,3 +184,19 @@ def test_a_board_without_the_firmware_is_refused_before_the_gateway_is_asked(tmp
             assert gw.key("den-1") is None  # no key issued for a board that cannot take it
 
     run(main())
+
+
+def test_an_explicit_board_wins_over_the_bundles_and_an_unknown_one_is_refused():
+    """The gateway's add form may leave its default board in the bundle: --board says what is on the pole."""
+    from hardware.tools.common import ToolError
+    from hardware.tools.provision import node_config
+
+    bundle = {"site": "xa", "node": "den-1", "key": "00" * 32, "broker": {}, "location": {}, "board": "denloa-v1"}
+    assert node_config(bundle, "devkitc-pole", "0.1.0", None)["board"] == "devkitc-pole"
+    assert node_config(bundle, None, "0.1.0", None)["board"] == "denloa-v1"
+    try:
+        node_config(bundle, "devkit-typo", "0.1.0", None)
+    except ToolError as exc:
+        assert "devkitc-pole" in exc.en and "devkitc-pole" in exc.vi  # it names the boards there are
+    else:
+        raise AssertionError("an unknown board was accepted")
