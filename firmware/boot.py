@@ -3,7 +3,9 @@
 This file is written to the node as /main.py by the flash tool and never replaced
 by an update; it is also part of every bundle (firmware/boot.py), where the
 application and its OTA code use the same functions to read and write /boot.json.
-It imports nothing of the firmware, only json/os/sys (and machine on the device).
+It imports nothing of the firmware, only json/os/sys. The chip's part (a one-shot timer, a
+reset) is given to run() by hardware/boot_esp32.py, which `python -m hardware build` appends to
+this file's source to make the bundle's bootstrap.
 
 The node's filesystem, from its root:
   /main.py       this file           /config.json   provisioning     /data   the node's storage
@@ -165,20 +167,17 @@ def confirm(fs):
         save(fs, st)
 
 
-def _arm_trial_timer(fs):
-    from machine import Timer, reset
-
-    def expire(_timer):
+def _arm_trial_timer(fs, chip):
+    def expire():
         if fail_trial(fs, "not confirmed within %d min" % (TRIAL_MS // 60000)):
-            reset()
-    timer = Timer(0)
-    timer.init(mode=Timer.ONE_SHOT, period=TRIAL_MS, callback=expire)
-    return timer
+            chip.reset()
+    return chip.one_shot(TRIAL_MS, expire)
 
 
-def run(root="/"):
+def run(root="/", chip=None):
     """The device's /main.py: boot the chosen slot's entry; a trial that crashes at import is
-    marked failed and the node resets (into the previous version)."""
+    marked failed and the node resets (into the previous version). `chip`: one_shot(ms, fn) and
+    reset() (hardware/boot_esp32.py); None where there is no chip to reset (tests)."""
     import sys
 
     fs = RootFS(root)
@@ -188,18 +187,12 @@ def run(root="/"):
         print("denloa boot: cannot read/write %s (%s); booting slot a" % (BOOT, exc))
         slot, trial = "a", False
     print("denloa boot: slot %s%s" % (slot, " (trial)" if trial else ""))
-    timer = _arm_trial_timer(fs) if trial else None  # noqa: F841  (kept alive while the app runs)
+    timer = _arm_trial_timer(fs, chip) if trial and chip else None  # noqa: F841  (kept alive while the app runs)
     sys.path.insert(0, fs.path(slot_dir(slot)))
     try:
         __import__(ENTRY[:-3])
     except Exception as exc:  # the slot's code does not even start
         print("denloa boot: slot %s crashed: %r" % (slot, exc))
-        if trial and fail_trial(fs, "crashed at boot: %r" % exc):
-            import machine
-
-            machine.reset()
+        if trial and fail_trial(fs, "crashed at boot: %r" % exc) and chip:
+            chip.reset()
         raise
-
-
-if __name__ == "__main__":
-    run()

@@ -1,6 +1,7 @@
 """ESP32 entry point: config from flash, the HAL for the board profile, the node.
 
-Flashed as main.py at the root of the node's filesystem. The provisioning
+The application slot's entry: a bundle carries this source as the slot's main.py, which the
+bootstrap (/main.py, firmware/boot.py) imports from the active slot. The provisioning
 tool writes /config.json (identity, key, broker, zones, location, board,
 wifi). If the config is missing or invalid the node still lights the road
 by its photocell and says on the serial console what is wrong.

@@ -4,9 +4,9 @@
 
 Writes `denloa-<version>.zip`: the node's code as .mpy at its path in an
 application slot (firmware/node.mpy, protocol/plan.mpy, hardware/esp32.mpy,
-...), the slot's entry `main.py` (source: `import firmware.main`), the
-bootstrap `bootstrap.py` (firmware/boot.py as source: `flash` writes it to the
-node's /main.py) and manifest.json:
+...), the slot's entry `main.py` (firmware/main.py's source), the bootstrap
+`bootstrap.py` (firmware/boot.py + hardware/boot_esp32.py as source: `flash`
+writes it to the node's /main.py) and manifest.json:
 
     {"format": 1, "version": "0.1.0", "min_micropython": "1.24.0", "built": 1764720000,
      "files": [{"path": "firmware/node.mpy", "sha256": "...", "size": 1234}, ...],  (sorted by path)
@@ -40,16 +40,21 @@ BOOT = "main.py"
 HARDWARE_MODULES = ("__init__", "hal", "esp32", "boards", "ds3231", "flashfs", "bench", "ina219", "lampcurrent")
 ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 
-# The slot's entry: the bootstrap (/main.py) puts the active slot first on sys.path and
-# imports `main`, which starts the node (firmware/main.py runs main() on import).
-ENTRY_SOURCE = b"""\
-# denloa: this application slot's entry, imported by the bootstrap (/main.py, firmware/boot.py)
-import firmware.main  # noqa: F401  (starts the node)
-"""
+# The slot's entry ("boot"): firmware/main.py's own source, which starts the node when the
+# bootstrap (/main.py) imports `main` from the active slot.
 # The bootstrap, as source: `flash` writes it to /main.py (MicroPython runs main.py only as
-# source). An over-the-air update carries it in the slot too but never installs it: the
+# source): firmware/boot.py with the chip's part (hardware/boot_esp32.py) and the line that
+# starts it. An over-the-air update carries it in the slot too but never installs it: the
 # bootstrap a node was flashed with stays (docs/ota.md).
+BOOTSTRAP_START = b'\n\nif __name__ == "__main__":\n    run("/", Esp32Boot())\n'
 BOOTSTRAP = "bootstrap.py"
+
+
+def bootstrap(root=REPO):
+    """The bundle's bootstrap.py: firmware/boot.py, the chip's part, the line that runs it."""
+    root = Path(root)
+    return ((root / "firmware" / "boot.py").read_bytes().rstrip() + b"\n\n\n"
+            + (root / "hardware" / "boot_esp32.py").read_bytes().rstrip() + BOOTSTRAP_START)
 
 
 def sources(root=REPO):
@@ -117,8 +122,8 @@ def build(out_dir, root=REPO, arch="xtensawin", sign=None):
         todo = sources(root)
         for (rel, _path), data in zip(todo, pool.map(lambda s: compile_one(exe, s[0], s[1], arch, tmp), todo)):
             files[rel[:-3] + ".mpy"] = data
-    files[BOOT] = ENTRY_SOURCE
-    files[BOOTSTRAP] = (Path(root) / "firmware" / "boot.py").read_bytes()
+    files[BOOT] = (Path(root) / "firmware" / "main.py").read_bytes()
+    files[BOOTSTRAP] = bootstrap(root)
     manifest = {
         "format": FORMAT,
         "version": version,

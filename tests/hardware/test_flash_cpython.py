@@ -19,6 +19,7 @@ import zipfile
 import pytest
 
 from hardware.tools import flash
+from hardware.tools.build import bootstrap
 from tests.hardware.pty_node import REPO, PtyNode
 from tests.hardware.test_tools_cpython import tool
 
@@ -133,8 +134,8 @@ def test_upload_puts_the_bundle_in_slot_a_with_boot_json_and_the_bootstrap(tmp_p
     assert json.loads((root / "boot.json").read_text()) == {"active": "a"}
     assert not (root / "app" / "a" / "stale.mpy").exists()
     assert not list(root.rglob("*.tmp"))
-    assert (root / "main.py").read_bytes() == (REPO / "firmware" / "boot.py").read_bytes()  # the bootstrap
-    assert "import firmware.main" in (root / "app" / "a" / "main.py").read_text()  # the slot's entry
+    assert (root / "main.py").read_bytes() == bootstrap()  # the bootstrap: firmware/boot.py + the chip's part
+    assert (root / "app" / "a" / "main.py").read_bytes() == (REPO / "firmware" / "main.py").read_bytes()  # the entry
     assert "done" in so
 
 

@@ -189,3 +189,41 @@ def test_mpremotes_own_commands_work_on_the_pty_node(tmp_path):
                            capture_output=True, text=True, timeout=60)
         assert r.returncode == 1 and "ZeroDivisionError" in r.stdout + r.stderr  # the error channel of the raw REPL
     assert (node.root / "app" / "hello.txt").read_bytes() == (tmp_path / "hello.txt").read_bytes()
+
+
+def test_the_built_bootstrap_arms_the_chips_timer_on_a_trial_and_resets_on_a_crash(tmp_path, monkeypatch):
+    """The bundle's bootstrap.py (firmware/boot.py + hardware/boot_esp32.py) with a stand-in `machine`."""
+    import sys
+    import types
+
+    from hardware.tools.build import bootstrap
+
+    calls = []
+
+    class Timer:
+        ONE_SHOT = 0
+
+        def __init__(self, n):
+            pass
+
+        def init(self, mode, period, callback):
+            calls.append(("timer", period))
+
+    machine = types.ModuleType("machine")
+    machine.Timer = Timer
+    machine.reset = lambda: calls.append(("reset",))
+    monkeypatch.setitem(sys.modules, "machine", machine)
+    ns = {"__name__": "bootstrap"}
+    exec(compile(bootstrap(), "bootstrap.py", "exec"), ns)
+    root = tmp_path / "node"
+    for slot, body in (("a", "ok = 1\n"), ("b", "raise RuntimeError('bad build')\n")):
+        (root / "app" / slot).mkdir(parents=True)
+        (root / "app" / slot / "main.py").write_text(body)
+    (root / "boot.json").write_text(json.dumps({"active": "b", "previous": "a", "state": "trial", "version": "2"}))
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.delitem(sys.modules, "main", raising=False)
+    with pytest.raises(RuntimeError):
+        ns["run"](str(root) + "/", ns["Esp32Boot"]())
+    assert calls == [("timer", ns["TRIAL_MS"]), ("reset",)]  # the trial timer armed, then the reset
+    assert json.loads((root / "boot.json").read_text())["state"] == "failed"
+    sys.modules.pop("main", None)
