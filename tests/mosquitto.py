@@ -15,6 +15,7 @@ not on `kill()`, as after a power cut). Every wait has a time limit.
 import base64
 import hashlib
 import os
+import re
 import shutil
 import signal
 import socket
@@ -137,6 +138,21 @@ class Mosquitto:
                 return f.read()
         except OSError:
             return ""
+
+    def wait_log(self, pattern, timeout=10.0):
+        """Wait until the broker's log matches `pattern` (a regex); return the match.
+
+        Mosquitto writes a line after it has acted (a PUBACK is logged after
+        the client sent it, which may be after the client already printed the
+        message), so a test reads the log by waiting for its line, never by
+        reading it once."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = re.search(pattern, self.log_text())
+            if found or time.monotonic() > deadline:
+                assert found, "mosquitto log never matched %r within %.0f s:\n%s" % (pattern, timeout, self.log_text()[-3000:])
+                return found
+            time.sleep(0.05)
 
     def __enter__(self):
         return self.start()

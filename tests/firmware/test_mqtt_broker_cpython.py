@@ -166,7 +166,7 @@ def test_connect_subscribe_and_receive_qos1(mosquitto, probes):
     subscribed(probe)
     publish(mosquitto, "denloa/s/node/a/cmd", '{"cmd": "rebirth"}')
     assert probe.expect("msg ") == 'msg denloa/s/node/a/cmd 0 {"cmd": "rebirth"}'
-    assert "Received PUBACK from node-a (Mid: 1" in mosquitto.log_text()
+    mosquitto.wait_log(r"Received PUBACK from node-a \(Mid: 1")
 
 
 def test_qos1_publish_is_acknowledged_and_retained(mosquitto, probes):
@@ -193,7 +193,7 @@ def test_abort_publishes_the_will_and_close_does_not(mosquitto, probes):
     closing.send("close")
     closing.expect("closed")
     watcher.nothing(within=1.0)
-    assert "Received DISCONNECT from node-d" in mosquitto.log_text()
+    mosquitto.wait_log(r"Received DISCONNECT from node-d")
     aborting = probes(mosquitto, "node-e", "will=denloa/s/node/e/state|offline|1|0")
     aborting.expect("up")
     aborting.send("abort")
@@ -225,7 +225,7 @@ def test_unacknowledged_qos1_is_resent_with_dup_after_a_broker_crash(mosquitto, 
     probe.expect("down")
     mosquitto.start()
     assert probe.expect("pub 8", 15) == "pub 8 True"
-    assert re.search(r"Received PUBLISH from node-g \(d1, q1, r1, m\d+, 'denloa/s/node/g/evt'", mosquitto.log_text())
+    mosquitto.wait_log(r"Received PUBLISH from node-g \(d1, q1, r1, m\d+, 'denloa/s/node/g/evt'")
     watcher = watch(probes, mosquitto, "denloa/s/node/g/evt")
     assert watcher.get() == ("denloa/s/node/g/evt", b"resent", True)
 
