@@ -18,7 +18,22 @@ def main(argv=None):
     r.add_argument("--speed", type=float, help="simulated seconds per real second (default: the scenario's)")
     r.add_argument("--seed", type=int, help="seed for every random choice (default: the scenario's)")
     r.add_argument("--report", default=None, help="report directory (default build/sim/<scenario>)")
+    k = sub.add_parser("soak", help="the seeded soak (simulator/soak.py): faults and staff work, judged on truth")
+    k.add_argument("--nodes", type=int, default=200)
+    k.add_argument("--hours", type=float, default=48.0)
+    k.add_argument("--seed", type=int, default=1)
+    k.add_argument("--speed", type=float, default=144.0, help="simulated seconds per real second")
+    k.add_argument("--start", default="2026-11-23T12:00", help="site local time the run begins")
+    k.add_argument("--min-ratio", type=float, default=0.999, help="share of lamp node-minutes that must be right")
+    k.add_argument("--report", default=None, help="report directory (default build/sim/soak)")
+    k.add_argument("--write-scenario", default=None, help="also write the drawn scenario (JSON) here")
+    k.add_argument("--dry-run", action="store_true", help="print the drawn scenario and stop")
+    k.add_argument("--verbose", action="store_true", help="print every fault and action as it happens")
     args = p.parse_args(argv)
+    if args.cmd == "soak":
+        from simulator import soak
+
+        return soak.main(args)
 
     from simulator.report import write_report
     from simulator.runner import Run

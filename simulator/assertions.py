@@ -8,7 +8,8 @@
     [[assert]] kind = "aired"                  zone?, from, to, min_nodes
     [[assert]] kind = "no_command_lost"        grace = "5m" (commands created this close to the end may still be on
                                                their way); a command that expired unanswered although its node
-                                               was reachable during its life is lost
+                                               was reachable during its life (reachable_s = 60 simulated seconds,
+                                               and reachable_real_s real seconds if given) is lost
     [[assert]] kind = "no_event_gap"
     [[assert]] kind = "recovered_within"       after = "+2h", within = "10m", zone? | nodes?
     [[assert]] kind = "alert"                  alert = "lamp_fault", nodes? | zone?
@@ -22,6 +23,9 @@
     [[assert]] kind = "all_online"             nodes? | zone?, wall_s? (the gateway shows every one online at the
                                                end; with wall_s, it saw all of them online at once within wall_s
                                                real seconds of the run's start, setup and host start-up included)
+    [[assert]] kind = "soak_commands" | "soak_broadcasts" | "soak_report" | "soak_lamps" (min_ratio = 0.999,
+                                               tolerance_s = 120, jump_window_s = 900): the soak's judgement,
+                                               see simulator/soak.py
     [[assert]] kind = "rebirthed_within"       after = "+70s", within = "30s", nodes? | zone?  (the gateway handled a
                                                birth of each node in (after, after + within]: after a broker
                                                restart, the node is back and said so)
@@ -181,7 +185,7 @@ def _unreachable_windows(record, node_id):
         f_zone = f["detail"][5:] if f["detail"].startswith("zone ") else None
         if f["kind"] == "partition" and f_zone in ("all", zone):
             cut = f["t"] if cut is None else cut
-        elif f["kind"] == "heal" and cut is not None:
+        elif f["kind"] == "heal" and cut is not None and f_zone in (None, "all", zone):  # None: an older record
             out.append((cut, f["t"]))
             cut = None
     if cut is not None:
@@ -222,6 +226,9 @@ def no_command_lost(spec, sc, record, db, run):
     # the gateway's housekeeping wakes about once a second of real time: at high speed that is minutes simulated
     grace = max(seconds(spec.get("grace", "5m"), "grace"), 5.0 * run.speed)
     reach_s = float(spec.get("reachable_s", 60))  # online this long during its life: it could have been delivered
+    # at high speed 60 simulated seconds are a fraction of a real second: reachable_real_s asks for that much
+    # real time too (the gateway retries every max(30, speed) simulated seconds, about one real second)
+    reach_s = max(reach_s, float(spec.get("reachable_real_s", 0)) * run.speed)
     end = record["end"]
     unanswered = [c for c in db["commands"] if c["status"] in ("pending", "sent")]
     # still open and live at the end, long after it was made: lost; open but past its expiry: judged as expired
@@ -714,3 +721,387 @@ def _hhmm(t, tz_s):
     import time
 
     return time.strftime("%d/%m %H:%M", time.gmtime(t + tz_s))
+
+
+# ---- the soak (simulator/soak.py): judged on ground truth and the gateway's command history -----------------
+EMERGENCY_EXPIRES_S = 120  # gateway/emergency.py EXPIRES_S: an emergency not delivered by then is not aired late
+
+
+def _figures(run):
+    run.figures = getattr(run, "figures", {})
+    return run.figures
+
+
+def _spans(series, on=lambda v: v is not None and v is not False):
+    """[(a, b)] in which a truth series' value is `on` (the last one open until +inf)."""
+    out, since = [], None
+    for t, v in series:
+        if on(v) and since is None:
+            since = t
+        elif not on(v) and since is not None:
+            out.append((since, t))
+            since = None
+    if since is not None:
+        out.append((since, float("inf")))
+    return out
+
+
+def _overlaps(windows, a, b):
+    return any(x < b and y > a for x, y in windows)
+
+
+def _soak_windows(sc, record, run, node_id):
+    """The node's injected-fault windows: unreachable (power cuts, partitions of its zone), gateway/broker
+    restarts (everyone, a minute each), clock jumps (the correction window), reboots."""
+    unreach = _unreachable_windows(record, node_id)
+    restarts = [(f["t"], f["t"] + max(60.0, 10 * run.speed)) for f in record["faults"]
+                if f["kind"] in ("broker_restart", "gateway_restart")]
+    jumps = [(f["t"], f["t"] + 900.0) for f in record["faults"]
+             if f["kind"] == "clock_jump" and node_id in f["targets"]]
+    reboots = [(t, t + 60.0) for t, _cause in record.get("reboots", {}).get(node_id, [])]
+    return unreach, restarts, jumps, reboots
+
+
+def soak_items(sc, record, run):
+    """Every broadcast the staff asked for and every emergency: {id, kind, zones, start, end, created, cancelled,
+    category, priority}; schedule occurrences get the gateway's item id (schedule.YYYYMMDDHHMM, local)."""
+    import time as _time
+
+    from simulator.scenario import local_time
+
+    tz = sc.site["utc_offset"]
+    tz_s = int(tz * 3600)
+    done = {a["index"]: a for a in run.actions}
+    cancels = {}
+    for e in sc.timeline:
+        if e["type"] == "action" and e["do"] == "cancel" and e["index"] in done:
+            cancels[e["body"]["id"]] = done[e["index"]]["t"]
+    zone_ids = [z["id"] for z in sc.zones]
+    items = []
+    for e in sc.timeline:
+        if e["type"] != "action" or e["index"] not in done:
+            continue
+        act = done[e["index"]]
+        if e["do"] == "schedule":
+            if not act["result"].startswith("201"):
+                continue
+            body = e["body"]
+            first = local_time(body["start"], tz, "start")
+            starts = [first]
+            if body.get("rrule") == "FREQ=DAILY":
+                day0 = first + ((record["start"] - 86400 - first) // 86400 + 1) * 86400 if first < record["start"] else first
+                starts = [day0 + 86400 * k for k in range(int((record["end"] - day0) // 86400) + 2)]
+            for s in starts:
+                end = s + body["duration_s"]
+                if s < act["t"] + 60 or end > record["end"] - 300:
+                    continue  # before the schedule existed, or not over when the run ended
+                items.append({"id": "%s.%s" % (body["id"], _time.strftime("%Y%m%d%H%M", _time.gmtime(s + tz_s))),
+                              "kind": "schedule", "zones": list(body["zones"]), "start": s, "end": end,
+                              "created": act["t"], "cancelled": cancels.get(body["id"]) if cancels.get(
+                                  body["id"], float("inf")) < s else None,
+                              "category": body.get("category", "news"), "priority": int(body.get("priority", 0))})
+        elif e["do"] == "emergency":
+            batch = next((b for b in run.batches if b["index"] == e["index"]), None)
+            if batch is None:
+                continue
+            stop = next((a["t"] for a in run.actions if a["action"] == "stop_emergency" and a["t"] >= act["t"]
+                         and a["result"].startswith("202")), None)
+            end = act["t"] + e["body"].get("duration_s", 900)
+            if stop is not None and stop < end:
+                end = stop
+            zones = zone_ids if e["body"].get("zones", "all") == "all" else list(e["body"]["zones"])
+            items.append({"id": batch["batch"], "kind": "emergency", "zones": zones, "start": act["t"], "end": end,
+                          "created": act["t"], "cancelled": None, "category": "emergency", "priority": 2,
+                          "stopped": stop})
+    return items
+
+
+def soak_sessions(record, node_id):
+    """Stretches of time in which the node's board had a sound source on (ground truth)."""
+    rows = record["truth"][node_id]
+    return [(a, min(b, record["end"])) for a, b in _spans(state_series(rows, "source"))]
+
+
+def _attribute(sc, record, run):
+    """Each speaker's sound sessions matched to the item airing in its zone then (items never overlap in a zone).
+    Returns (per (item id, node): [sessions], unexplained: [(node, a, b, why)])."""
+    items = soak_items(sc, record, run)
+    slack = max(60.0, 0.5 * run.speed)  # half a second of real time: a node's reaction, its tick, the gateway's loop
+    got, unexplained = {}, []
+    for n in sc.nodes:
+        if not has_speaker(n):
+            continue
+        mine = [i for i in items if n["zone"] in i["zones"]]
+        unreach, restarts, jumps, reboots = _soak_windows(sc, record, run, n["id"])
+        for a, b in soak_sessions(record, n["id"]):
+            hit = sorted((i for i in mine if i["start"] - slack <= a <= i["end"] + slack),
+                         key=lambda i: max(0.0, i["start"] - a, a - i["end"]))  # the nearest item
+            if hit:
+                item = hit[0]
+                if item["cancelled"] is not None and not _overlaps(unreach + restarts, item["cancelled"] - slack, a):
+                    unexplained.append((n["id"], a, b, "cancelled %s aired" % item["id"]))
+                got.setdefault((item["id"], n["id"]), []).append((a, b))
+            elif _overlaps(jumps, a - slack, b):
+                continue  # a jumped clock airs at the wrong time until the gateway corrects it: injected
+            else:
+                unexplained.append((n["id"], a, b, "no item"))
+    return items, got, unexplained
+
+
+def soak_commands(spec, sc, record, db, run):
+    """At most one effect per cmd_id, judged on ground truth: each reboot command reboots its node at most once
+    (the board's reboots of cause "soft"), and an item never plays twice on a node unless a power cut or a
+    reboot cut it (a duplicate delivery, e.g. after a broker restart, must not replay)."""
+    bad = []
+    reboot_cmds = {}
+    for c in db["commands"]:
+        if c["op"] == "reboot":
+            reboot_cmds[c["node_id"]] = reboot_cmds.get(c["node_id"], 0) + 1
+    soft = {n: sum(1 for _t, cause in r if cause == "soft") for n, r in record.get("reboots", {}).items()}
+    for node_id, k in sorted(soft.items()):
+        if k > reboot_cmds.get(node_id, 0):
+            bad.append("%s rebooted %d times for %d reboot commands" % (node_id, k, reboot_cmds.get(node_id, 0)))
+    watchdog = [(n, t) for n, r in record.get("reboots", {}).items() for t, cause in r if cause == "watchdog"]
+    crash_nodes = {x for f in record["faults"] if f["kind"] == "boot_crash" for x in f["targets"]}
+    stray = [(n, t) for n, t in watchdog if n not in crash_nodes]
+    if stray:
+        bad.append("watchdog reboots no injected crash explains: %s" % stray[:4])
+    items, got, _unexplained = _attribute(sc, record, run)
+    dup = 0
+    for (item_id, node_id), sessions in sorted(got.items()):
+        item = next(i for i in items if i["id"] == item_id)
+        cuts = [t for t, _ in state_series(record["truth"][node_id], "power") if item["start"] <= t <= item["end"]]
+        cuts += [t for t, _c in record.get("reboots", {}).get(node_id, []) if item["start"] <= t <= item["end"]]
+        if len(sessions) > 1 + len(cuts):
+            dup += len(sessions) - 1 - len(cuts)
+            bad.append("%s played %s %d times (%d interruptions)" % (node_id, item_id, len(sessions), len(cuts)))
+    f = _figures(run)
+    f["duplicate_effects"] = dup + sum(max(0, k - reboot_cmds.get(n, 0)) for n, k in soft.items())
+    f["reboots"] = sum(len(r) for r in record.get("reboots", {}).values())
+    f["commands"] = len(db["commands"])
+    return _result(spec.get("name", "at most one effect per cmd_id"), not bad,
+                   "%d commands (%d reboot commands, %d soft reboots, %d watchdog reboots after injected crashes); "
+                   "%d item plays judged; problems: %s" % (
+                       len(db["commands"]), sum(reboot_cmds.values()), sum(soft.values()), len(watchdog),
+                       len(got), bad[:6] or "none"))
+
+
+def soak_broadcasts(spec, sc, record, db, run):
+    """Every occurrence of every schedule, and every emergency, on every loudspeaker of its zones: aired (the
+    board's source on in its slot), or reported missed with a reason: by the node (broadcast_missed, its why), by
+    the gateway (a broadcast_missed alert for the item: the loudspeaker did not start it), or, for an
+    emergency, its command expired or refused (the gateway's command history). Silence fails. Nothing airs that
+    no item explains (a cancelled broadcast; an emergency after its stop)."""
+    items, got, unexplained = _attribute(sc, record, run)
+    missed = {(a["item_id"], a["node_id"]): a.get("why") for a in db["airings"] if a["outcome"] == "missed"}
+    alerts = set()
+    if run.gw is not None:
+        for r in run.gw.db.all("SELECT node_id, data FROM alerts WHERE kind = 'broadcast_missed'"):
+            try:
+                alerts.add((json.loads(r["data"]).get("item"), r["node_id"]))
+            except ValueError:
+                pass
+    cmd = {}
+    for c in run.gw.db.all("SELECT node_id, batch, status FROM commands WHERE batch IS NOT NULL") if run.gw else []:
+        cmd[(c["batch"], c["node_id"])] = c["status"]
+    due = aired = node_missed = gw_missed = cancelled_ok = 0
+    explained = 0
+    silent = []
+    for item in items:
+        for n in sc.nodes:
+            if not has_speaker(n) or n["zone"] not in item["zones"]:
+                continue
+            key = (item["id"], n["id"])
+            if item["cancelled"] is not None:
+                cancelled_ok += key not in got
+                continue
+            due += 1
+            unreach, restarts, jumps, reboots = _soak_windows(sc, record, run, n["id"])
+            if key in got:
+                aired += 1
+            elif key in missed:
+                node_missed += 1
+            elif key in alerts:
+                gw_missed += 1
+                explained += _overlaps(unreach + restarts + jumps + reboots, item["created"], item["end"])
+            elif item["kind"] == "emergency" and cmd.get(key) in ("expired", "rejected", "failed"):
+                gw_missed += 1
+                explained += _overlaps(unreach + restarts + jumps + reboots, item["start"],
+                                       item["start"] + EMERGENCY_EXPIRES_S)
+            elif item["kind"] == "emergency" and item.get("stopped") is not None and \
+                    item["stopped"] - item["start"] < 60 and cmd.get(key) == "superseded":
+                gw_missed += 1
+            else:
+                why = []
+                if _overlaps(unreach, item["created"], item["end"]):
+                    why.append("unreachable")
+                if _overlaps(jumps, item["start"] - 900, item["end"]):
+                    why.append("clock jump")
+                silent.append("%s %s (%s; command %s)" % (n["id"], item["id"], ",".join(why) or "no fault",
+                                                          cmd.get(key, "-")))
+    f = _figures(run)
+    f.update({"broadcasts_due": due, "broadcasts_aired": aired, "broadcasts_reported_missed": node_missed + gw_missed,
+              "broadcasts_explained_by_faults": explained, "broadcasts_silent": len(silent),
+              "unexplained_airings": len(unexplained)})
+    bad = silent + ["%s aired %s-%s: %s" % (n, _hhmm(a, int(sc.site["utc_offset"] * 3600)),
+                                            _hhmm(b, int(sc.site["utc_offset"] * 3600)), why)
+                    for n, a, b, why in unexplained]
+    return _result(spec.get("name", "every broadcast aired or reported missed with a reason"), due and not bad,
+                   "%d items (%d emergencies, %d cancelled); %d loudspeaker-items due: %d aired, %d reported missed by "
+                   "the node, %d by the gateway (alert or undelivered emergency; %d of those during injected faults), "
+                   "%d silent; cancelled ones not aired: %d; airings nothing explains: %d; problems: %s" % (
+                       len(items), sum(1 for i in items if i["kind"] == "emergency"),
+                       sum(1 for i in items if i["cancelled"] is not None), due, aired, node_missed, gw_missed,
+                       explained, len(silent), cancelled_ok, len(unexplained), bad[:6] or "none"))
+
+
+def soak_report(spec, sc, record, db, run):
+    """The gateway's monthly report (by zone, category, priority) equals what the boards aired: broadcasts
+    (distinct items) exactly, minutes within 1 % + 6 s per session."""
+    import time as _time
+
+    tz_s = int(sc.site["utc_offset"] * 3600)
+    items, got, _unexplained = _attribute(sc, record, run)
+    by_id = {i["id"]: i for i in items}
+    truth = {}
+    segments = {}
+    for (item_id, node_id), sessions in got.items():
+        item = by_id[item_id]
+        zone = next(n["zone"] for n in sc.nodes if n["id"] == node_id)
+        for a, b in sessions:
+            month = _time.strftime("%Y-%m", _time.gmtime(a + tz_s))
+            rep = truth.setdefault(month, {"by_zone": {}, "by_category": {}, "by_priority": {}})
+            mins = (b - a) / 60.0
+            for table, key in (("by_zone", zone), ("by_category", item["category"]),
+                               ("by_priority", ("routine", "priority", "emergency")[item["priority"]])):
+                entry = rep[table].setdefault(key, [set(), 0.0])
+                entry[0].add(item_id)
+                entry[1] += mins
+                segments[(month, table, key)] = segments.get((month, table, key), 0) + 1
+    bad = []
+    compared = 0
+    for month, rep in sorted(truth.items()):
+        got_rep = db.get("reports", {}).get(month)
+        if not got_rep or "error" in got_rep:
+            bad.append("no report for %s" % month)
+            continue
+        for table, rows in rep.items():
+            minutes_field = "speaker_minutes" if table == "by_zone" else "minutes"
+            for key in set(rows) | set(got_rep[table]):
+                items_t, mins_t = rows.get(key, [set(), 0.0])
+                row = got_rep[table].get(key) or {"broadcasts": 0, minutes_field: 0.0}
+                compared += 1
+                tol = 0.01 * mins_t + 0.1 * segments.get((month, table, key), 0) + 0.05
+                if row["broadcasts"] != len(items_t) or abs(row[minutes_field] - mins_t) > tol:
+                    bad.append("%s %s %s: report %d broadcasts %.1f min, truth %d broadcasts %.1f min" % (
+                        month, table, key, row["broadcasts"], row[minutes_field], len(items_t), mins_t))
+    _figures(run)["report_mismatches"] = len(bad)
+    return _result(spec.get("name", "the monthly report equals what ground truth says aired"), compared and not bad,
+                   "%d report rows compared with ground truth; problems: %s" % (compared, bad[:6] or "none"))
+
+
+def soak_lamps(spec, sc, record, db, run):
+    """Each lamp's light every minute equals the program in force (the latest the staff set) or its override, in
+    at least `min_ratio` of the node-minutes judged. Not judged: power cuts of the node (to its first good boot,
+    crashes included), `tolerance_s` around each reboot, each program step and each change, `jump_window_s`
+    after a clock jump (the gateway corrects it), and a change or override made while the node was unreachable,
+    until it is reachable again."""
+    from bisect import bisect_right
+
+    tz_s = int(sc.site["utc_offset"] * 3600)
+    site = sc.site
+    sun = SunSource(site["lat"], site["lon"], site["utc_offset"])
+    tol = seconds(spec.get("tolerance_s", 120), "tolerance_s")
+    jump_window = seconds(spec.get("jump_window_s", 900), "jump_window_s")
+    min_ratio = float(spec.get("min_ratio", 0.999))
+    t0 = record["start"] + seconds(spec.get("from", "10m"), "from")
+    t1 = record["end"] - tol
+    done = {a["index"]: a for a in run.actions}
+    programs = [(record["start"], LampProgram.from_json(dict(sc.program, version=0)) if sc.program
+                 else default_program())]
+    overrides = []  # (t, node, until, level)
+    for e in sc.timeline:
+        if e["type"] != "action" or e["index"] not in done:
+            continue
+        act = done[e["index"]]
+        if e["do"] == "program" and act["result"].startswith("200"):
+            programs.append((act["t"], LampProgram.from_json(dict(e["body"], version=0))))
+        elif e["do"] == "override":
+            for node_id in sc.targets(e):
+                overrides.append((act["t"], node_id, e["body"].get("until", 0), e["body"].get("level")))
+    changes = [t for t, _p in programs[1:]]
+    cache = {}
+
+    def want(t):
+        k = bisect_right(changes, t)
+        key = (k, t)
+        if key not in cache:
+            cache[key] = programs[k][1].decide(int(t), tz_s, sun).level
+        return cache[key]
+
+    checked = wrong = 0
+    examples = []
+    steps = [t0 + SAMPLE_S * i for i in range(int((t1 - t0) // SAMPLE_S) + 1)]
+    # a sample near a program step (or a change) is not judged: the ramp and the decision's timing
+    stable = {}
+    for t in steps:
+        w = want(t)
+        stable[t] = w == want(t - tol) == want(t + tol) and not any(c - 5 <= t - tol <= c + tol or
+                                                                     c <= t <= c + tol for c in changes)
+    for node in sc.nodes:
+        if not has_lamp(node):
+            continue
+        nid = node["id"]
+        rows = record["truth"][nid]
+        light = [(t, v[0] if isinstance(v, list) else v) for t, v in state_series(rows, "light")]
+        times = [t for t, _ in light]
+        unreach, _restarts, jumps, reboots = _soak_windows(sc, record, run, nid)
+        skip = []
+        for a, b in _off_windows(record, nid):  # to its first good boot after the power-on (crashes included)
+            boots = [t for t, _c in record.get("reboots", {}).get(nid, []) if b <= t <= b + 1800]
+            skip.append((a - tol, max([b] + boots) + tol))
+        skip += [(t - tol, t + tol) for t, _c in record.get("reboots", {}).get(nid, [])]
+        skip += [(a, a + jump_window) for a, _b in jumps]
+        for c in changes:
+            for a, b in unreach:
+                if a <= c <= b:
+                    skip.append((c, b + tol))
+        mine = [(t, until, level) for t, n, until, level in overrides if n == nid]
+        for t, until, level in mine:
+            skip.append((t - 5, t + tol))
+            skip.append((until - tol, until + tol))
+            for a, b in unreach:
+                if a <= t <= b:
+                    skip.append((t, min(until, b) + tol))
+        skip.sort()
+        for t in steps:
+            if any(a <= t <= b for a, b in skip):
+                continue
+            ov = [(ts, level) for ts, until, level in mine if ts <= t < until]
+            if ov:
+                w = ov[-1][1]
+                if w is None:
+                    continue
+            elif not stable[t]:
+                continue
+            else:
+                w = want(t)
+            i = bisect_right(times, t) - 1
+            got = light[i][1] if i >= 0 else 0
+            checked += 1
+            if got != w:
+                wrong += 1
+                if len(examples) < 5:
+                    examples.append("%s at %s: light %s%%, want %s%%" % (nid, _hhmm(t, tz_s), got, w))
+    ratio = 1 - wrong / checked if checked else 0.0
+    f = _figures(run)
+    f.update({"lamp_node_minutes": checked, "lamp_node_minutes_wrong": wrong,
+              "lamp_correct_pct": round(100.0 * ratio, 4)})
+    return _result(spec.get("name", "lamps correct in >= %g %% of node-minutes" % (100 * min_ratio)),
+                   checked and ratio >= min_ratio,
+                   "%d lamp node-minutes judged, %d wrong: %.3f %% correct (need %.1f %%); %d program changes; "
+                   "first wrong: %s" % (checked, wrong, 100.0 * ratio, 100 * min_ratio, len(changes),
+                                        examples or "none"))
+
+
+KINDS.update({f.__name__: f for f in (soak_commands, soak_broadcasts, soak_report, soak_lamps)})

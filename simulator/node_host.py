@@ -45,7 +45,7 @@ import asyncio  # noqa: E402
 import json  # noqa: E402
 
 from firmware.config import NodeConfig  # noqa: E402
-from firmware.node import Node  # noqa: E402
+from firmware.node import MAX_RESTARTS, Node  # noqa: E402
 from hardware.flashfs import DirFS  # noqa: E402
 from hardware.softboard import RealClock, SoftBoard  # noqa: E402
 
@@ -126,8 +126,24 @@ class HostedNode:
             return
         dead = self.task is None or self.task.done()
         speed = getattr(b.clock, "speed", 1.0) or 1.0
-        if dead or b.wdt_unfed_ms() / speed > WDT_REAL_FLOOR_MS:
+        if dead or (b.wdt_unfed_ms() / speed > WDT_REAL_FLOOR_MS and self._hung(speed)):
             self.reboot("watchdog")
+
+    def _hung(self, speed):
+        """Is one of the firmware's tasks silent for WDT_REAL_FLOOR_MS of real time (or has it given up)?
+
+        The firmware feeds its watchdog only while every task beat within BEAT_MS (20 s) of board time. A
+        task that waits on the network (real time, up to 10 s) beats once per wait: at 100x that is 1,000
+        board seconds, so at high speed the beats of a busy node seldom all fall within 20 board seconds of
+        each other, and the watchdog went unfed although every task was looping (the 200-node soak reset
+        whole hosts of healthy nodes). The floor is therefore judged per task heartbeat, in real time."""
+        node = self.node
+        if node is None or speed <= 1.0:
+            return True
+        now = node.uptime.ms()
+        if any((now - at) / speed > WDT_REAL_FLOOR_MS for at in node._beats.values()):
+            return True
+        return node.restarts >= MAX_RESTARTS and not node.stable  # its tasks kept dying: it gave up (healthy())
 
     def control(self, words):
         b = self.board

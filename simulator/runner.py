@@ -75,6 +75,7 @@ class Run:
         self.hosts_started_wall_s = None  # wall seconds from the run's start until the last host was up
         self.password = ADMIN[1] % self.seed
         self.flash_root = None  # the nodes' simulated flash: on tmpfs when the machine has one
+        self.stats_every_s = None  # real seconds between `stats` asks to every node host (None: never)
 
     # ---- set-up --------------------------------------------------------------
     def _config(self, broker_port):
@@ -238,6 +239,7 @@ class Run:
             self.hosts_started_wall_s = time.time() - t_wall
             self.clock.go(epoch)
             watcher = asyncio.create_task(self._watch_online())
+            poller = asyncio.create_task(self._poll_stats()) if self.stats_every_s else None
             try:
                 for entry in self.sc.timeline:
                     await self._until(entry["at"])
@@ -245,6 +247,8 @@ class Run:
                 await self._until(self.sc.duration)
             finally:
                 watcher.cancel()
+                if poller is not None:
+                    poller.cancel()
         except BaseException:
             # A run that fails (an action's request raised, Ctrl-C) still takes down what it started: the
             # node hosts, the gateway and its Mosquitto, which outlived the run before, orphaned.
@@ -276,6 +280,39 @@ class Run:
                     self.all_online_wall_s = round(time.time() - self.t_wall, 2)
             await asyncio.sleep(0.2)
 
+    async def _poll_stats(self):
+        """Ask every node host how late its event loop wakes (simulator/node_host.py `stats`), now and then."""
+        while True:
+            await asyncio.sleep(self.stats_every_s)
+            for host in set(self.hosts.values()):
+                try:
+                    host.send("stats")
+                except Exception:  # a host that is gone reports nothing
+                    pass
+
+    def host_stats(self):
+        """[{"host", "nodes", "p50_ms", "p99_ms", "max_ms", ...}] of every `stats` line the hosts printed."""
+        out = []
+        for k, host in enumerate(dict.fromkeys(self.hosts.values())):
+            for line in list(host.lines):
+                if line.startswith("stats "):
+                    try:
+                        out.append(dict(json.loads(line[6:]), host=k))
+                    except ValueError:
+                        pass
+        return out
+
+    def host_output(self, limit=200):
+        """What the node hosts printed beside their protocol lines (tracebacks, warnings), first `limit`."""
+        out = []
+        for k, host in enumerate(dict.fromkeys(self.hosts.values())):
+            for line in list(host.lines):
+                if not line.startswith(("truth ", "stats ", "reboot ", "ready", "boot ")):
+                    out.append("host %d: %s" % (k, line))
+                    if len(out) >= limit:
+                        return out
+        return out
+
     def sim_elapsed(self):
         return self.clock.now() - self.sc.start
 
@@ -298,6 +335,11 @@ class Run:
         elif kind == "heal":
             for zone in ([entry["zone"]] if "zone" in entry else list(self.proxies)):
                 self.proxies[zone].heal()
+            detail = "zone %s" % entry.get("zone", "all")
+        elif kind == "reboot":  # a staff reboot through the API: the firmware resets itself (hal.reset())
+            for node_id in targets:
+                r = await self.api("POST", "/api/nodes/%s/commands" % node_id, json={"op": "reboot", "args": {}})
+                detail = "%d" % r.status_code
         elif kind in ("power_cut", "power_on"):
             for node_id in targets:
                 self.hosts[node_id].send("%s power %s" % (node_id, "off" if kind == "power_cut" else "on"))
@@ -317,8 +359,10 @@ class Run:
             for node_id in targets:
                 self._board(node_id, kind, entry.get("value", True))
         self.faults.append({"t": now, "t_real": t_real, "kind": kind, "targets": targets if kind not in (
-            "broker_restart", "gateway_restart") else [], "detail": detail or str(entry.get("value", ""))})
-        self.log("  %s  fault %s %s" % (self._hhmm(now), kind, detail or ",".join(targets[:4])))
+            "broker_restart", "gateway_restart") else [],
+            "detail": detail or str(entry.get("value", ""))})
+        self.log("  %s  fault %s %s" % (self._hhmm(now), kind, detail or (",".join(targets[:4]) if kind not in (
+            "broker_restart", "gateway_restart") else "")))
 
     async def _action(self, entry):
         kind, body = entry["do"], dict(entry.get("body", {}))
@@ -327,6 +371,8 @@ class Run:
         body = self._resolve(body)
         if kind == "schedule":
             r = await self.api("POST", "/api/schedules", json=body)
+        elif kind == "cancel":
+            r = await self.api("DELETE", "/api/schedules/%s" % body["id"])
         elif kind == "emergency":
             r = await self.api("POST", "/api/emergency", json=body)
             if r.status_code == 202:
@@ -422,6 +468,8 @@ class Run:
                        for a in db_state["alerts"]],
             "births": self.births,
             "connects": _connects_per_second(getattr(gw.broker, "log_path", None)),
+            "host_stats": self.host_stats(),
+            "host_output": self.host_output(),
             "snapshots": sorted({self.sc.start + self.sc.duration / 2} | {b["t"] + 5 for b in self.batches}),
         }
         record["assertions"] = assertions.evaluate(self.sc, record, db_state, self)

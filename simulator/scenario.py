@@ -17,6 +17,7 @@
     [[nodes]]   count | ids, prefix, zone, kind, faults = {burnt = true, ...},
                 board = {rtc = "ds3231" | "internal", rtc_drift_ppm = 40, rtc_offset = 0, zones = 2, ...}
     [[actions]] at = "+30m", do = "schedule" | "emergency" | "stop_emergency" | "program" | "override", body = {...}
+                do = "cancel", body = {id}: the staff delete schedule `id` (DELETE /api/schedules/ID)
                 do = "tts", name = "notice", body = {text, voice, speed, title, category}: a clip made by the
                   gateway's text-to-speech; do = "upload", name, file = "x.mp3" (next to the scenario) or
                   tone = {hz, seconds}: a clip uploaded; a body value "$notice" anywhere later is that clip's id
@@ -25,7 +26,8 @@
                 ([[nodes]] files = "unreachable": the node's clip/stream downloads cannot reach the gateway)
     [[faults]]  at = "+2h", do = "partition" | "heal" | "power_cut" | "power_on" | "broker_restart"
                 | "gateway_restart" | "burnt" | "stuck" | "dark" | "motion" | "rtc_dead" | "pir_dead"
-                | "clock_jump" (value = seconds) | "boot_crash" (value = N: the next N boots crash),
+                | "clock_jump" (value = seconds) | "boot_crash" (value = N: the next N boots crash)
+                | "reboot" (a reboot command through the gateway's API: the firmware resets itself),
                 zone | nodes, value
                 ([[nodes]] faults = {boot_crash = 3} crashes the first 3 boots from the start)
     [[assert]]  kind = ..., see simulator/assertions.py
@@ -33,10 +35,10 @@
 import calendar
 import tomllib
 
-ACTIONS = ("schedule", "emergency", "stop_emergency", "program", "override", "tts", "upload", "stream",
+ACTIONS = ("schedule", "cancel", "emergency", "stop_emergency", "program", "override", "tts", "upload", "stream",
            "stop_stream")
 FAULTS = ("partition", "heal", "power_cut", "power_on", "broker_restart", "gateway_restart", "burnt", "stuck",
-          "dark", "motion", "rtc_dead", "pir_dead", "clock_jump", "boot_crash")
+          "dark", "motion", "rtc_dead", "pir_dead", "clock_jump", "boot_crash", "reboot")
 
 
 class ScenarioError(ValueError):
