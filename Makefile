@@ -10,7 +10,7 @@ MPY_HEAP ?= 128K
 NODE_HEAP ?= 64K
 APT_PACKAGES := mosquitto mosquitto-clients ffmpeg espeak-ng chromium fonts-dejavu-core
 
-.PHONY: setup apt test test-py test-mpy mpy-build bench bench-audio bench-day bench-scale gateway sim demo clean \
+.PHONY: setup apt test test-py test-mpy mpy-build bench bench-audio bench-day bench-scale soak gateway sim demo clean \
 	bundle flash provision bench-node console fuzz
 
 setup: $(STAMP) apt
@@ -96,6 +96,20 @@ bench-scale: setup
 # The long one (about 15 min): 24 h of a 200-node commune at 100x, its wall time into the report.
 bench-day: setup
 	set -o pipefail; $(PY) tests/bench/sim_day.py 2>&1 | $(PY) tests/bench/report.py simulator_day
+
+# The seeded fault-injection soak (simulator/soak.py, docs/simulator.md "Soak"): 200 nodes, 48 simulated hours of
+# partitions, power cuts, broker and gateway restarts, clock jumps, reboots and staff work through the API, judged
+# on ground truth; about 20 minutes at 144x. Figures go to build/bench/report.json (section soak).
+# make soak [SOAK_SEED=1] [SOAK_HOURS=48] [SOAK_NODES=200] [SOAK_SPEED=144]
+SOAK_SEED ?= 1
+SOAK_HOURS ?= 48
+SOAK_NODES ?= 200
+SOAK_SPEED ?= 144
+soak: setup
+	@mkdir -p build/bench build/sim/soak
+	$(PY) -m simulator soak --seed $(SOAK_SEED) --hours $(SOAK_HOURS) --nodes $(SOAK_NODES) --speed $(SOAK_SPEED) \
+	  --report build/sim/soak | tee build/sim/soak/soak.log; rc=$${PIPESTATUS[0]}; \
+	  grep '^{' build/sim/soak/soak.log | $(PY) tests/bench/report.py soak >/dev/null; exit $$rc
 
 # Fuzzing (tests/fuzz): 100,000+ hypothesis cases into the node's command path (MicroPython, 64 KB), the
 # gateway's ingest, every HTTP route and the audio upload; a table at the end. FUZZ_CASES=... FUZZ_MINUTES=...

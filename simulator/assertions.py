@@ -1004,8 +1004,9 @@ def soak_lamps(spec, sc, record, db, run):
     """Each lamp's light every minute equals the program in force (the latest the staff set) or its override, in
     at least `min_ratio` of the node-minutes judged. Not judged: power cuts of the node (to its first good boot,
     crashes included), `tolerance_s` around each reboot, each program step and each change, `jump_window_s`
-    after a clock jump (the gateway corrects it), and a change or override made while the node was unreachable,
-    until it is reachable again."""
+    after a clock jump (the gateway corrects it), a program change made while the node was unreachable until it
+    is reachable again, and an override until the node acknowledged it (the gateway's command history; an
+    override that expired unacknowledged is not expected on the lamp)."""
     from bisect import bisect_right
 
     tz_s = int(sc.site["utc_offset"] * 3600)
@@ -1030,6 +1031,8 @@ def soak_lamps(spec, sc, record, db, run):
             for node_id in sc.targets(e):
                 overrides.append((act["t"], node_id, e["body"].get("until", 0), e["body"].get("level")))
     changes = [t for t, _p in programs[1:]]
+    override_cmds = [dict(r) for r in run.gw.db.all(
+        "SELECT node_id, created, acked, status FROM commands WHERE op = 'lamp_override'")] if run.gw else []
     cache = {}
 
     def want(t):
@@ -1066,13 +1069,20 @@ def soak_lamps(spec, sc, record, db, run):
             for a, b in unreach:
                 if a <= c <= b:
                     skip.append((c, b + tol))
-        mine = [(t, until, level) for t, n, until, level in overrides if n == nid]
-        for t, until, level in mine:
+        mine = []
+        for t, n, until, level in overrides:
+            if n != nid:
+                continue
+            # the gateway's history says whether (and when) the node took it: an override that expired while the
+            # node was away is not expected on the lamp (the program is)
+            cmd = min((c for c in override_cmds if c["node_id"] == nid and c["created"] >= t - 1),
+                      key=lambda c: c["created"] - t, default=None)
             skip.append((t - 5, t + tol))
+            if cmd is None or cmd["status"] != "applied":
+                continue
+            skip.append((t, (cmd["acked"] or t) + tol))
             skip.append((until - tol, until + tol))
-            for a, b in unreach:
-                if a <= t <= b:
-                    skip.append((t, min(until, b) + tol))
+            mine.append((t, until, level))
         skip.sort()
         for t in steps:
             if any(a <= t <= b for a, b in skip):

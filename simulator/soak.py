@@ -176,7 +176,7 @@ def scenario(nodes=200, hours=48.0, seed=1, speed=144.0, start="2026-11-23T12:00
         for _ in range(50):
             z = rng.choice(zone_ids)
             a = when(window[0], window[1] - 5400)
-            b = a + rng.uniform(600, 5400)
+            b = min(a + rng.uniform(600, 5400), window[1])
             if all(b + 600 <= x or a >= y + 600 for x, y in cut_zone[z]):
                 cut_zone[z].append((a, b))
                 faults.append({"at": round(a), "do": "partition", "zone": z,
@@ -188,7 +188,7 @@ def scenario(nodes=200, hours=48.0, seed=1, speed=144.0, start="2026-11-23T12:00
         for _ in range(50):
             targets = sorted(rng.sample(all_ids, max(1, int(len(all_ids) * rng.uniform(0.01, 0.05)))))
             a = when(window[0], window[1] - 3600)
-            b = a + rng.uniform(300, 3600)
+            b = min(a + rng.uniform(300, 3600), window[1])
             if all(all(b + 600 <= x or a >= y + 600 for x, y in down[n]) for n in targets):
                 for n in targets:
                     down[n].append((a, b + 900))
