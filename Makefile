@@ -109,7 +109,7 @@ soak: setup
 	@mkdir -p build/bench build/sim/soak
 	$(PY) -m simulator soak --seed $(SOAK_SEED) --hours $(SOAK_HOURS) --nodes $(SOAK_NODES) --speed $(SOAK_SPEED) \
 	  --report build/sim/soak | tee build/sim/soak/soak.log; rc=$${PIPESTATUS[0]}; \
-	  grep '^{' build/sim/soak/soak.log | $(PY) tests/bench/report.py soak >/dev/null; exit $$rc
+	  grep "^{" build/sim/soak/soak.log | $(PY) tests/bench/report.py soak; exit $$rc
 
 # Fuzzing (tests/fuzz): 100,000+ hypothesis cases into the node's command path (MicroPython, 64 KB), the
 # gateway's ingest, every HTTP route and the audio upload; a table at the end. FUZZ_CASES=... FUZZ_MINUTES=...

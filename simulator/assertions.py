@@ -195,7 +195,13 @@ def _unreachable_windows(record, node_id):
 
 def _reachable_during(run, record, node_id, t0, t1):
     """Seconds within [t0, t1] in which the gateway saw the node online outside its power cut and partition windows."""
-    log = sorted((t, on) for t, n, on in run.online_log if n == node_id)
+    by_node = getattr(run, "_online_by_node", None)
+    if by_node is None or by_node[0] != len(run.online_log):  # indexed once: thousands of commands ask
+        index = {}
+        for t, n, on in run.online_log:
+            index.setdefault(n, []).append((t, on))
+        by_node = run._online_by_node = (len(run.online_log), {n: sorted(v) for n, v in index.items()})
+    log = by_node[1].get(node_id, [])
     spans, since = [], None
     for t, on in log:
         if on and since is None:
@@ -205,7 +211,12 @@ def _reachable_during(run, record, node_id, t0, t1):
             since = None
     if since is not None:
         spans.append((since, record["end"]))
-    blocked = _unreachable_windows(record, node_id)
+    cache = getattr(run, "_unreachable_cache", None)
+    if cache is None:
+        cache = run._unreachable_cache = {}
+    if node_id not in cache:
+        cache[node_id] = _unreachable_windows(record, node_id)
+    blocked = cache[node_id]
     total = 0.0
     for a, b in spans:
         a, b = max(a, t0), min(b, t1)
