@@ -217,12 +217,19 @@ class Response:
         _close(writer)
 
 
-async def get(open_connection, host, port, path, head, watch, user=None, password=None, offset=0):
+async def get(open_connection, host, port, path, head, watch, user=None, password=None, offset=0,
+              ca=None, server_name=None):
     """Send GET `path` and read the status and headers: a Response (status in .status), to be
-    closed by the caller. HttpError (the connection closed) when it fails before that."""
+    closed by the caller. HttpError (the connection closed) when it fails before that.
+    `ca` (PEM): HTTPS, the server verified against it for `server_name` (firmware/tls.py)."""
     writer = None
     try:
-        reader, writer = await open_connection(host, port)
+        if ca is None:
+            reader, writer = await open_connection(host, port)
+        else:
+            from firmware.tls import open_tls
+
+            reader, writer = await open_tls(open_connection, host, port, ca, server_name or host)
         watch.poke()
         writer.write(request_bytes(host, path, user, password, offset))
         await writer.drain()
@@ -230,7 +237,15 @@ async def get(open_connection, host, port, path, head, watch, user=None, passwor
         await response._read_head()
         writer = None  # the response owns the connection now
         return response
-    except OSError as exc:
+    except (OSError, ValueError) as exc:  # ValueError: MicroPython's TLS refusal of the server
+        if ca is not None:
+            from firmware.tls import explain
+
+            why = explain(exc)
+            if why:
+                raise HttpError("%s:%s: %s" % (host, port, why))
+        if not isinstance(exc, OSError):
+            raise
         raise HttpError("%s:%s: %s" % (host, port, exc))
     except EOFError:
         raise HttpError("%s:%s: connection closed" % (host, port))
@@ -241,11 +256,18 @@ async def get(open_connection, host, port, path, head, watch, user=None, passwor
 class Client:
     """Where the node fetches files: host, port and its credentials."""
 
-    def __init__(self, host, port, user=None, password=None, open_connection=None):
+    def __init__(self, host, port, user=None, password=None, open_connection=None, ca=None, server_name=None):
         self.host, self.port = host, port
         self.user, self.password = user, password
         self.open_connection = open_connection  # None: asyncio's (looked up when first used)
+        self.ca, self.server_name = ca, server_name  # ca (PEM): HTTPS (the config's files.tls)
+
+    @classmethod
+    def for_config(cls, cfg, open_connection=None):
+        """The gateway's file server as the node's config says: host, port, its login, HTTPS or not."""
+        return cls(cfg.files_host, cfg.files_port, cfg.broker_user, cfg.broker_password, open_connection,
+                   cfg.tls_ca if cfg.files_tls else None, cfg.tls_server_name)
 
     async def get(self, path, head, watch, offset=0):
         return await get(self.open_connection or asyncio.open_connection, self.host, self.port, path, head,
-                         watch, self.user, self.password, offset)
+                         watch, self.user, self.password, offset, self.ca, self.server_name)

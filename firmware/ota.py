@@ -278,8 +278,7 @@ class Ota:
     def client(self):
         if self._client is None:
             cfg = self.node.cfg
-            self._client = Client(cfg.files_host, cfg.files_port, cfg.broker_user, cfg.broker_password,
-                                  getattr(self.hal, "open_connection", None))
+            self._client = Client.for_config(cfg, getattr(self.hal, "open_connection", None))  # HTTPS per files.tls
         return self._client
 
     async def run(self):

@@ -83,6 +83,8 @@ class Run:
             "site": sc.site, "data": {"dir": os.path.join(self.work, "gateway")},
             "http": {"bind": "127.0.0.1", "port": free_port()},
             "broker": {"mode": sc.broker, "host": "127.0.0.1", "bind": "127.0.0.1", "port": broker_port},
+            # plain unless the scenario says tls = true: then MQTT over TLS and HTTPS, as in production
+            "tls": {"enabled": sc.tls, "https": sc.tls, "mqtt_port": free_port() if sc.tls else 8883},
             "commands": {"retry_s": max(30, int(self.speed)), "expiry_s": EXPIRY_S},
         })
 
@@ -104,8 +106,12 @@ class Run:
         (staff actions go through the ASGI transport: the same app, no socket)."""
         import uvicorn
 
+        tls = {}
+        if cfg.tls_https:  # the certificate make_gateway made (gateway/tls.py)
+            tls = {"ssl_certfile": os.path.join(cfg.data_dir, "tls", "server.pem"),
+                   "ssl_keyfile": os.path.join(cfg.data_dir, "tls", "server.key")}
         server = uvicorn.Server(uvicorn.Config(app, host=cfg.http_bind, port=cfg.http_port, log_level="warning",
-                                               lifespan="off"))
+                                               lifespan="off", **tls))
         server.install_signal_handlers = lambda: None  # the simulator owns its signals
         self.http_server = server
         self.http_task = asyncio.create_task(server.serve(sockets=[http_socket(cfg.http_bind, cfg.http_port)]))
@@ -141,7 +147,8 @@ class Run:
         for zone in sc.zones:
             rng = random.Random(self.rng.random())  # drawn even without a proxy: the seed's other draws stay put
             if sc.proxy:
-                proxy = LinkProxy("127.0.0.1", cfg.broker_port, name=zone["id"], rng=rng)
+                proxy = LinkProxy("127.0.0.1", cfg.tls_mqtt_port if cfg.tls_enabled else cfg.broker_port,
+                                  name=zone["id"], rng=rng)
                 await proxy.start()
                 self.proxies[zone["id"]] = proxy
             (await self.api("POST", "/api/zones", json={"id": zone["id"], "name": zone.get("name", zone["id"])})
