@@ -75,6 +75,15 @@ class NodeConfig:
             tls.fail("ca", "is needed for broker.tls or files.tls (the site CA from the provisioning bundle)")
         if self.tls_ca is not None and "-----BEGIN CERTIFICATE-----" not in self.tls_ca:
             tls.fail("ca", "must be PEM (-----BEGIN CERTIFICATE-----)")
+        self.tls = None  # firmware.tls.Tls: its context made now, while the heap is whole (firmware/tls.py)
+        if self.broker_tls or self.files_tls:
+            from firmware.tls import Tls
+
+            try:
+                self.tls = Tls(self.tls_ca, self.tls_server_name)
+            except (ValueError, OSError) as exc:
+                tls.fail("ca", "is not a usable certificate: %s" % exc)
+            self.tls_ca = None  # parsed into the context: the text is not kept
         self.tele_s = f.int("tele_s", 5, 3600, 60)
         self.tick_ms = f.int("tick_ms", 100, 1000, 1000)
         self.board = f.text("board", 32, "denloa-v1")

@@ -55,9 +55,9 @@ class MqttClient:
     def __init__(self, host, port, client_id, *, user=None, password=None, keepalive=60,
                  will=None, clean=False, max_queue=16, max_inflight=8,
                  backoff_min_ms=500, backoff_max_ms=60000, rand=None, log=None,
-                 max_packet=20480, io_timeout_ms=10000, open_connection=None, ca=None, server_name=None):
+                 max_packet=20480, io_timeout_ms=10000, open_connection=None, tls=None):
         self._host, self._port = host, port
-        self._ca, self._server_name = ca, server_name or host  # ca (PEM): TLS, verified (firmware/tls.py)
+        self._tls = tls  # firmware.tls.Tls: MQTT over TLS, the broker verified against the site CA
         self._connect = connect_packet(client_id, keepalive, clean, will, user, password)
         self._keepalive_ms = keepalive * 1000
         self._max_queue = max(1, max_queue)
@@ -195,12 +195,10 @@ class MqttClient:
         self._up_since = None  # ticks when this connection came up; None once it proved stable
         self._stable = False
         try:
-            if self._ca is None:
+            if self._tls is None:
                 opening = self._open_connection(self._host, self._port)
             else:  # the handshake runs in the first write and reads below, yielding while it waits
-                from firmware.tls import open_tls
-
-                opening = open_tls(self._open_connection, self._host, self._port, self._ca, self._server_name)
+                opening = self._tls.open(self._open_connection, self._host, self._port)
             self._reader, self._writer = await _wait_for_ms(opening, self._io_timeout_ms)
             self._broken = False
             if not await self._send(self._connect):
@@ -347,7 +345,7 @@ class MqttClient:
         return pid
 
     def _tls_why(self, exc):
-        if self._ca is None:
+        if self._tls is None:
             return None
         from firmware.tls import explain
 
@@ -410,6 +408,9 @@ class MqttClient:
         if writer is not None:
             try:
                 writer.close()
+                sock = getattr(writer, "s", None)  # MicroPython: Stream.close() does nothing, wait_closed()
+                if sock is not None:               # closes the socket; without this every reconnect kept a
+                    sock.close()                   # socket (and over TLS mbedTLS's ~23 KB) until reboot
             except Exception:  # closing a dead socket may fail; it is gone either way
                 pass
         if self._connected:

@@ -535,7 +535,7 @@ class Node:
             will=(self.topic[topics.STATE], self.will(), 1, True), clean=False,
             backoff_min_ms=min(500, cfg.backoff_max_ms), backoff_max_ms=cfg.backoff_max_ms,
             rand=self.hal.random_bytes, log=self.hal.log,
-            ca=cfg.tls_ca if cfg.broker_tls else None, server_name=cfg.tls_server_name,  # TLS (firmware/tls.py)
+            tls=cfg.tls if cfg.broker_tls else None,  # MQTT over TLS (firmware/tls.py)
         )
 
     async def run(self):

@@ -1,7 +1,7 @@
 """TLS for the node's links (MQTT and HTTPS): a client context that trusts only the site CA.
 
-    ctx = client_context(cfg.tls_ca)            # ssl.SSLContext: CERT_REQUIRED, the site CA only
-    reader, writer = await open_tls(open_connection, host, port, ctx, cfg.tls_server_name)
+    tls = Tls(ca_pem, server_name)               # made once, at boot (NodeConfig.tls)
+    reader, writer = await tls.open(open_connection, host, port)   # MQTT and HTTPS share the context
     text = explain(exc)                          # a handshake failure in plain words
 
 MicroPython's `asyncio.open_connection(host, port, ssl=ctx, server_hostname=...)` wraps the
@@ -11,8 +11,12 @@ does not yield is the computation in one step (verifying the gateway's certifica
 exchange signature, the ECDHE key agreement): see docs/security.md for how long it holds the loop.
 mbedTLS's buffers and handshake state are allocated by mbedTLS itself (the C heap on the unix
 port, ESP-IDF's heap on the ESP32), outside the MicroPython GC heap.
-The context is made per connection and dropped with it: nothing of the handshake stays in RAM
-between connections. No module-level state.
+The context (about 3.2 KB of MicroPython heap: mbedTLS's config, entropy, DRBG and parsed CA live
+in the object) is made once when the config is read at boot, while the heap is still whole, and
+shared by every connection: made per connection it needs a 3 KB contiguous block of a heap the
+node's state has fragmented (measured: MemoryError under the 64 KB budget). The connection's
+own buffers (the wrapped socket, ~0.5 KB here; mbedTLS's record buffers outside) go with it.
+No module-level state.
 """
 
 
@@ -48,9 +52,16 @@ def client_context(ca):
     return ctx
 
 
-async def open_tls(open_connection, host, port, ca, server_name):
-    """`open_connection(host, port, ssl=ctx, server_hostname=server_name)` with a fresh context."""
-    return await open_connection(host, port, ssl=client_context(ca), server_hostname=server_name)
+class Tls:
+    """The site CA's client context and the name the gateway's certificate must carry."""
+
+    def __init__(self, ca, server_name):
+        self.server_name = server_name
+        self.context = client_context(ca)
+
+    async def open(self, open_connection, host, port):
+        """`open_connection(host, port, ssl=..., server_hostname=...)`: MicroPython's and CPython's asyncio."""
+        return await open_connection(host, port, ssl=self.context, server_hostname=self.server_name)
 
 
 def explain(exc):

@@ -18,6 +18,7 @@ import hashlib  # noqa: E402
 import time  # noqa: E402
 
 from firmware.http import HEAD_MAX, Client, HttpError, Watch  # noqa: E402
+from firmware.tls import Tls  # noqa: E402
 
 
 class Clock:
@@ -33,7 +34,7 @@ async def main(argv):
     user, password = (argv[5], argv[6]) if len(argv) > 6 else (None, None)
     with open(ca_file) as f:
         ca = f.read()
-    client = Client(host, int(port), user, password, ca=ca, server_name=server_name)
+    client = Client(host, int(port), user, password, tls=Tls(ca, server_name))
     head = bytearray(HEAD_MAX)
     buf = bytearray(1024)
     mv = memoryview(buf)

@@ -75,6 +75,10 @@ async def main(argv):
     host, port, client_id = argv[0], int(argv[1]), argv[2]
     kw = options(argv[3:])
     subs = kw.pop("subs")
+    if "ca" in kw:
+        from firmware.tls import Tls
+
+        kw["tls"] = Tls(kw.pop("ca"), kw.pop("server_name", host))
     began = time.ticks_ms()
 
     def log(text):
