@@ -119,7 +119,7 @@ demo: setup
 # The technician's tools (docs/technician.md): a blank ESP32 to a registered, tested node.
 # make flash PORT=/dev/ttyUSB0 IMAGE=ESP32_GENERIC-20241129-v1.24.1.bin
 # make provision PORT=/dev/ttyUSB0 NODE=den-thon1-03 [SITE=xa-an-binh] [ZONES="thon-1 thon-2"]
-#      [GATEWAY=http://192.168.1.10:8080] [OFFLINE=bundle.json] [REPLACE=1]
+#      [GATEWAY=https://192.168.1.10:8080 GATEWAY_CA=ca.pem] [OFFLINE=bundle.json] [REPLACE=1]
 # make bench-node PORT=/dev/ttyUSB0        make console PORT=/dev/ttyUSB0
 need = $(if $($(1)),,$(error $(1)=... is needed: $(2)))
 bundle: setup
@@ -134,7 +134,7 @@ provision: setup
 	$(PY) -m hardware provision --port $(PORT) --node $(NODE) $(if $(SITE),--site $(SITE)) \
 	  $(foreach z,$(subst $(comma), ,$(ZONES)),--zone $(z)) $(if $(GATEWAY),--gateway $(GATEWAY)) \
 	  $(if $(OFFLINE),--offline-bundle $(OFFLINE)) $(if $(REPLACE),--replace) $(if $(BOARD),--board $(BOARD)) \
-	  $(if $(WIFI_SSID),--wifi-ssid $(WIFI_SSID))
+	  $(if $(WIFI_SSID),--wifi-ssid $(WIFI_SSID)) $(if $(GATEWAY_CA),--gateway-ca $(GATEWAY_CA))
 
 bench-node: setup
 	$(call need,PORT,the serial port (e.g. PORT=/dev/ttyUSB0))

@@ -234,6 +234,16 @@ def test_the_gateway_serves_https_with_the_site_certificate(tmp_path):
         with pytest.raises(httpx.HTTPError):  # no plain HTTP on the port
             r = httpx.get("http://127.0.0.1:%d/api/health" % http_port, timeout=5)
             raise httpx.HTTPError("answered %s" % r.status_code) if r.status_code == 200 else httpx.HTTPError("no")
+        # the technician's provisioning tool logs in over HTTPS with the site CA, and refuses without it
+        from hardware.tools.common import ToolError
+        from hardware.tools.provision import Gateway
+
+        password = text.split("admin / ")[1].split()[0]
+        url = "https://127.0.0.1:%d" % http_port
+        assert Gateway(url, "admin", password, ca=ca).csrf
+        with pytest.raises(ToolError) as refused:
+            Gateway(url, "admin", password)
+        assert "--gateway-ca" in refused.value.en and "--gateway-ca" in refused.value.vi
     finally:
         proc.terminate()
         try:
