@@ -111,7 +111,7 @@ async def serve(cfg: GatewayConfig, clock: Clock | None = None,
             password, os.path.join(cfg.data_dir, "admin-password.txt")), flush=True)
     tls_files = {"ssl_certfile": site_tls.cert_path, "ssl_keyfile": site_tls.key_path} if https and site_tls else {}
     server = uvicorn.Server(uvicorn.Config(app, host=cfg.http_bind, port=cfg.http_port, log_level="warning",
-                                           **tls_files))  # type: ignore[arg-type]
+                                           **tls_files))
     server.install_signal_handlers = lambda: None  # type: ignore[attr-defined]  # gone since uvicorn 0.29
     task = asyncio.create_task(server.serve(sockets=[http_socket(cfg.http_bind, cfg.http_port)]))
     if ready is not None:

@@ -25,6 +25,7 @@ import ipaddress
 import json
 import os
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -195,8 +196,8 @@ class SiteTls:
         return names != wanted or cert.not_valid_after_utc - now < RENEW_BEFORE
 
 
-def node_bundle_tls(bundle: dict[str, object], *, ca_pem: str, server: str, mqtt_port: int | None,
-                    https: bool) -> dict[str, object]:
+def node_bundle_tls(bundle: dict[str, Any], *, ca_pem: str, server: str, mqtt_port: int | None,
+                    https: bool) -> dict[str, Any]:
     """The provisioning bundle with the site's TLS: the CA and the name to verify, the broker's TLS
     port (None: the broker stays plain, e.g. the embedded broker) and HTTPS for clips and bundles."""
     out = dict(bundle)
