@@ -206,7 +206,7 @@ class Response:
         else:
             try:
                 n = await self._read_some(mv[:left])
-            except OSError as exc:
+            except (OSError, ValueError) as exc:  # ValueError: MicroPython's TLS layer (a bad record)
                 raise HttpError("connection broken: %s" % exc)
             if not n:
                 if self.length is not None:
