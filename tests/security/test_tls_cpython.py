@@ -229,6 +229,10 @@ def test_the_gateway_serves_https_with_the_site_certificate(tmp_path):
         ca = str(tmp_path / "data" / "tls" / "ca.pem")
         r = httpx.get("https://127.0.0.1:%d/api/health" % http_port, verify=ssl.create_default_context(cafile=ca))
         assert r.status_code == 200 and r.json()["ok"] is True
+        password = text.split("admin / ")[1].split()[0]
+        r = httpx.post("https://127.0.0.1:%d/api/login" % http_port, json={"username": "admin", "password": password},
+                       verify=ssl.create_default_context(cafile=ca))
+        assert r.status_code == 200 and "secure" in r.headers["set-cookie"].lower(), r.headers  # session cookie
         with pytest.raises(httpx.HTTPError):  # the default trust store does not know the site CA
             httpx.get("https://127.0.0.1:%d/api/health" % http_port, timeout=5)
         with pytest.raises(httpx.HTTPError):  # no plain HTTP on the port
@@ -238,7 +242,6 @@ def test_the_gateway_serves_https_with_the_site_certificate(tmp_path):
         from hardware.tools.common import ToolError
         from hardware.tools.provision import Gateway
 
-        password = text.split("admin / ")[1].split()[0]
         url = "https://127.0.0.1:%d" % http_port
         assert Gateway(url, "admin", password, ca=ca).csrf
         with pytest.raises(ToolError) as refused:
