@@ -192,7 +192,7 @@ async def ingest(rig, tmp, nodes, gw_password):
     try:
         await raw.reply()
         bad0 = _metric((await rig.api("GET", "/metrics")).text, "denloa_bad_messages_total")
-        steps, best, raw_best = [], 0, 0
+        steps, best, raw_best, best_step = [], 0, 0, None
         for rate in RATES:
             lags.clear()
             await raw.ask("mark")
@@ -209,6 +209,7 @@ async def ingest(rig, tmp, nodes, gw_password):
                 raw_best = round(achieved)
             if step["gateway"] >= 0.99 * step["sent"] and p99 is not None and p99 <= 1.0:
                 best = round(achieved)
+                best_step = step
             else:
                 break  # the gateway fell behind: the previous step is its sustained rate
             await asyncio.sleep(2.0)
@@ -216,6 +217,14 @@ async def ingest(rig, tmp, nodes, gw_password):
         return {
             "ingest_gateway_msgs_per_s": figure(best, ">= 5000 msg/s, p99 lag <= 1 s", best >= 5000),
             "ingest_raw_subscriber_msgs_per_s": raw_best,
+            "ingest_gateway_vs_raw_rate": figure(
+                round(best / raw_best, 2) if raw_best else None,
+                ">= 0.9 (the gateway's sustained rate / the raw paho subscriber's, same run and steps; the steps"
+                " stop where the gateway falls behind)", bool(raw_best) and best >= 0.9 * raw_best),
+            "ingest_gateway_p99_lag_s": figure(
+                best_step["gateway_p99_lag_s"] if best_step else None, "<= 1 s at the sustained rate",
+                best_step is not None and best_step["gateway_p99_lag_s"] <= 1.0),
+            "ingest_raw_p99_lag_s": best_step["raw_p99_lag_s"] if best_step else None,
             "ingest_publishers": "%d node users (their own credentials), QoS 0" % INGEST_PUBLISHERS,
             "ingest_bad_messages": figure(int(bad), "0", bad == 0),
             "ingest_steps": json.dumps(steps),
