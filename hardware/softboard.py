@@ -68,7 +68,6 @@ class RealClock:
     """
 
     def __init__(self, start_unix=None, speed=1.0, epoch=None):
-        import asyncio
         import time
 
         self._time = time
@@ -82,8 +81,7 @@ class RealClock:
             self._speed_milli = int(round(self.speed * 1000))
             if self._speed_milli != self.speed * 1000:  # a speed finer than 1/1000: the float formula
                 self._ns = None
-        self._sleep_ms = getattr(asyncio, "sleep_ms", None)  # MicroPython
-        self._sleep = asyncio.sleep
+        self._sleep = None  # asyncio's sleep_ms (MicroPython) or sleep, looked up at the first sleep_ms()
 
     def _real_ms(self):
         t = self._time
@@ -106,11 +104,16 @@ class RealClock:
         return self._start + self._real_ms() * self.speed / 1000.0
 
     def sleep_ms(self, ms):
+        sleep = self._sleep
+        if sleep is None:
+            import asyncio
+
+            self._ms = hasattr(asyncio, "sleep_ms")
+            sleep = self._sleep = asyncio.sleep_ms if self._ms else asyncio.sleep
         real = ms / self.speed
-        sleep_ms = self._sleep_ms
-        if sleep_ms is not None:
-            return sleep_ms(max(1, int(real)) if ms else 0)
-        return self._sleep(real / 1000.0)
+        if self._ms:
+            return sleep(max(1, int(real)) if ms else 0)
+        return sleep(real / 1000.0)
 
 
 def _first_loud(mv):

@@ -397,17 +397,24 @@ class Run:
     async def _host_stats(self):
         """Each node host's lateness over the run (node_host.py `stats`: its control ticks late on the
         simulated clock, its event loop late in real ms, its heap), asked once at the end."""
-        hosts = list(dict.fromkeys(self.hosts.values()))
-        before = {id(h): sum(1 for line in h.lines if line.startswith("stats ")) for h in hosts}
-        for h in hosts:
-            h.send("stats")
+        asked = []
+        for h in dict.fromkeys(self.hosts.values()):
+            mark = len(h.lines)  # the answer is a line after this one (lines are only appended)
+            try:
+                if h.proc is not None and h.proc.poll() is None:
+                    h.send("stats")
+                    asked.append((h, mark))
+            except OSError:  # a host that died (or was killed by a fault) has no figures
+                pass
         out = []
         deadline = time.time() + 10
-        for h in hosts:
-            while sum(1 for line in h.lines if line.startswith("stats ")) <= before[id(h)] and time.time() < deadline:
+        for h, mark in asked:
+            while True:
+                got = [line for line in h.lines[mark:] if line.startswith("stats ")]
+                if got or time.time() > deadline:
+                    break
                 await asyncio.sleep(0.05)
-            got = [line for line in h.lines if line.startswith("stats ")]
-            if len(got) > before[id(h)]:
+            if got:
                 out.append(json.loads(got[-1].split(" ", 1)[1]))
         return out
 
