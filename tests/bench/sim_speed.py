@@ -9,7 +9,7 @@ often in simulated time. When the hosts cannot keep up, ticks come late: the sim
 kinder on CPU than an ESP32 would be (a node does fewer ticks than it should), so a speed only counts
 if its p99 tick lateness stays <= 1 s simulated. Prints one JSON line.
 
-    DENLOA_BENCH_SPEEDS=10,25,50,100 python tests/bench/sim_speed.py
+    DENLOA_BENCH_SPEEDS=10,25,100 python tests/bench/sim_speed.py
 """
 import json
 import os
@@ -21,7 +21,7 @@ sys.path.insert(0, ROOT)
 
 from tests.bench.simrun import run_commune  # noqa: E402
 
-SPEEDS = [float(x) for x in os.environ.get("DENLOA_BENCH_SPEEDS", "10,25,50,100").split(",") if x]
+SPEEDS = [float(x) for x in os.environ.get("DENLOA_BENCH_SPEEDS", "10,25,100").split(",") if x]
 NODES = int(os.environ.get("DENLOA_BENCH_SPEED_NODES", "200"))
 MEASURE_S = 600  # simulated
 LIMIT_MS = 1000  # p99 tick lateness, simulated ms
