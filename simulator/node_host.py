@@ -28,9 +28,13 @@ prints `reboot NODE CAUSE T` (T: simulated time). A node whose run() died with a
 crash at boot: `boot_crash N`) stays dead until its watchdog expires: the
 firmware arms it before booting.
 
-`stats` prints `stats {"nodes", "p50_ms", "p99_ms", "max_ms", "heap_used"}`: how late
-this host's event loop wakes (every node's tick waits on it) over the last
-samples, and its heap in use.
+`stats` prints `stats {"nodes", "p50_ms", "p99_ms", "max_ms", "heap_used", "heap_free", "gc_us",
+"ticks", "tick_p50_sim_ms", "tick_p99_sim_ms", "tick_max_sim_ms"[, "sleeps"]}`: how late this
+host's event loop wakes (real ms, a 100 ms sleep, over the last samples), its heap in use and
+what one collection took; and, since the last `stats`, how many control ticks its nodes made and
+how late they came on the simulated clock (the gap between two ticks of a node minus its tick_ms:
+the firmware calls hal.service() once per tick). With "count_sleeps" in the spec, "sleeps" counts
+the nodes' sleeps by length (simulated ms): how often each firmware loop woke.
 
 End of stdin quits, so a host never outlives the process that started it.
 """
@@ -227,6 +231,18 @@ class TickLateness:
 
 
 TICKS = TickLateness()
+SLEEPS = {}  # simulated ms -> how many times a firmware task slept that long (spec "count_sleeps")
+
+
+def count_sleeps(clock):
+    """Count every sleep the nodes' tasks take, by its length: how often each loop wakes."""
+    sleep_ms = clock.sleep_ms
+
+    def counted(ms):
+        SLEEPS[ms] = SLEEPS.get(ms, 0) + 1
+        return sleep_ms(ms)
+
+    clock.sleep_ms = counted
 
 
 class Lateness:
@@ -259,6 +275,9 @@ class Lateness:
         out = {"nodes": nodes, "p50_ms": pick(0.5), "p99_ms": pick(0.99), "max_ms": s[-1],
                "heap_used": gc.mem_alloc(), "heap_free": gc.mem_free(), "gc_us": gc_us, "samples": len(self.samples)}
         out.update(TICKS.report())
+        if SLEEPS:
+            out["sleeps"] = dict((str(k), n) for k, n in SLEEPS.items())
+            SLEEPS.clear()
         return json.dumps(out)
 
 
@@ -266,6 +285,8 @@ async def main(path):
     with open(path) as f:
         spec = json.load(f)
     clock = RealClock(spec.get("start"), spec.get("speed", 1), spec.get("epoch"))
+    if spec.get("count_sleeps"):
+        count_sleeps(clock)
     if spec.get("epoch"):
         import time
 

@@ -109,8 +109,11 @@ class CpuSampler(threading.Thread):
         return self.totals()
 
 
-def run_commune(tmp, nodes, speed, duration_s, per_host, warm_s, kind_mix=True):
-    """Run it; returns the figures above (and the runner's record under "record")."""
+def run_commune(tmp, nodes, speed, duration_s, per_host, warm_s, kind_mix=True, count_sleeps=False):
+    """Run it; returns the figures above (and the runner's record under "record"). count_sleeps: the
+    hosts also count their nodes' sleeps by length ("wakes_per_node_s": {ms: wakes per node per
+    simulated second}; it costs the hosts a little)."""
+    os.environ["DENLOA_SIM_COUNT_SLEEPS"] = "1" if count_sleeps else ""
     from simulator.runner import Run
     from simulator.scenario import Scenario
 
@@ -154,8 +157,13 @@ def run_commune(tmp, nodes, speed, duration_s, per_host, warm_s, kind_mix=True):
     if "warm" in marks and "end" in marks:  # CPU of the measured window: each kind's CPU per node per simulated s
         (s0, c0), (s1, c1) = marks["warm"], marks["end"]
         window = {k: round((c1.get(k, 0) - c0.get(k, 0)) * 1e6 / nodes / max(1e-9, s1 - s0)) for k in c1}
+    wakes = {}
+    for h in hosts:
+        for ms, n in (h.get("sleeps") or {}).items():
+            wakes[ms] = wakes.get(ms, 0) + n
+    wakes = {ms: round(n / float(nodes) / measured_s, 2) for ms, n in sorted(wakes.items(), key=lambda kv: -kv[1])}
     return {
-        "nodes": nodes, "speed": speed, "per_host": per_host, "hosts": len(hosts), "wall_s": round(wall, 1),
+        "wakes_per_node_s": wakes, "nodes": nodes, "speed": speed, "per_host": per_host, "hosts": len(hosts), "wall_s": round(wall, 1),
         "tick_p50_sim_ms": max((h.get("tick_p50_sim_ms", 0) for h in hosts), default=None),
         "tick_p99_sim_ms": max((h.get("tick_p99_sim_ms", 0) for h in hosts), default=None),
         "tick_max_sim_ms": max((h.get("tick_max_sim_ms", 0) for h in hosts), default=None),
