@@ -62,6 +62,8 @@ ISSUE = [
     ("1,000 nodes at 1x: p99 tick lateness", "scale_sim", "scale_tick_late_p99_ms"),
     ("simulated speed: best honest speed, 200 nodes", "speed", "speed_best_honest_x"),
     ("simulated speed: 24 h of 200 nodes at that speed (projected)", "speed", "speed_day200_wall_s_at_best"),
+    ("simulated speed: honest speed with the machine to itself (projected)", "speed", "speed_projected_idle_machine_x"),
+    ("  ... 24 h of 200 nodes at that speed (projected)", "speed", "speed_projected_idle_day200_wall_s"),
     ("simulated speed: 24 h of 200 nodes, wall time (make bench-day)", "simulator_day", "day200_wall_s"),
     ("  ... its p99 tick lateness", "simulator_day", "day200_tick_late_p99_sim_ms"),
     ("broadcast start spread (20 loudspeakers, 1x)", "audio_sim", "audio_start_spread_max_ms"),

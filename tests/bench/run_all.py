@@ -2,6 +2,8 @@
 
     python tests/bench/run_all.py [--day] [--only node,sun,...] [--budget-min 28]
 
+(--only: those steps again, their sections replaced in the last build/bench/report.json)
+
 Each step is a process whose JSON lines are its figures (tests/bench/report.py files them under the
 step's section); its other lines are shown. A step that fails or runs out of time leaves its figures
 missing, and the report says so (never silently absent): build/bench/report.md lists the issue's
@@ -133,6 +135,9 @@ def main(argv=None):
     out = pathlib.Path(ROOT) / "build" / "bench" / "report.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     rep = {"_runs": {}}
+    if only and out.exists():  # a partial run updates the last report: its other sections stay
+        rep = json.loads(out.read_text())
+        rep.setdefault("_runs", {})
     start = time.monotonic()
     budget = args.budget_min * 60
     if args.day:
@@ -157,7 +162,7 @@ def main(argv=None):
         out.write_text(json.dumps(rep, indent=2, sort_keys=True) + "\n")
         out.with_suffix(".md").write_text(report.markdown(rep))
     rep["_runs"]["_total"] = {"wall_s": round(time.monotonic() - start, 1), "day": args.day}
-    if not args.day:
+    if not args.day and not only:
         rep["_runs"].setdefault("simulator_day", {"exit": None, "why": "not run: the 24-hour run is separate"
                                                   " (make bench-day, or make bench BENCH_DAY=1)"})
     out.write_text(json.dumps(rep, indent=2, sort_keys=True) + "\n")
