@@ -139,6 +139,7 @@ def main(argv=None):
         rep = json.loads(out.read_text())
         rep.setdefault("_runs", {})
     start = time.monotonic()
+    total_key = "_total_partial" if only else "_total"  # a partial run keeps the whole run's wall time
     budget = args.budget_min * 60
     if args.day:
         budget += DAY[3]
@@ -158,10 +159,12 @@ def main(argv=None):
         print("== bench %s: %s in %.0f s (machine busy %.2f cores, others %.2f)%s" % (
             section, "ok" if rec["exit"] == 0 else "FAILED", rec["wall_s"], rec.get("machine_busy_cores", 0),
             rec.get("others_busy_cores", 0), "" if not rec.get("why") else ": " + rec["why"]), flush=True)
-        rep["_runs"]["_total"] = {"wall_s": round(time.monotonic() - start, 1), "day": args.day}
+        rep["_runs"][total_key] = {"wall_s": round(time.monotonic() - start, 1), "day": args.day,
+                                   "steps": ",".join(only) or "all"}
         out.write_text(json.dumps(rep, indent=2, sort_keys=True) + "\n")
         out.with_suffix(".md").write_text(report.markdown(rep))
-    rep["_runs"]["_total"] = {"wall_s": round(time.monotonic() - start, 1), "day": args.day}
+    rep["_runs"][total_key] = {"wall_s": round(time.monotonic() - start, 1), "day": args.day,
+                               "steps": ",".join(only) or "all"}
     if not args.day and not only:
         rep["_runs"].setdefault("simulator_day", {"exit": None, "why": "not run: the 24-hour run is separate"
                                                   " (make bench-day, or make bench BENCH_DAY=1)"})
