@@ -401,8 +401,33 @@ class Run:
     def _hhmm(self, t):
         return time.strftime("%d/%m %H:%M", time.gmtime(t + self.sc.site["utc_offset"] * 3600))
 
+    async def _host_stats(self):
+        """Each node host's lateness over the run (node_host.py `stats`: its control ticks late on the
+        simulated clock, its event loop late in real ms, its heap), asked once at the end."""
+        asked = []
+        for h in dict.fromkeys(self.hosts.values()):
+            mark = len(h.lines)  # the answer is a line after this one (lines are only appended)
+            try:
+                if h.proc is not None and h.proc.poll() is None:
+                    h.send("stats")
+                    asked.append((h, mark))
+            except OSError:  # a host that died (or was killed by a fault) has no figures
+                pass
+        out = []
+        deadline = time.time() + 10
+        for h, mark in asked:
+            while True:
+                got = [line for line in h.lines[mark:] if line.startswith("stats ")]
+                if got or time.time() > deadline:
+                    break
+                await asyncio.sleep(0.05)
+            if got:
+                out.append(json.loads(got[-1].split(" ", 1)[1]))
+        return out
+
     async def _finish(self, wall):
         end = self.clock.now()
+        host_stats = await self._host_stats()
         truth = {}
         for node in self.sc.nodes:
             host = self.hosts[node["id"]]
@@ -442,6 +467,10 @@ class Run:
             "all_online_wall_s": self.all_online_wall_s,  # from the run's start, setup and host start-up included
             "hosts_started_wall_s": round(self.hosts_started_wall_s or 0, 2),
             "event_gaps": len(db_state["gaps"]),
+            "hosts": host_stats,  # per host: control ticks late (simulated ms), loop late (real ms), heap
+            "tick_late_p99_sim_ms": max((h.get("tick_p99_sim_ms", 0) for h in host_stats), default=None),
+            "tick_late_max_sim_ms": max((h.get("tick_max_sim_ms", 0) for h in host_stats), default=None),
+            "ticks": sum(h.get("ticks", 0) for h in host_stats),
         }
         await self.close()
         return record
