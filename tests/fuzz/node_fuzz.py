@@ -296,9 +296,15 @@ class NodeProcess:
         self.counter = 0
         self.free = None
         self.restarts = -1
+        self.record = None
 
     def start(self):
         self.restarts += 1
+        where = os.environ.get("NODE_FUZZ_RECORD")  # a file prefix: each process's stdin is kept, to replay
+        if where:  # (micropython node_host.py 64K < PREFIX-N.bin)
+            if self.record is not None:
+                self.record.close()
+            self.record = open("%s-%d.bin" % (where, self.restarts), "wb")
         os.makedirs(os.path.dirname(TRACE), exist_ok=True)
         self.proc = subprocess.Popen([MICROPYTHON, "-X", "heapsize=" + self.heap, HOST, self.budget, "--trace=" + TRACE],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -321,6 +327,9 @@ class NodeProcess:
             frames.append(t)
             frames.append(payload)
         out = []
+        if self.record is not None:
+            self.record.write(b"".join(frames))
+            self.record.flush()
         try:
             self.proc.stdin.write(b"".join(frames))
             self.proc.stdin.flush()
