@@ -44,6 +44,8 @@ BEAT_MS = 20000  # a task silent for longer is considered dead
 MAX_OUTBOX = 8
 MAX_RESTARTS = 5
 BIG_COMMAND = 2048
+GC_EVERY = 4096  # while a large command is parsed: a collection each time this many bytes were allocated
+_GC_THRESHOLD = hasattr(gc, "threshold")  # MicroPython's (CPython has no fragmentation to fight)
 PENDING_MS = 120000  # a time request unanswered for this long is given up (a valid clock waits for its answer)
 PENDING_MAX_MS = 960000  # ... doubling while none is answered (4 kept answerable: half an hour)
 HOLD_MS = 20000  # with no valid clock a command waits this long for the time before it is refused
@@ -289,16 +291,25 @@ class Node:
 
     def _handle(self, topic, payload, now, last_counter=None):
         big = len(payload) > BIG_COMMAND
-        # (not for a payload over the limit: verify refuses it unread, and a reload can fail on a fragmented heap)
-        dropped = big and len(payload) <= commands.MAX_CMD and self.plan is not None
-        if dropped:  # likely a new plan: make room to parse it (the old one is on flash)
-            self.plan = None
-            gc.collect()
+        if not big:
+            self._verify_and_apply(topic, payload, now, big, last_counter)
+            return
+        # A large command (a plan) is parsed beside the plan in force, which stays until the new one is
+        # built and stored (found by tests/fuzz: dropping it first left a node without its plan when
+        # the command turned out invalid and the reload from flash failed). Its parse makes many small
+        # temporaries between the new plan's objects: collected every GC_EVERY bytes allocated, they
+        # leave the plan packed instead of spread over the heap in small holes (a heap fragmented like
+        # that refused valid commands with "storage" after some 20,000 commands).
+        gc.collect()
+        limit = gc.threshold() if _GC_THRESHOLD else None
+        if _GC_THRESHOLD:
+            gc.threshold(GC_EVERY)
         try:
             self._verify_and_apply(topic, payload, now, big, last_counter)
         finally:
-            if dropped and self.plan is None:  # every path but a new stored plan: the old one comes back
-                self._reload_programs()
+            if _GC_THRESHOLD:
+                gc.threshold(limit)
+            gc.collect()
 
     def _reload_programs(self):
         """The stored plan back into RAM; if the heap is too fragmented now, again at the next tick."""

@@ -75,26 +75,55 @@ def read_airing(f):
 
 
 class BroadcastItem:
-    """One occurrence. `ref` is the clip hash (src "clip"), the stream id ("stream") or None."""
+    """One occurrence. `ref` is the clip hash (src "clip"), the stream id ("stream") or None.
 
-    def __init__(self, item_id, start, end, src, zones, vol, prio=ROUTINE, ref=None, cat="other"):
+    Kept in five attributes, for the node's heap (a 64-item plan is its largest object, and it
+    holds two while one replaces the other): id, start, end, `_k` (prio, source, category and
+    volume packed in one small int) and `_z` ((zones, ref), one tuple shared by the items that
+    air the same thing in the same zones when built by from_json). The rest are properties."""
+
+    def __init__(self, item_id, start, end, src, zones, vol, prio=ROUTINE, ref=None, cat="other", shared=None):
+        if src not in SOURCES or cat not in CATEGORIES or not is_int(vol) or not 0 <= vol <= 127 \
+                or prio not in (ROUTINE, PRIORITY, EMERGENCY):
+            raise ProgramError("item %s: bad source, category, volume or priority" % (item_id,))
         self.id = item_id
         self.start = start
         self.end = end
-        self.src = src
-        self.zones = zones
-        self.vol = vol
-        self.prio = prio
-        self.ref = ref
-        self.cat = cat
+        self._k = prio | SOURCES.index(src) << 2 | CATEGORIES.index(cat) << 4 | vol << 7
+        z = (zones, ref)
+        self._z = z if shared is None else shared.setdefault(z, z)
+
+    @property
+    def src(self):
+        return SOURCES[self._k >> 2 & 3]
+
+    @property
+    def prio(self):
+        return self._k & 3
+
+    @property
+    def cat(self):
+        return CATEGORIES[self._k >> 4 & 7]
+
+    @property
+    def vol(self):
+        return self._k >> 7
+
+    @property
+    def zones(self):
+        return self._z[0]
+
+    @property
+    def ref(self):
+        return self._z[1]
 
     @property
     def clip(self):
-        return self.ref if self.src == "clip" else None
+        return self._z[1] if self._k >> 2 & 3 == 0 else None  # SOURCES[0] == "clip"
 
     @property
     def stream(self):
-        return self.ref if self.src == "stream" else None
+        return self._z[1] if self._k >> 2 & 3 == 1 else None
 
     @classmethod
     def from_json(cls, arr, where="item", strings=None):
@@ -116,7 +145,7 @@ class BroadcastItem:
             ref = strings.setdefault(ref, ref)
         vol = f.int("vol", 0, 100)
         cat = _canonical(f.choice("cat", CATEGORIES), CATEGORIES)
-        return cls(item_id, start, start + dur, src, zones, vol, prio, ref, cat)
+        return cls(item_id, start, start + dur, src, zones, vol, prio, ref, cat, strings)
 
     def to_json(self):
         return [self.id, self.start, self.end - self.start, self.prio, self.src, self.ref, list(self.zones),
