@@ -28,7 +28,7 @@ import sys
 
 from firmware import boot
 from firmware.http import HEAD_MAX, Client, HttpError, Watch, guarded
-from firmware.store import StoreError, write_all
+from firmware.store import NoMemory, StoreError, write_all
 from firmware.version import VERSION
 
 try:
@@ -312,8 +312,8 @@ class Ota:
         job = {"v": args["version"], "m": args["manifest"], "p": args["path"], "cmd": cmd.cmd_id}
         try:
             self.node.store.save_json(JOB, job)
-        except StoreError as exc:
-            return "storage", "could not store the update job: " + str(exc)
+        except StoreError as exc:  # the heap (NoMemory) or the flash
+            return "no_memory" if isinstance(exc, NoMemory) else "storage", "could not store the update job: " + str(exc)
         self.job = job
         self.switched = False
         self.failures = self._missing = 0

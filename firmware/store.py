@@ -45,6 +45,11 @@ class StoreError(Exception):
     """The flash could not keep a value; the message says what to do."""
 
 
+class NoMemory(StoreError):
+    """Nothing was written because the heap could not hold the value's bytes now (not the flash's
+    fault: a node answers "no_memory", not "storage")."""
+
+
 def _crc(data, crc=0):
     return binascii.crc32(data, crc) & 0xFFFFFFFF
 
@@ -98,7 +103,7 @@ class Store:
             raise _error("cannot save", name, exc)
         except MemoryError:  # found by tests/fuzz: a fragmented heap; the old version (or its backup) is kept
             self._discard(tmp)
-            raise StoreError("store: no memory to save %r now; the old version is kept" % name)
+            raise NoMemory("store: no memory to save %r now; the old version is kept" % name)
 
     def load(self, name):
         """The last saved bytes of `name` (or the backup copy), or None if there is none."""
@@ -124,7 +129,7 @@ class Store:
         try:
             data = json.dumps(obj, separators=(",", ":")).encode()
         except MemoryError:  # found by tests/fuzz: escaped the command path on a fragmented heap; nothing written
-            raise StoreError("store: no memory to encode %r now; the old version is kept" % name)
+            raise NoMemory("store: no memory to encode %r now; the old version is kept" % name)
         self.save(name, data)
 
     def load_json(self, name):

@@ -17,7 +17,7 @@ on the node then costs a third less heap (an ESP32 has ~100 KB in all):
 import json
 
 from protocol import topics
-from protocol.errors import ProgramError
+from protocol.errors import NoMemory, ProgramError
 from protocol.fields import Fields, is_int
 from protocol.messages import MAX_SEQ, MAX_TIME, SOURCES, check_token
 
@@ -194,8 +194,10 @@ def _load_item(text, i):
             return json.loads(bytes(text))
         except ValueError:
             pass
-    except (ValueError, MemoryError, RuntimeError):
+    except (ValueError, RuntimeError):
         pass
+    except MemoryError:
+        raise NoMemory("plan.items[%d]: no memory to parse it now" % i)
     raise ProgramError("plan.items[%d] is not valid JSON" % i)
 
 
