@@ -45,7 +45,8 @@ BEAT_MS = 20000  # a task silent for longer is considered dead
 MAX_OUTBOX = 8
 MAX_RESTARTS = 5
 BIG_COMMAND = 2048
-GC_EVERY = 4096  # while a large command is parsed: a collection each time this many bytes were allocated
+PACK_ABOVE = 1024  # a command this large (a plan, a program) is parsed with collections on the way:
+GC_EVERY = 4096  # one each time this many bytes were allocated (its new objects packed, not spread)
 _GC_THRESHOLD = hasattr(gc, "threshold")  # MicroPython's (CPython has no fragmentation to fight)
 PENDING_MS = 120000  # a time request unanswered for this long is given up (a valid clock waits for its answer)
 PENDING_MAX_MS = 960000  # ... doubling while none is answered (4 kept answerable: half an hour)
@@ -304,7 +305,7 @@ class Node:
 
     def _handle(self, topic, payload, now, last_counter=None):
         big = len(payload) > BIG_COMMAND
-        if not big:
+        if len(payload) <= PACK_ABOVE:
             self._verify_and_apply(topic, payload, now, big, last_counter)
             return
         # A large command (a plan) is parsed beside the plan in force, which stays until the new one is

@@ -80,7 +80,8 @@ class BroadcastItem:
     Kept in five attributes, for the node's heap (a 64-item plan is its largest object, and it
     holds two while one replaces the other): id, start, end, `_k` (prio, source, category and
     volume packed in one small int) and `_z` ((zones, ref), one tuple shared by the items that
-    air the same thing in the same zones when built by from_json). The rest are properties."""
+    air the same thing in the same zones when built by from_json). The rest are read through
+    __getattr__ (read-only)."""
 
     def __init__(self, item_id, start, end, src, zones, vol, prio=ROUTINE, ref=None, cat="other", shared=None):
         if src not in SOURCES or cat not in CATEGORIES or not is_int(vol) or not 0 <= vol <= 127 \
@@ -93,37 +94,27 @@ class BroadcastItem:
         z = (zones, ref)
         self._z = z if shared is None else shared.setdefault(z, z)
 
-    @property
-    def src(self):
-        return SOURCES[self._k >> 2 & 3]
-
-    @property
-    def prio(self):
-        return self._k & 3
-
-    @property
-    def cat(self):
-        return CATEGORIES[self._k >> 4 & 7]
-
-    @property
-    def vol(self):
-        return self._k >> 7
-
-    @property
-    def zones(self):
-        return self._z[0]
-
-    @property
-    def ref(self):
-        return self._z[1]
-
-    @property
-    def clip(self):
-        return self._z[1] if self._k >> 2 & 3 == 0 else None  # SOURCES[0] == "clip"
-
-    @property
-    def stream(self):
-        return self._z[1] if self._k >> 2 & 3 == 1 else None
+    def __getattr__(self, name):  # src, prio, cat, vol, zones, ref, clip, stream (one function: less code)
+        if name[0] == "_":  # not built yet (a copy, an unpickling): no recursion on _k
+            raise AttributeError(name)
+        k = self._k
+        if name == "src":
+            return SOURCES[k >> 2 & 3]
+        if name == "prio":
+            return k & 3
+        if name == "cat":
+            return CATEGORIES[k >> 4 & 7]
+        if name == "vol":
+            return k >> 7
+        if name == "zones":
+            return self._z[0]
+        if name == "ref":
+            return self._z[1]
+        if name == "clip":  # SOURCES: clip, stream, line
+            return self._z[1] if k >> 2 & 3 == 0 else None
+        if name == "stream":
+            return self._z[1] if k >> 2 & 3 == 1 else None
+        raise AttributeError(name)
 
     @classmethod
     def from_json(cls, arr, where="item", strings=None):
