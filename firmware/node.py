@@ -47,7 +47,7 @@ MAX_RESTARTS = 5
 BIG_COMMAND = 2048
 PACK_ABOVE = 1024  # a command this large (a plan, a program) is parsed with collections on the way:
 GC_EVERY = 4096  # one each time this many bytes were allocated (its new objects packed, not spread)
-_GC_THRESHOLD = hasattr(gc, "threshold")  # MicroPython's (CPython has no fragmentation to fight)
+_MICROPYTHON = hasattr(gc, "threshold")  # (CPython's heap does not fragment like this; the simulator's nodes skip it)
 PENDING_MS = 120000  # a time request unanswered for this long is given up (a valid clock waits for its answer)
 PENDING_MAX_MS = 960000  # ... doubling while none is answered (4 kept answerable: half an hour)
 HOLD_MS = 20000  # with no valid clock a command waits this long for the time before it is refused
@@ -305,7 +305,7 @@ class Node:
 
     def _handle(self, topic, payload, now, last_counter=None):
         big = len(payload) > BIG_COMMAND
-        if len(payload) <= PACK_ABOVE:
+        if len(payload) <= PACK_ABOVE or not _MICROPYTHON:
             self._verify_and_apply(topic, payload, now, big, last_counter)
             return
         # A large command (a plan) is parsed beside the plan in force, which stays until the new one is
@@ -315,14 +315,12 @@ class Node:
         # leave the plan packed instead of spread over the heap in small holes (a heap fragmented like
         # that refused valid commands with "storage" after some 20,000 commands).
         gc.collect()
-        limit = gc.threshold() if _GC_THRESHOLD else None
-        if _GC_THRESHOLD:
-            gc.threshold(GC_EVERY)
+        limit = gc.threshold()
+        gc.threshold(GC_EVERY)
         try:
             self._verify_and_apply(topic, payload, now, big, last_counter)
         finally:
-            if _GC_THRESHOLD:
-                gc.threshold(limit)
+            gc.threshold(limit)
             gc.collect()
 
     def _reload_programs(self):
