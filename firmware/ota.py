@@ -313,7 +313,8 @@ class Ota:
         try:
             self.node.store.save_json(JOB, job)
         except StoreError as exc:  # the heap (NoMemory) or the flash
-            return "no_memory" if isinstance(exc, NoMemory) else "storage", "could not store the update job: " + str(exc)
+            why = "no_memory" if isinstance(exc, NoMemory) else "storage"
+            return why, "could not store the update job: " + str(exc)
         self.job = job
         self.switched = False
         self.failures = self._missing = 0

@@ -71,7 +71,7 @@ COMMAND = _command()
 
 
 def test_the_player_airs_a_fetched_clip_with_a_download_in_flight_within_the_heap():
-    server = FakeServer(chunk=256, history=False)  # keeps no requests nor closed connections: the heap measured is the node's
+    server = FakeServer(chunk=256, history=False)  # no requests nor closed connections kept: the heap is the node's
     server.files["/node/v1/clips/" + SHA] = BODY
     server.files["/node/v1/clips/" + CLIPS[1]] = OTHER  # (its hash will not match)
     server.streams["live"] = LIVE
