@@ -16,6 +16,10 @@ the node's counter of that moment, so a valid command is really valid when it ar
 The node process (tests/fuzz/node_host.py under `micropython`, 64 KB budget) answers each case;
 `check()` turns the answers into failures: a crash (an exception or MemoryError escaping
 handle_message), an actuation by a case that may not act, a valid command not applied.
+
+To replay a failing run exactly (the heap's history is what fails): NODE_FUZZ_RECORD=/tmp/rec keeps
+each node process's stdin as /tmp/rec-N.bin; `micropython -X heapsize=1M tests/fuzz/node_host.py 64K
+--trace-heap < /tmp/rec-0.bin` answers the same, with the free heap after each case.
 """
 import json
 import os
