@@ -116,7 +116,7 @@ def start_error_1x(runs=3):
     return round(worst, 1)
 
 
-def playing_while_downloading():
+def playing_while_downloading(tls=False):
     """Live heap (bytes over the base) of a node with a 50-item plan and the full program, a fetched clip
     on air and the next clip's download in flight: tests/firmware/test_clips_memory.py's run (the same
     node, player, cache and fake HTTP server), its figures taken from the line it prints."""
@@ -125,13 +125,17 @@ def playing_while_downloading():
     said = []
     tcm.print = lambda *a: said.append(" ".join(str(x) for x in a))  # the test's report line, kept
     try:
-        tcm.test_the_player_airs_a_fetched_clip_with_a_download_in_flight_within_the_heap()
+        if tls:
+            tcm.test_the_same_with_the_tls_context_production_nodes_keep_from_boot()
+        else:
+            tcm.test_the_player_airs_a_fetched_clip_with_a_download_in_flight_within_the_heap()
     finally:
         del tcm.print
     words = said[-1].split() if said else []
-    # "node live heap: P B with the 50-item plan; Q B with a clip on air and a download in flight ..."
+    # "node live heap: P B with the 50-item plan; Q B with a clip on air and a download in flight ...; S B
+    # with a live stream receiving"
     nums = [int(w) for w in words if w.lstrip("-").isdigit()]
-    return nums[1] if len(nums) > 1 else None
+    return (nums[1], nums[2]) if len(nums) > 2 else (None, None)
 
 
 def tick_parts(node, clock, n=1000):
@@ -222,7 +226,9 @@ def main():
     play_peak, play_ended = playing_heap()
     start_err = start_error_1x()
     gc.collect()
-    download_peak = playing_while_downloading()
+    download_peak = playing_while_downloading()[0]
+    gc.collect()
+    tls_download, tls_stream = playing_while_downloading(tls=True)
     wake_us = wakeup_cost()
     print(json.dumps({
         "player_decode_ms_per_audio_s_viper": _fig(round(dec["viper"][0], 2), "<= 2 ms here (ESP32 ~45-115x: <= 230 ms)",
@@ -236,6 +242,12 @@ def main():
         "node_heap_peak_playing_downloading_bytes": _fig(
             download_peak, "<= 49152 (48 KB: a clip on air, the next one downloading, 50-item plan)",
             download_peak is not None and download_peak <= 49152),
+        "node_heap_tls_playing_downloading_bytes": _fig(
+            tls_download, "<= 49152 (as above, with the TLS context production nodes keep from boot)",
+            tls_download is not None and tls_download <= 49152),
+        "node_heap_tls_stream_bytes": _fig(
+            tls_stream, "<= 49152 (a live stream receiving, the TLS context kept; -1: no room, stream lost)",
+            tls_stream is not None and 0 <= tls_stream <= 49152),
         "node_tick_us": _fig(round(tick_us, 1), "<= 870 us here (an ESP32 ~45-115x slower: <= 100 ms,"
                              " a tenth of the 1 s tick)", tick_us <= 870),
         "node_tick_parts_us": json.dumps(parts),
