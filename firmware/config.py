@@ -33,6 +33,7 @@ class NodeConfig:
         self.broker_port = b.int("port", 1, 65535, 1883)
         self.broker_user = b.text("user", 64, None)
         self.broker_password = b.text("password", 128, None)
+        self.broker_tls = b.bool("tls", False)  # MQTT over TLS, verified against tls.ca (firmware/tls.py)
         self.keepalive = b.int("keepalive", 10, 600, 60)
         self.backoff_max_ms = b.int("backoff_max_ms", 100, 600000, 60000)  # the simulator shortens it with its speed
         b.done()
@@ -64,7 +65,25 @@ class NodeConfig:
         files = f.child("files", {})  # where clips and streams come from (the gateway's HTTP)
         self.files_host = files.text("host", 64, self.broker_host, min_len=1)
         self.files_port = files.int("port", 1, 65535, 8080)
+        self.files_tls = files.bool("tls", False)  # HTTPS, verified against tls.ca
         files.done()
+        tls = f.child("tls", {})  # the site CA (PEM; two during a CA rotation) and the name in the gateway's cert
+        self.tls_ca = tls.text("ca", 4096, None, min_len=1)
+        self.tls_server_name = tls.text("server_name", 253, self.broker_host, min_len=1)
+        tls.done()
+        if (self.broker_tls or self.files_tls) and self.tls_ca is None:
+            tls.fail("ca", "is needed for broker.tls or files.tls (the site CA from the provisioning bundle)")
+        if self.tls_ca is not None and "-----BEGIN CERTIFICATE-----" not in self.tls_ca:
+            tls.fail("ca", "must be PEM (-----BEGIN CERTIFICATE-----)")
+        self.tls = None  # firmware.tls.Tls: its context made now, while the heap is whole (firmware/tls.py)
+        if self.broker_tls or self.files_tls:
+            from firmware.tls import Tls
+
+            try:
+                self.tls = Tls(self.tls_ca, self.tls_server_name)
+            except (ValueError, OSError) as exc:
+                tls.fail("ca", "is not a usable certificate: %s" % exc)
+            self.tls_ca = None  # parsed into the context: the text is not kept
         self.tele_s = f.int("tele_s", 5, 3600, 60)
         self.tick_ms = f.int("tick_ms", 100, 1000, 1000)
         self.board = f.text("board", 32, "denloa-v1")

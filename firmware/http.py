@@ -107,6 +107,9 @@ def _close(writer):
     if writer is not None:
         try:
             writer.close()
+            sock = getattr(writer, "s", None)  # MicroPython: Stream.close() does nothing (wait_closed()
+            if sock is not None:               # closes): close the socket (over TLS: mbedTLS's ~23 KB) now
+                sock.close()
         except Exception:  # closing a dead socket may fail; it is gone either way
             pass
 
@@ -203,7 +206,7 @@ class Response:
         else:
             try:
                 n = await self._read_some(mv[:left])
-            except OSError as exc:
+            except (OSError, ValueError) as exc:  # ValueError: MicroPython's TLS layer (a bad record)
                 raise HttpError("connection broken: %s" % exc)
             if not n:
                 if self.length is not None:
@@ -217,12 +220,16 @@ class Response:
         _close(writer)
 
 
-async def get(open_connection, host, port, path, head, watch, user=None, password=None, offset=0):
+async def get(open_connection, host, port, path, head, watch, user=None, password=None, offset=0, tls=None):
     """Send GET `path` and read the status and headers: a Response (status in .status), to be
-    closed by the caller. HttpError (the connection closed) when it fails before that."""
+    closed by the caller. HttpError (the connection closed) when it fails before that.
+    `tls` (firmware.tls.Tls): HTTPS, the server verified against the site CA."""
     writer = None
     try:
-        reader, writer = await open_connection(host, port)
+        if tls is None:
+            reader, writer = await open_connection(host, port)
+        else:
+            reader, writer = await tls.open(open_connection, host, port)
         watch.poke()
         writer.write(request_bytes(host, path, user, password, offset))
         await writer.drain()
@@ -230,7 +237,15 @@ async def get(open_connection, host, port, path, head, watch, user=None, passwor
         await response._read_head()
         writer = None  # the response owns the connection now
         return response
-    except OSError as exc:
+    except (OSError, ValueError) as exc:  # ValueError: MicroPython's TLS refusal of the server
+        if tls is not None:
+            from firmware.tls import explain
+
+            why = explain(exc)
+            if why:
+                raise HttpError("%s:%s: %s" % (host, port, why))
+        if not isinstance(exc, OSError):
+            raise
         raise HttpError("%s:%s: %s" % (host, port, exc))
     except EOFError:
         raise HttpError("%s:%s: connection closed" % (host, port))
@@ -241,11 +256,18 @@ async def get(open_connection, host, port, path, head, watch, user=None, passwor
 class Client:
     """Where the node fetches files: host, port and its credentials."""
 
-    def __init__(self, host, port, user=None, password=None, open_connection=None):
+    def __init__(self, host, port, user=None, password=None, open_connection=None, tls=None):
         self.host, self.port = host, port
         self.user, self.password = user, password
         self.open_connection = open_connection  # None: asyncio's (looked up when first used)
+        self.tls = tls  # firmware.tls.Tls: HTTPS (the config's files.tls)
+
+    @classmethod
+    def for_config(cls, cfg, open_connection=None):
+        """The gateway's file server as the node's config says: host, port, its login, HTTPS or not."""
+        return cls(cfg.files_host, cfg.files_port, cfg.broker_user, cfg.broker_password, open_connection,
+                   cfg.tls if cfg.files_tls else None)
 
     async def get(self, path, head, watch, offset=0):
         return await get(self.open_connection or asyncio.open_connection, self.host, self.port, path, head,
-                         watch, self.user, self.password, offset)
+                         watch, self.user, self.password, offset, self.tls)

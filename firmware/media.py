@@ -15,8 +15,7 @@ from firmware.stream import StreamReceiver
 class Media:
     def __init__(self, hal, cfg, wants, emit=None, now=None, open_connection=None):
         self.hal = hal
-        self.client = Client(cfg.files_host, cfg.files_port, cfg.broker_user, cfg.broker_password,
-                             open_connection)
+        self.client = Client.for_config(cfg, open_connection)  # HTTPS when the config's files.tls says so
         self.clips = ClipCache(hal, hal.fs, cfg.clip_kb * 1024, self.client, wants, emit, now)
         self.stream = None
 

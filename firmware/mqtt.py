@@ -55,8 +55,9 @@ class MqttClient:
     def __init__(self, host, port, client_id, *, user=None, password=None, keepalive=60,
                  will=None, clean=False, max_queue=16, max_inflight=8,
                  backoff_min_ms=500, backoff_max_ms=60000, rand=None, log=None,
-                 max_packet=20480, io_timeout_ms=10000, open_connection=None):
+                 max_packet=20480, io_timeout_ms=10000, open_connection=None, tls=None):
         self._host, self._port = host, port
+        self._tls = tls  # firmware.tls.Tls: MQTT over TLS, the broker verified against the site CA
         self._connect = connect_packet(client_id, keepalive, clean, will, user, password)
         self._keepalive_ms = keepalive * 1000
         self._max_queue = max(1, max_queue)
@@ -194,7 +195,10 @@ class MqttClient:
         self._up_since = None  # ticks when this connection came up; None once it proved stable
         self._stable = False
         try:
-            opening = self._open_connection(self._host, self._port)
+            if self._tls is None:
+                opening = self._open_connection(self._host, self._port)
+            else:  # the handshake runs in the first write and reads below, yielding while it waits
+                opening = self._tls.open(self._open_connection, self._host, self._port)
             self._reader, self._writer = await _wait_for_ms(opening, self._io_timeout_ms)
             self._broken = False
             if not await self._send(self._connect):
@@ -224,9 +228,9 @@ class MqttClient:
             self._say("connected to %s:%s (session present: %s)" % (self._host, self._port, present))
             await self._read_loop()
         except (OSError, EOFError, MqttError, asyncio.TimeoutError) as exc:
-            self._error("link lost: " + _why(exc))
+            self._error(self._tls_why(exc) or "link lost: " + _why(exc))
         except Exception as exc:  # a bug here must not end the node's MQTT for good
-            self._error("unexpected error, reconnecting: " + _why(exc))
+            self._error(self._tls_why(exc) or "unexpected error, reconnecting: " + _why(exc))
         finally:
             self._drop()
         self._check_stable()
@@ -340,6 +344,13 @@ class MqttClient:
             n -= len(await self._reader.readexactly(min(n, 256)))
         return pid
 
+    def _tls_why(self, exc):
+        if self._tls is None:
+            return None
+        from firmware.tls import explain
+
+        return explain(exc)
+
     async def _send(self, packet, connection_number=None):
         """Write one packet within io_timeout_ms; False (and the link marked broken) on failure."""
         async with self._send_lock:
@@ -350,8 +361,8 @@ class MqttClient:
             try:
                 writer.write(packet)
                 await _wait_for_ms(writer.drain(), self._io_timeout_ms)
-            except (OSError, asyncio.TimeoutError) as exc:
-                self._error("send failed: " + _why(exc))
+            except (OSError, ValueError, asyncio.TimeoutError) as exc:  # ValueError: MicroPython's TLS refusal
+                self._error(self._tls_why(exc) or "send failed: " + _why(exc))
                 self._broken = True  # the read loop drops the link
                 self._link.clear()
                 return False
@@ -397,6 +408,9 @@ class MqttClient:
         if writer is not None:
             try:
                 writer.close()
+                sock = getattr(writer, "s", None)  # MicroPython: Stream.close() does nothing, wait_closed()
+                if sock is not None:               # closes the socket; without this every reconnect kept a
+                    sock.close()                   # socket (and over TLS mbedTLS's ~23 KB) until reboot
             except Exception:  # closing a dead socket may fail; it is gone either way
                 pass
         if self._connected:

@@ -21,11 +21,12 @@ from firmware.events import EventLog
 from firmware.lamp import LampControl
 from firmware.media import Media
 from firmware.speaker import Loudspeaker
-from firmware.store import BatchedValue, Store, StoreError
+from firmware.store import BatchedValue, NoMemory, Store, StoreError
 from firmware.uptime import Uptime
 from firmware.version import VERSION
 from protocol import commands, topics
 from protocol.auth import to_hex
+from protocol.errors import NoMemory as ParseNoMemory
 from protocol.errors import ProtocolError
 from protocol.messages import REJECTED, APPLIED, Ack, State, Telemetry
 from protocol.plan import BroadcastPlan
@@ -44,6 +45,9 @@ BEAT_MS = 20000  # a task silent for longer is considered dead
 MAX_OUTBOX = 8
 MAX_RESTARTS = 5
 BIG_COMMAND = 2048
+PACK_ABOVE = 1024  # a command this large (a plan, a program) is parsed with collections on the way:
+GC_EVERY = 4096  # one each time this many bytes were allocated (its new objects packed, not spread)
+_MICROPYTHON = hasattr(gc, "threshold")  # (CPython's heap does not fragment like this; the simulator's nodes skip it)
 PENDING_MS = 120000  # a time request unanswered for this long is given up (a valid clock waits for its answer)
 PENDING_MAX_MS = 960000  # ... doubling while none is answered (4 kept answerable: half an hour)
 HOLD_MS = 20000  # with no valid clock a command waits this long for the time before it is refused
@@ -111,7 +115,10 @@ class Node:
         cause = hal.reset_cause()
         count = self._count_boot(cause)
         found = self._load()
-        found = self._load_programs() or found
+        try:
+            found = self._load_programs() or found
+        except MemoryError:  # the default program meanwhile; the next ticks try again (_reload_due)
+            self._reload_due = True
         if self.ota is not None:
             self.ota.boot()
             found = found or (self.counter.pending is not None and self.ota.names(self.counter.pending[0]))
@@ -146,8 +153,10 @@ class Node:
             if body is None:
                 continue
             try:
-                cmd = commands.Command.decode(body)
+                cmd = commands.Command.decode(memoryview(body), body)  # a large plan item by item
             except ProtocolError as exc:
+                if isinstance(exc, ParseNoMemory):  # the body is fine: the heap is not, now
+                    raise MemoryError(str(exc))
                 self.emit("storage_error", {"file": name, "error": str(exc)[:100]})
                 continue
             body = None
@@ -179,12 +188,19 @@ class Node:
         return self.counter.pending is not None and state.get("cmd") == self.counter.pending[0]
 
     def _save_json(self, name, obj):
+        """None when stored, else the reason ("storage", or "no_memory": the heap, not the flash)."""
         try:
             self.store.save_json(name, obj)
-            return True
+            return None
         except StoreError as exc:
-            self.emit("storage_error", {"file": name, "error": str(exc)[:100]})
-            return False
+            return self._store_failed(name, exc)
+
+    def _store_failed(self, name, exc):
+        """A write that did not happen: its refusal reason; the flash's failures are reported."""
+        if isinstance(exc, NoMemory):  # nothing wrong with the flash: a true reason, not "storage"
+            return "no_memory"
+        self.emit("storage_error", {"file": name, "error": str(exc)[:100]})
+        return "storage"
 
     def clip_wants(self):
         """(start, end, clip sha) of every clip the node will air: plan items in its zones, then
@@ -289,16 +305,23 @@ class Node:
 
     def _handle(self, topic, payload, now, last_counter=None):
         big = len(payload) > BIG_COMMAND
-        # (not for a payload over the limit: verify refuses it unread, and a reload can fail on a fragmented heap)
-        dropped = big and len(payload) <= commands.MAX_CMD and self.plan is not None
-        if dropped:  # likely a new plan: make room to parse it (the old one is on flash)
-            self.plan = None
-            gc.collect()
+        if len(payload) <= PACK_ABOVE or not _MICROPYTHON:
+            self._verify_and_apply(topic, payload, now, big, last_counter)
+            return
+        # A large command (a plan) is parsed beside the plan in force, which stays until the new one is
+        # built and stored (found by tests/fuzz: dropping it first left a node without its plan when
+        # the command turned out invalid and the reload from flash failed). Its parse makes many small
+        # temporaries between the new plan's objects: collected every GC_EVERY bytes allocated, they
+        # leave the plan packed instead of spread over the heap in small holes (a heap fragmented like
+        # that refused valid commands with "storage" after some 20,000 commands).
+        gc.collect()
+        limit = gc.threshold()
+        gc.threshold(GC_EVERY)
         try:
             self._verify_and_apply(topic, payload, now, big, last_counter)
         finally:
-            if dropped and self.plan is None:  # every path but a new stored plan: the old one comes back
-                self._reload_programs()
+            gc.threshold(limit)
+            gc.collect()
 
     def _reload_programs(self):
         """The stored plan back into RAM; if the heap is too fragmented now, again at the next tick."""
@@ -344,8 +367,7 @@ class Node:
         try:
             v.accept(lambda ctr: log.record(ctr, cmd.cmd_id, cmd.expires, now))
         except StoreError as exc:
-            self._ack(v.cmd_id, REJECTED, "storage", str(exc))
-            self.emit("storage_error", {"file": "cmdlog", "error": str(exc)[:100]})
+            self._ack(v.cmd_id, REJECTED, self._store_failed("cmdlog", exc), str(exc))
             return
         error = self.apply(cmd)
         if error is None:
@@ -364,8 +386,7 @@ class Node:
         try:
             v.accept(lambda ctr: log.begin(ctr, cmd.cmd_id, cmd.expires))
         except StoreError as exc:
-            self._ack(v.cmd_id, REJECTED, "storage", str(exc))
-            self.emit("storage_error", {"file": "cmdlog", "error": str(exc)[:100]})
+            self._ack(v.cmd_id, REJECTED, self._store_failed("cmdlog", exc), str(exc))
             return
         error = self.apply(cmd, v.body)
         v = None
@@ -375,7 +396,7 @@ class Node:
             else:
                 log.cancel()
         except StoreError as exc:  # the effect is on flash and names the cmd_id: the next boot finishes it
-            self.emit("storage_error", {"file": "cmdlog", "error": str(exc)[:100]})
+            self._store_failed("cmdlog", exc)
         if error is None:
             self._ack(cmd.cmd_id, APPLIED)
         else:
@@ -412,8 +433,7 @@ class Node:
             try:
                 self.store.save(name, body if body is not None else cmd.encode())
             except StoreError as exc:
-                self.emit("storage_error", {"file": name, "error": str(exc)[:100]})
-                return "storage", "could not store the program: " + str(exc)
+                return self._store_failed(name, exc), "could not store the program: " + str(exc)
             if lamp is not None:
                 self.program = lamp
             if plan is not None:
@@ -430,8 +450,9 @@ class Node:
             else:
                 overrides = [o for o in self.overrides if o.until > now][-3:]
                 overrides.append(Override(args["level"], args["until"], now))
-            if not self._save_state(cmd, overrides=overrides):
-                return "storage", "could not store the override"
+            why = self._save_state(cmd, overrides=overrides)
+            if why is not None:
+                return why, "could not store the override"
             self.overrides = overrides
         elif op == commands.BROADCAST_NOW:
             if self.speaker is None:
@@ -446,8 +467,9 @@ class Node:
         elif op == commands.SET_VOLUME:
             if self.speaker is None:
                 return "unsupported", "this node has no loudspeaker"
-            if not self._save_state(cmd, volume=args["vol"]):
-                return "storage", "could not store the volume"
+            why = self._save_state(cmd, volume=args["vol"])
+            if why is not None:
+                return why, "could not store the volume"
             self.speaker.master_volume = args["vol"]
         elif op == commands.TIME_SYNC:
             step, rtt = self.clock.apply_sync(args["t1"], args["t2"], args["t3"])
@@ -535,6 +557,7 @@ class Node:
             will=(self.topic[topics.STATE], self.will(), 1, True), clean=False,
             backoff_min_ms=min(500, cfg.backoff_max_ms), backoff_max_ms=cfg.backoff_max_ms,
             rand=self.hal.random_bytes, log=self.hal.log,
+            tls=cfg.tls if cfg.broker_tls else None,  # MQTT over TLS (firmware/tls.py)
         )
 
     async def run(self):

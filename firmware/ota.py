@@ -28,7 +28,7 @@ import sys
 
 from firmware import boot
 from firmware.http import HEAD_MAX, Client, HttpError, Watch, guarded
-from firmware.store import StoreError, write_all
+from firmware.store import NoMemory, StoreError, write_all
 from firmware.version import VERSION
 
 try:
@@ -90,11 +90,13 @@ MAX_ENVELOPE = const(1024)  # the manifest outside its file list
 MAX_ENTRY = const(512)  # one file entry
 
 
-def manifest_entries(f, envelope):
+def manifest_entries(f, envelope, marks=None):
     """The file entries of a manifest read from flash in small pieces: yields each entry's dict,
     parsed on its own (never the whole manifest at once: the node's heap holds a plan too).
-    When the generator ends, `envelope` (a list) holds the rest: the manifest with "files": []."""
+    When the generator ends, `envelope` (a list) holds the rest: the manifest with "files": [].
+    `marks` (a list) gets the offset just after the file list's "[" (where entry_at starts)."""
     env = bytearray()
+    pos = 0
     cur = None
     depth = 0
     in_str = esc = False
@@ -104,6 +106,7 @@ def manifest_entries(f, envelope):
         if not chunk:
             break
         for b in chunk:
+            pos += 1
             if cur is not None:
                 cur.append(b)
             elif not in_files or depth != 2 or b == _RS:  # between entries: their commas are left out
@@ -124,6 +127,8 @@ def manifest_entries(f, envelope):
                     key = bytes(env[-40:-1]).rstrip(_SPACE)
                     if key.endswith(b":") and key[:-1].rstrip(_SPACE).endswith(b'"files"'):
                         in_files = True
+                        if marks is not None:
+                            marks.append(pos)
                 elif b == _LB and in_files and depth == 3 and cur is None:
                     cur = bytearray(b"{")
             elif b == _RB or b == _RS:
@@ -143,6 +148,59 @@ def manifest_entries(f, envelope):
         envelope.append(json.loads(env))
     except ValueError:
         raise Refused("manifest is not JSON")
+
+
+def entry_at(f, offset):
+    """(entry dict, offset after it) of the file entry that follows `offset` in a manifest checked
+    by manifest_entries (just after the file list's "[" or after the previous entry), or (None,
+    offset) at the list's end. Only the small entry is read into RAM: nothing is held between two."""
+    seek = getattr(f, "seek", None)
+    if seek is not None:
+        seek(offset)
+    else:  # a file without seek (a test's wrapper): read up to it
+        left = offset
+        while left:
+            skipped = len(f.read(min(left, 128)))
+            if not skipped:
+                raise Refused("manifest: cut short")
+            left -= skipped
+    cur = None
+    depth = 0
+    in_str = esc = False
+    while True:
+        chunk = f.read(64)
+        if not chunk:
+            raise Refused("manifest: cut short")
+        for b in chunk:
+            offset += 1
+            if cur is None:  # between entries: commas and spaces, until "{" or the list's "]"
+                if b == _RS:
+                    return None, offset
+                if b == _LB:
+                    cur = bytearray(b"{")
+                    depth = 1
+                continue
+            cur.append(b)
+            if in_str:
+                if esc:
+                    esc = False
+                elif b == _BSL:
+                    esc = True
+                elif b == _QUOTE:
+                    in_str = False
+            elif b == _QUOTE:
+                in_str = True
+            elif b == _LB or b == _LS:
+                depth += 1
+            elif b == _RB or b == _RS:
+                depth -= 1
+                if not depth:
+                    try:
+                        return json.loads(cur), offset
+                    except ValueError:
+                        raise Refused("manifest: a file entry is not JSON")
+            if len(cur) > MAX_ENTRY:
+                raise Refused("manifest: too large a part")
 
 
 def check_entry(f):
@@ -254,8 +312,9 @@ class Ota:
         job = {"v": args["version"], "m": args["manifest"], "p": args["path"], "cmd": cmd.cmd_id}
         try:
             self.node.store.save_json(JOB, job)
-        except StoreError as exc:
-            return "storage", "could not store the update job: " + str(exc)
+        except StoreError as exc:  # the heap (NoMemory) or the flash
+            why = "no_memory" if isinstance(exc, NoMemory) else "storage"
+            return why, "could not store the update job: " + str(exc)
         self.job = job
         self.switched = False
         self.failures = self._missing = 0
@@ -278,8 +337,7 @@ class Ota:
     def client(self):
         if self._client is None:
             cfg = self.node.cfg
-            self._client = Client(cfg.files_host, cfg.files_port, cfg.broker_user, cfg.broker_password,
-                                  getattr(self.hal, "open_connection", None))
+            self._client = Client.for_config(cfg, getattr(self.hal, "open_connection", None))  # HTTPS per files.tls
         return self._client
 
     async def run(self):
@@ -350,13 +408,15 @@ class Ota:
         count = total = 0
         entry = None
         env = []
+        marks = []
         with fs.open(base + NEW, "rb") as f:
-            for e in manifest_entries(f, env):
+            for e in manifest_entries(f, env, marks):
                 path, sha, size = check_entry(e)
                 count += 1
                 total += size
                 if path == boot.ENTRY:
                     entry = (path, sha, size)
+        e = None
         check_envelope(env[0], job["v"], mpy)
         env = None
         if entry is None:
@@ -365,17 +425,25 @@ class Ota:
             raise Refused("manifest: %d files" % count)
         self.node.emit("ota_progress", {"version": job["v"], "files": 0, "of": count, "bytes": total})
         quarter = (count + 3) // 4
-        # pass 2: each file (the entry last), verified where it is or fetched
+        # pass 2: each file (the entry last), verified where it is or fetched; between two only the
+        # offset of the next entry is kept (no open manifest, no parser, while a file downloads)
         done = 0
-        with fs.open(base + NEW, "rb") as f:
-            for e in manifest_entries(f, []):
-                path, sha, size = check_entry(e)
-                if path != boot.ENTRY:
-                    await self._install(prefix, base, path, sha, size)
-                    done += 1
-                    self.done_files = done
-                    if done % quarter == 0:
-                        self.node.emit("ota_progress", {"version": job["v"], "files": done, "of": count})
+        at = marks[0]
+        marks = None
+        while True:
+            with fs.open(base + NEW, "rb") as f:
+                e, at = entry_at(f, at)
+            if e is None:
+                break
+            path, sha, size = check_entry(e)
+            e = None
+            if path != boot.ENTRY:
+                await self._install(prefix, base, path, sha, size)
+                done += 1
+                self.done_files = done
+                if done % quarter == 0:
+                    self.node.emit("ota_progress", {"version": job["v"], "files": done, "of": count})
+            path = sha = None
         await self._install(prefix, base, entry[0], entry[1], entry[2])
         self.done_files = count
         self._buf = self._head = None  # the downloads are over: their buffers go

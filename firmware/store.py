@@ -45,6 +45,11 @@ class StoreError(Exception):
     """The flash could not keep a value; the message says what to do."""
 
 
+class NoMemory(StoreError):
+    """Nothing was written because the heap could not hold the value's bytes now (not the flash's
+    fault: a node answers "no_memory", not "storage")."""
+
+
 def _crc(data, crc=0):
     return binascii.crc32(data, crc) & 0xFFFFFFFF
 
@@ -80,15 +85,18 @@ class Store:
 
     def save(self, name, data):
         """Store `data` (bytes) as `name`; StoreError (old version kept) if the flash fails."""
-        _check_name(name)
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError("store: data for %r must be bytes" % name)
+        self._save(name, len(data), _crc(data), lambda f: write_all(f, data))
+
+    def _save(self, name, length, crc, write):
+        _check_name(name)
         fs = self._fs
         tmp = name + TMP
         try:
             with fs.open(tmp, "wb") as f:
-                write_all(f, struct.pack(HEADER, MAGIC, len(data), _crc(data)))
-                write_all(f, data)
+                write_all(f, struct.pack(HEADER, MAGIC, length, crc))
+                write(f)
                 f.flush()
             if self._read(name, False):
                 fs.rename(name, name + BAK)
@@ -98,7 +106,7 @@ class Store:
             raise _error("cannot save", name, exc)
         except MemoryError:  # found by tests/fuzz: a fragmented heap; the old version (or its backup) is kept
             self._discard(tmp)
-            raise StoreError("store: no memory to save %r now; the old version is kept" % name)
+            raise NoMemory("store: no memory to save %r now; the old version is kept" % name)
 
     def load(self, name):
         """The last saved bytes of `name` (or the backup copy), or None if there is none."""
@@ -121,11 +129,18 @@ class Store:
         return self._read(name, False) is None
 
     def save_json(self, name, obj):
+        """Store `obj` as compact JSON, made and written in small pieces (found by tests/fuzz: the
+        command log's 1.5 KB in one string, and its growth by doubling, were the first allocation
+        to fail on a long-lived fragmented heap; pieces need no large free block)."""
         try:
-            data = json.dumps(obj, separators=(",", ":")).encode()
+            length = crc = 0
+            for piece in _json_pieces(obj):
+                piece = piece.encode()
+                length += len(piece)
+                crc = _crc(piece, crc)
         except MemoryError:  # found by tests/fuzz: escaped the command path on a fragmented heap; nothing written
-            raise StoreError("store: no memory to encode %r now; the old version is kept" % name)
-        self.save(name, data)
+            raise NoMemory("store: no memory to encode %r now; the old version is kept" % name)
+        self._save(name, length, crc, lambda f: _write_pieces(f, obj))
 
     def load_json(self, name):
         """The stored JSON value, or None if missing or undecodable (logged)."""
@@ -203,6 +218,48 @@ class Store:
     def _note(self, text):
         if self._log:
             self._log("store: " + text)
+
+
+def _json_pieces(obj):
+    """Compact JSON text of `obj` (dicts with text keys, lists, scalars) in small pieces: none is
+    larger than one scalar with its separator."""
+    if isinstance(obj, dict):
+        sep = "{"
+        for k in obj:
+            yield sep + json.dumps(k if isinstance(k, str) else str(k)) + ":"
+            yield from _json_pieces(obj[k])
+            sep = ","
+        yield "}" if sep == "," else "{}"
+    elif isinstance(obj, (list, tuple)):
+        sep = "["
+        for v in obj:
+            if sep == ",":
+                yield sep
+            else:
+                yield "["
+                sep = ","
+            yield from _json_pieces(v)
+        yield "]" if sep == "," else "[]"
+    else:
+        yield json.dumps(obj)
+
+
+def _write_pieces(f, obj):
+    """The pieces of `obj`, gathered in a small buffer, written to `f`."""
+    buf = bytearray(_CHUNK)
+    n = 0
+    for piece in _json_pieces(obj):
+        piece = piece.encode()
+        if n + len(piece) > _CHUNK:
+            write_all(f, memoryview(buf)[:n])
+            n = 0
+        if len(piece) > _CHUNK:
+            write_all(f, piece)
+        else:
+            buf[n:n + len(piece)] = piece
+            n += len(piece)
+    if n:
+        write_all(f, memoryview(buf)[:n])
 
 
 def _check_name(name):

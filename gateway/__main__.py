@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from gateway.config import GatewayConfig
 from gateway.errors import GatewayError
+from gateway.tls import SiteTls
 
 SNDBUF_BYTES = 32 * 1024
 
@@ -90,16 +91,27 @@ async def serve(cfg: GatewayConfig, clock: Clock | None = None,
     app = create_app(gw)
     password = await first_admin(gw)
     await gw.start()
-    url = "http://%s:%d/" % ("127.0.0.1" if cfg.http_bind in ("0.0.0.0", "") else cfg.http_bind, cfg.http_port)
+    site_tls = SiteTls(os.path.join(cfg.data_dir, "tls"), cfg.site) if cfg.tls_enabled else None  # made by make_gateway
+    https = site_tls is not None and cfg.tls_https
+    url = "%s://%s:%d/" % ("https" if https else "http",
+                           "127.0.0.1" if cfg.http_bind in ("0.0.0.0", "") else cfg.http_bind, cfg.http_port)
     print("denloa gateway for %s (%s)" % (cfg.site_name, cfg.site), flush=True)
     print("  data:   %s%s" % (cfg.data_dir, "" if cfg.path else "  (no --config: defaults)"), flush=True)
     print("  broker: %s on port %d" % (type(gw.broker).__name__ if gw.broker else "external", cfg.broker_port),
           flush=True)
     print("  web:    the staff dashboard (Vietnamese; English at the top right): %s" % url, flush=True)
+    if site_tls is not None:
+        print("  tls:    site CA %s  SHA-256 %s%s" % (site_tls.ca_path, site_tls.ca_fingerprint(),
+                                                   "" if https else "  (HTTPS off: [tls] https = false)"), flush=True)
+    else:
+        print("  tls:    off ([tls] enabled = false): node passwords and reports cross the network in clear",
+              flush=True)
     if password:
         print("  login:  admin / %s   (first start; also in %s)" % (
             password, os.path.join(cfg.data_dir, "admin-password.txt")), flush=True)
-    server = uvicorn.Server(uvicorn.Config(app, host=cfg.http_bind, port=cfg.http_port, log_level="warning"))
+    tls_files = {"ssl_certfile": site_tls.cert_path, "ssl_keyfile": site_tls.key_path} if https and site_tls else {}
+    server = uvicorn.Server(uvicorn.Config(app, host=cfg.http_bind, port=cfg.http_port, log_level="warning",
+                                           **tls_files))
     server.install_signal_handlers = lambda: None  # type: ignore[attr-defined]  # gone since uvicorn 0.29
     task = asyncio.create_task(server.serve(sockets=[http_socket(cfg.http_bind, cfg.http_port)]))
     if ready is not None:

@@ -202,7 +202,8 @@ def create_app(gw: Gateway) -> FastAPI:
             wait = max(1, math.ceil(exc.until - gw.clock.now()))
             return JSONResponse(exc.to_json() | {"retry_after": wait}, status_code=exc.status,
                                 headers={"Retry-After": str(wait)})
-        response.set_cookie(COOKIE, token, httponly=True, samesite="strict", max_age=12 * 3600)
+        response.set_cookie(COOKIE, token, httponly=True, samesite="strict", max_age=12 * 3600,
+                            secure=request.url.scheme == "https")  # over HTTPS: never sent in clear
         return {"user": user, "csrf": csrf}
 
     @app.post("/api/logout")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from typing import Any
 
 from gateway import broker as brokers
 from gateway.alerts import Alerts
@@ -27,12 +28,30 @@ from gateway.registry import Registry
 from gateway.service import GATEWAY_USER, Gateway, load_secrets
 from gateway.streams import StreamHub, Streams
 from gateway.timesync import TimeService
+from gateway.tls import SiteTls, node_bundle_tls
 from gateway.settings import Settings
 from gateway.users import Users
 
 
 def _default_log(text: str) -> None:
     print("gateway:", text, flush=True)
+
+
+def tls_names(cfg: GatewayConfig) -> list[str]:
+    """The names in the gateway's certificate: [tls] names and the address nodes are told ([broker] host)."""
+    names = list(cfg.tls_names)
+    if cfg.broker_host not in ("", "127.0.0.1", "localhost", "::1", "0.0.0.0", "::") and cfg.broker_host not in names:
+        names.append(cfg.broker_host)
+    return names
+
+
+def node_tls(site_tls: SiteTls, mqtt_port: int | None, https: bool) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """What the registry does to every provisioning bundle: the CA, the TLS port, HTTPS (gateway/tls.py)."""
+    ca_pem, server = site_tls.ca_pem, site_tls.server_name
+
+    def apply(bundle: dict[str, Any]) -> dict[str, Any]:
+        return node_bundle_tls(bundle, ca_pem=ca_pem, server=server, mqtt_port=mqtt_port, https=https)
+    return apply
 
 
 def make_gateway(cfg: GatewayConfig, clock: Clock | None = None,
@@ -43,7 +62,18 @@ def make_gateway(cfg: GatewayConfig, clock: Clock | None = None,
     db = Database(os.path.join(cfg.data_dir, "denloa.db"))
     secrets = load_secrets(cfg.data_dir)
     metrics = Metrics()
-    registry = Registry(db, clock, brokers.hash_password, files_port=cfg.http_port)
+    # The site CA and the gateway's certificate (gateway/tls.py), made at first start when TLS is on.
+    site_tls = SiteTls.ensure(cfg.data_dir, cfg.site, tls_names(cfg), log) if cfg.tls_enabled else None
+    broker_kind = cfg.broker_mode
+    if broker_kind == "auto":
+        broker_kind = "mosquitto" if brokers.mosquitto_available() else "embedded"
+    mqtt_tls = site_tls is not None and broker_kind == "mosquitto"  # the embedded broker stays plain
+    if site_tls is not None and not mqtt_tls:
+        log("tls: MQTT stays plain: the %s broker has no TLS listener here (Mosquitto has; docs/security.md)"
+            % broker_kind)
+    registry = Registry(db, clock, brokers.hash_password, files_port=cfg.http_port,
+                        tls=None if site_tls is None else node_tls(site_tls, cfg.tls_mqtt_port if mqtt_tls else None,
+                                                                   cfg.tls_https))
     alerts = Alerts(db, clock, cfg.tz_s, registry.name)
 
     broker = None
@@ -51,9 +81,14 @@ def make_gateway(cfg: GatewayConfig, clock: Clock | None = None,
         host, port = cfg.broker_host, cfg.broker_port
         username, password = cfg.broker_username or None, cfg.broker_password or None
     else:
-        broker = brokers.make_broker(cfg.broker_mode, os.path.join(cfg.data_dir, "broker"), cfg.site,
-                                     host=cfg.broker_bind, port=cfg.broker_port, bridge=cfg.bridge, log=log)
-        host = "127.0.0.1" if cfg.broker_bind in ("0.0.0.0", "::", "") else cfg.broker_bind
+        tls = None
+        if mqtt_tls and site_tls is not None:
+            tls = {"port": cfg.tls_mqtt_port, "cert": site_tls.cert_path, "key": site_tls.key_path,
+                   "plain_host": "127.0.0.1" if cfg.tls_plain_mqtt == "localhost" else cfg.broker_bind}
+        broker = brokers.make_broker(broker_kind, os.path.join(cfg.data_dir, "broker"), cfg.site,
+                                     host=cfg.broker_bind, port=cfg.broker_port, bridge=cfg.bridge, log=log,
+                                     **({"tls": tls} if tls else {}))
+        host = "127.0.0.1" if cfg.broker_bind in ("0.0.0.0", "::", "") or tls else cfg.broker_bind
         port, username, password = broker.port, GATEWAY_USER, secrets["mqtt_password"]
 
     def deliver(batch: list[tuple[str, bytes]]) -> None:

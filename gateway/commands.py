@@ -9,7 +9,7 @@ applied cmd_ids, so there is still at most one effect).
 
 A node whose counter is ahead of ours (a gateway restored from a backup)
 refuses with "replay" and its counter: the command is re-signed above it
-once (`resynced`) and sent again. "clock_invalid" refusals are retried.
+once (`resynced`) and sent again. "clock_invalid" and "no_memory" refusals are retried.
 
 Every method runs on the event loop; `send_many` reads and re-signs in one
 transaction, publishes with no transaction open, then records what the broker
@@ -39,6 +39,7 @@ PENDING = "pending"  # stored, not yet published
 SENT = "sent"  # published at least once, no answer yet
 REPLAY = "replay"  # rejection reasons that get special handling
 CLOCK_INVALID = "clock_invalid"
+NO_MEMORY = "no_memory"  # protocol.commands.NO_MEMORY: authentic, the node's heap was short; retried
 DONE_STATES = (APPLIED, "rejected", "expired", "superseded")  # superseded: a newer command carries its content
 
 
@@ -201,8 +202,9 @@ class CommandService:
         if row["status"] == APPLIED:
             return None  # a duplicate ack of a retry
         if not ack.applied and row["status"] in (PENDING, SENT):
-            if ack.reason == CLOCK_INVALID:
-                # the node has no valid time yet: not final, housekeeping retries it until it expires
+            if ack.reason in (CLOCK_INVALID, NO_MEMORY):
+                # the node has no valid time yet, or no heap to parse it right now: not final,
+                # housekeeping retries it until it expires
                 self.db.run("UPDATE commands SET reason = ?, detail = ? WHERE id = ?", ack.reason, ack.detail, row["id"])
                 return self.get(row["id"])
             if ack.reason == REPLAY and not row["resynced"] and self.desynced(node_id, row["id"], ack.ctr):

@@ -26,6 +26,15 @@
     username = ""                # external only
     password = ""
 
+    [tls]                        # the site CA and encrypted links (docs/security.md)
+    enabled = true               # nodes' MQTT over TLS (Mosquitto) and HTTPS (staff UI, node downloads)
+    mqtt_port = 8883             # Mosquitto's TLS listener for nodes, on [broker] bind
+    plain_mqtt = "localhost"     # the plain listener ([broker] port): "localhost" (only the gateway's own
+                                 # link) or "lan" (nodes not yet re-provisioned, during a migration)
+    https = true                 # with enabled: HTTPS on [http] port (the staff UI, clip and bundle downloads)
+    names = []                   # host names / IP addresses the gateway is reached at (its certificate's names)
+                                 # The embedded broker has no TLS: with it MQTT stays plain (HTTPS still applies).
+
     [commands]
     expiry_s = 600               # a command not acknowledged by then is shown as expired
     retry_s = 10
@@ -65,6 +74,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "http": {"bind": "127.0.0.1", "port": 8080, "metrics": "localhost", "metrics_token_file": "", "api_docs": False,
              "session_idle_min": 30},
     "broker": {"mode": "auto", "host": "127.0.0.1", "port": 1883, "bind": "0.0.0.0", "username": "", "password": ""},
+    "tls": {"enabled": True, "mqtt_port": 8883, "plain_mqtt": "localhost", "https": True, "names": []},
     "commands": {"expiry_s": 600, "retry_s": 10},
     "planner": {"horizon_days": 3},
     "bridge": {"host": "", "port": 8883, "username": "", "password": "", "tls_ca": "", "remote_prefix": ""},
@@ -138,6 +148,22 @@ class GatewayConfig:
         self.broker_bind = str(b["bind"])
         self.broker_username = str(b["username"])
         self.broker_password = str(b["password"])
+        t = merged["tls"]
+        for key in ("enabled", "https"):
+            if not isinstance(t[key], bool):
+                raise _bad("tls." + key, "tls.%s phải là true hoặc false" % key, "tls.%s must be true or false" % key)
+        self.tls_enabled = bool(t["enabled"])
+        self.tls_mqtt_port = int(self._number("tls.mqtt_port", t["mqtt_port"], 0, 65535))
+        if t["plain_mqtt"] not in ("localhost", "lan"):
+            raise _bad("tls.plain_mqtt", "tls.plain_mqtt phải là localhost hoặc lan",
+                       "tls.plain_mqtt must be localhost or lan")
+        self.tls_plain_mqtt = str(t["plain_mqtt"])
+        self.tls_https = bool(t["https"]) and self.tls_enabled
+        names = t["names"]
+        if not isinstance(names, list) or not all(isinstance(n, str) and n.strip() and len(n) <= 253 for n in names):
+            raise _bad("tls.names", "tls.names phải là danh sách tên máy hoặc địa chỉ IP",
+                       "tls.names must be a list of host names or IP addresses")
+        self.tls_names = [n.strip() for n in names]
         self.command_expiry_s = int(self._number("commands.expiry_s", merged["commands"]["expiry_s"], 10, 86400))
         self.command_retry_s = self._number("commands.retry_s", merged["commands"]["retry_s"], 0.2, 3600)
         self.horizon_days = int(self._number("planner.horizon_days", merged["planner"]["horizon_days"], 1, 14))

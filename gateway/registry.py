@@ -49,8 +49,11 @@ def _text(obj: dict[str, Any], key: str, max_len: int, default: str | None = Non
 
 class Registry:
     def __init__(self, db: Database, clock: Clock, hash_password: Callable[[str], str],
-                 files_port: int = 8080) -> None:
+                 files_port: int = 8080,
+                 tls: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> None:
+        """`tls`: adds the site CA, the broker's TLS port and HTTPS to each bundle (gateway/app.py node_tls)."""
         self.db = db
+        self.tls = tls
         self.clock = clock
         self.hash_password = hash_password
         self.files_port = files_port  # the gateway's HTTP port: nodes fetch clips and streams there
@@ -130,6 +133,8 @@ class Registry:
         }
         if kind == "speaker":
             bundle["lamp"] = {"fitted": False}
+        if self.tls is not None:
+            bundle = self.tls(bundle)
         return self.node(node_id), bundle
 
     def reprovision(self, node_id: str, site: str, broker_host: str, broker_port: int,
@@ -145,7 +150,7 @@ class Registry:
                   "broker": {"host": broker_host, "port": broker_port, "user": node_id, "password": password},
                   "files": {"host": broker_host, "port": self.files_port},
                   "zones": node["relays"], "location": location, "board": node["board"]}
-        return bundle
+        return bundle if self.tls is None else self.tls(bundle)
 
     def revoke(self, node_id: str) -> None:
         self.node(node_id)

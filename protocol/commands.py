@@ -10,7 +10,7 @@ The node calls `verify(...)`; only an OK verdict hands out the command, and
 only through `verdict.accept(persist)`, which stores the counter first.
 """
 from protocol import auth, topics
-from protocol.errors import MessageError, ProgramError, ProtocolError
+from protocol.errors import MessageError, NoMemory, ProgramError, ProtocolError
 from protocol.fields import Fields, array_spans, decode_json, encode_json, find_bytes
 from protocol.messages import MAX_SEQ, MAX_TIME, SCHEMA, check_token
 from protocol.plan import MAX_DURATION, BroadcastPlan, ItemTexts, read_airing
@@ -41,6 +41,7 @@ REPLAY = "replay"
 EXPIRED = "expired"
 WRONG_TARGET = "wrong_target"
 MALFORMED = "malformed"
+NO_MEMORY = "no_memory"  # authentic, but the node's heap could not parse it now: not the command's fault
 
 
 def _args_set_program(f, item_texts=None):
@@ -330,6 +331,10 @@ def verify(payload, topic, site, node, key, last_counter, now):
         return Verdict(BAD_SIGNATURE, "signature does not match this node's key", _peek_id(body))
     try:
         cmd = Command.decode(body, payload)
+    except NoMemory as exc:
+        return Verdict(NO_MEMORY, str(exc), _peek_id(body))
+    except MemoryError:
+        return Verdict(NO_MEMORY, "no memory to build the command now", _peek_id(body))
     except (MessageError, ProgramError) as exc:
         return Verdict(MALFORMED, str(exc), _peek_id(body))
     if cmd.site != site or cmd.node != node:

@@ -19,3 +19,8 @@ class MessageError(ProtocolError):
 
 class ProgramError(ProtocolError):
     """A lamp program or broadcast plan is invalid."""
+
+
+class NoMemory(MessageError):
+    """The heap could not hold the parse just now: not the message's fault (a node says "no_memory",
+    never "malformed", for a valid command it could not parse)."""

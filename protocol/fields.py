@@ -7,7 +7,7 @@ with the field's path in the message.
 """
 import json
 
-from protocol.errors import MessageError
+from protocol.errors import MessageError, NoMemory
 
 _INF = float("inf")
 MAX_DEPTH = 12  # nesting our messages need is 5; deeper is an attack on the parser's stack
@@ -32,9 +32,11 @@ def decode_json(payload, limit, what, error=MessageError):
             obj = json.loads(payload)
         except TypeError:  # CPython's json takes no memoryview or bytearray
             obj = json.loads(bytes(payload))
-    except (ValueError, TypeError, RuntimeError, IndexError, KeyError, MemoryError):
+    except (ValueError, TypeError, RuntimeError, IndexError, KeyError):
         # UnicodeError is a ValueError: invalid UTF-8 lands here too
         raise error("%s: payload is not valid JSON" % what)
+    except MemoryError:  # the heap now, or nesting too deep for it: whoever authenticated it may say which
+        raise NoMemory("%s: no memory to parse the payload now" % what)
     if not isinstance(obj, dict):
         raise error("%s: payload must be a JSON object" % what)
     return obj
@@ -231,6 +233,8 @@ class Fields:
             return value
         try:
             return check(value)
+        except NoMemory:
+            raise
         except ValueError as exc:  # ProtocolError and its kin
             self.fail(key, "is invalid: %s" % exc)
 

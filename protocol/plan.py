@@ -17,7 +17,7 @@ on the node then costs a third less heap (an ESP32 has ~100 KB in all):
 import json
 
 from protocol import topics
-from protocol.errors import ProgramError
+from protocol.errors import NoMemory, ProgramError
 from protocol.fields import Fields, is_int
 from protocol.messages import MAX_SEQ, MAX_TIME, SOURCES, check_token
 
@@ -75,26 +75,46 @@ def read_airing(f):
 
 
 class BroadcastItem:
-    """One occurrence. `ref` is the clip hash (src "clip"), the stream id ("stream") or None."""
+    """One occurrence. `ref` is the clip hash (src "clip"), the stream id ("stream") or None.
 
-    def __init__(self, item_id, start, end, src, zones, vol, prio=ROUTINE, ref=None, cat="other"):
+    Kept in five attributes, for the node's heap (a 64-item plan is its largest object, and it
+    holds two while one replaces the other): id, start, end, `_k` (prio, source, category and
+    volume packed in one small int) and `_z` ((zones, ref), one tuple shared by the items that
+    air the same thing in the same zones when built by from_json). The rest are read through
+    __getattr__ (read-only)."""
+
+    def __init__(self, item_id, start, end, src, zones, vol, prio=ROUTINE, ref=None, cat="other", shared=None):
+        if src not in SOURCES or cat not in CATEGORIES or not is_int(vol) or not 0 <= vol <= 127 \
+                or prio not in (ROUTINE, PRIORITY, EMERGENCY):
+            raise ProgramError("item %s: bad source, category, volume or priority" % (item_id,))
         self.id = item_id
         self.start = start
         self.end = end
-        self.src = src
-        self.zones = zones
-        self.vol = vol
-        self.prio = prio
-        self.ref = ref
-        self.cat = cat
+        self._k = prio | SOURCES.index(src) << 2 | CATEGORIES.index(cat) << 4 | vol << 7
+        z = (zones, ref)
+        self._z = z if shared is None else shared.setdefault(z, z)
 
-    @property
-    def clip(self):
-        return self.ref if self.src == "clip" else None
-
-    @property
-    def stream(self):
-        return self.ref if self.src == "stream" else None
+    def __getattr__(self, name):  # src, prio, cat, vol, zones, ref, clip, stream (one function: less code)
+        if name[0] == "_":  # not built yet (a copy, an unpickling): no recursion on _k
+            raise AttributeError(name)
+        k = self._k
+        if name == "src":
+            return SOURCES[k >> 2 & 3]
+        if name == "prio":
+            return k & 3
+        if name == "cat":
+            return CATEGORIES[k >> 4 & 7]
+        if name == "vol":
+            return k >> 7
+        if name == "zones":
+            return self._z[0]
+        if name == "ref":
+            return self._z[1]
+        if name == "clip":  # SOURCES: clip, stream, line
+            return self._z[1] if k >> 2 & 3 == 0 else None
+        if name == "stream":
+            return self._z[1] if k >> 2 & 3 == 1 else None
+        raise AttributeError(name)
 
     @classmethod
     def from_json(cls, arr, where="item", strings=None):
@@ -116,7 +136,7 @@ class BroadcastItem:
             ref = strings.setdefault(ref, ref)
         vol = f.int("vol", 0, 100)
         cat = _canonical(f.choice("cat", CATEGORIES), CATEGORIES)
-        return cls(item_id, start, start + dur, src, zones, vol, prio, ref, cat)
+        return cls(item_id, start, start + dur, src, zones, vol, prio, ref, cat, strings)
 
     def to_json(self):
         return [self.id, self.start, self.end - self.start, self.prio, self.src, self.ref, list(self.zones),
@@ -165,8 +185,10 @@ def _load_item(text, i):
             return json.loads(bytes(text))
         except ValueError:
             pass
-    except (ValueError, MemoryError, RuntimeError):
+    except (ValueError, RuntimeError):
         pass
+    except MemoryError:
+        raise NoMemory("plan.items[%d]: no memory to parse it now" % i)
     raise ProgramError("plan.items[%d] is not valid JSON" % i)
 
 

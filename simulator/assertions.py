@@ -703,6 +703,35 @@ def stream_latency(spec, sc, record, db, run):
                        bad[:6] or "none"))
 
 
+def tls_links(spec, sc, record, db, run):
+    """Every node connection the broker logged came in on its TLS listener ([tls] mqtt_port), none on the
+    plain one, and every node's bundle carried the site CA (scenario `tls = true`)."""
+    import re
+
+    cfg, broker = run.gw.cfg, run.gw.broker
+    tls_port = cfg.tls_mqtt_port
+    ports = {}  # "host:port" of a connection -> the listener's port
+    by_port = {}  # listener port -> node ids that logged in there
+    with open(broker.log_path, errors="replace") as f:
+        for line in f:
+            m = re.search(r"New connection from (\S+) on port (\d+)", line)
+            if m:
+                ports[m.group(1)] = int(m.group(2))
+                continue
+            m = re.search(r"New client connected from (\S+) as \S+ \(.*u'([^']+)'\)", line)
+            if m and m.group(2) != "gateway":
+                by_port.setdefault(ports.get(m.group(1)), set()).add(m.group(2))
+    ids = {n["id"] for n in sc.nodes}
+    over_tls = by_port.get(tls_port, set()) & ids
+    elsewhere = sorted(n for p, names in by_port.items() if p != tls_port for n in names & ids)
+    no_ca = sorted(n for n in ids if not (run.bundles.get(n, {}).get("tls") or {}).get("ca")
+                   or not (run.bundles.get(n, {}).get("files") or {}).get("tls"))  # and HTTPS for downloads
+    ok = cfg.tls_enabled and over_tls == ids and not elsewhere and not no_ca
+    return _result(spec.get("name", "every node connects over TLS only"), ok,
+                   "%d of %d nodes logged in on the TLS port %d; on other ports: %s; bundles without the CA or HTTPS: %s"
+                   % (len(over_tls), len(ids), tls_port, elsewhere[:6] or "none", no_ca[:6] or "none"))
+
+
 def _action_index(sc, name):
     for entry in sc.timeline:
         if entry["type"] == "action" and entry.get("name") == name:
@@ -713,7 +742,7 @@ def _action_index(sc, name):
 KINDS = {f.__name__: f for f in (lamps_follow_program, lamp_level, amplifiers_on_within, aired, no_command_lost,
                                   no_event_gap, recovered_within, alert, lamps_off_without_clock, safe_mode, airings,
                                   never_offline, all_online, rebirthed_within, clip_played, audio_report_matches_truth,
-                                  missed_reported, clip_preempted, stream_latency)}
+                                  missed_reported, clip_preempted, stream_latency, tls_links)}
 
 
 def evaluate(sc, record, db, run):

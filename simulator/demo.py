@@ -100,6 +100,7 @@ def main():
         "data": {"dir": data_dir},
         "http": {"bind": "127.0.0.1", "port": free_port(8080)},
         "broker": {"mode": "embedded", "host": "127.0.0.1", "bind": "127.0.0.1", "port": free_port(1883)},
+        "tls": {"enabled": False},  # the demo stays plain: the embedded broker has no TLS (docs/security.md)
     })
     from simulator.hosts import NodeHost
 

@@ -27,7 +27,9 @@ class NodeHost:
     def __init__(self, tmp, nodes, speed=1, start=None, heap="2M", epoch=None):
         self.spec_path = os.path.join(str(tmp), "host-%d.json" % id(self))
         with open(self.spec_path, "w") as f:
-            json.dump({"speed": speed, "start": start, "epoch": epoch, "nodes": nodes}, f)
+            # DENLOA_SIM_COUNT_SLEEPS=1 (the benchmarks): the host counts the firmware's sleeps by length
+            json.dump({"speed": speed, "start": start, "epoch": epoch, "nodes": nodes,
+                       "count_sleeps": bool(os.environ.get("DENLOA_SIM_COUNT_SLEEPS"))}, f)
         self.heap = heap
         self.lines = []
         self.proc = None

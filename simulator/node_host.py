@@ -28,9 +28,13 @@ prints `reboot NODE CAUSE T` (T: simulated time). A node whose run() died with a
 crash at boot: `boot_crash N`) stays dead until its watchdog expires: the
 firmware arms it before booting.
 
-`stats` prints `stats {"nodes", "p50_ms", "p99_ms", "max_ms", "heap_used"}`: how late
-this host's event loop wakes (every node's tick waits on it) over the last
-samples, and its heap in use.
+`stats` prints `stats {"nodes", "p50_ms", "p99_ms", "max_ms", "heap_used", "heap_free", "gc_us",
+"ticks", "tick_p50_sim_ms", "tick_p99_sim_ms", "tick_max_sim_ms"[, "sleeps"]}`: how late this
+host's event loop wakes (real ms, a 100 ms sleep, over the last samples), its heap in use and
+what one collection took; and, since the last `stats`, how many control ticks its nodes made and
+how late they came on the simulated clock (the gap between two ticks of a node minus its tick_ms:
+the firmware calls hal.service() once per tick). With "count_sleeps" in the spec, "sleeps" counts
+the nodes' sleeps by length (simulated ms): how often each firmware loop woke.
 
 End of stdin quits, so a host never outlives the process that started it.
 """
@@ -62,6 +66,8 @@ class HostedNode:
         self.board = SoftBoard(clock, DirFS(spec["dir"]), truth=self.truth, **options)
         self.board.boot_crash = boot_crash
         self.board.on_reset = self._on_reset
+        self._last_tick = None
+        self._watch_ticks()
         self.node = None
         self.task = None
         self.powered = False
@@ -70,12 +76,30 @@ class HostedNode:
     def truth(self, t, what, value):
         print("truth", self.name, "%.3f" % t, what, json.dumps(value))
 
+    def _watch_ticks(self):
+        """Time each control tick on the simulated clock: the firmware calls hal.service() once per
+        tick (Node.tick), so the gap between two calls is tick_ms plus the tick's lateness."""
+        service = self.board.service
+        clock = self.board.clock
+        tick_ms = self.cfg.tick_ms
+
+        def timed_service():
+            t = clock.ticks_ms()
+            last = self._last_tick
+            self._last_tick = t
+            if last is not None:
+                TICKS.add(t - last - tick_ms)
+            return service()
+
+        self.board.service = timed_service
+
     def _start(self):
         self.node = Node(self.board, self.cfg)
         self.task = asyncio.create_task(self.node.run())
 
     def _drop(self):
         """The running firmware stops at once, as the chip losing power would stop it."""
+        self._last_tick = None  # the gap of a reboot or a power cut is not a late tick
         if self.node is not None:
             self.node.power_cut()  # the link drops without DISCONNECT: the broker publishes the will
             self.node = None
@@ -184,6 +208,59 @@ async def watchdogs(nodes):
                 print("error watchdog", hosted.name, repr(exc))
 
 
+class TickLateness:
+    """How late the nodes' control ticks come, in simulated ms (the gap between two ticks of a node
+    minus its tick_ms), every node of this host together, as a histogram: 10 ms buckets below 1 s,
+    1 s buckets above (up to 2 min). Cleared by each report."""
+
+    def __init__(self):
+        self.clear()
+
+    def clear(self):
+        self.hist = [0] * 220
+        self.count = 0
+        self.max = 0
+
+    def add(self, late):
+        if late < 0:  # a tick a command or a reboot brought forward
+            late = 0
+        self.count += 1
+        if late > self.max:
+            self.max = late
+        self.hist[late // 10 if late < 1000 else min(219, 99 + late // 1000)] += 1
+
+    def pick(self, q):
+        """Upper bound of the q-quantile (ms)."""
+        want = q * self.count
+        seen = 0
+        for i, n in enumerate(self.hist):
+            seen += n
+            if n and seen >= want:
+                return (i + 1) * 10 if i < 100 else (i - 98) * 1000
+        return 0
+
+    def report(self):
+        out = {"ticks": self.count, "tick_p50_sim_ms": self.pick(0.5), "tick_p99_sim_ms": self.pick(0.99),
+               "tick_max_sim_ms": self.max}
+        self.clear()
+        return out
+
+
+TICKS = TickLateness()
+SLEEPS = {}  # simulated ms -> how many times a firmware task slept that long (spec "count_sleeps")
+
+
+def count_sleeps(clock):
+    """Count every sleep the nodes' tasks take, by its length: how often each loop wakes."""
+    sleep_ms = clock.sleep_ms
+
+    def counted(ms):
+        SLEEPS[ms] = SLEEPS.get(ms, 0) + 1
+        return sleep_ms(ms)
+
+    clock.sleep_ms = counted
+
+
 class Lateness:
     """How late a 100 ms sleep wakes up: what every node's tick on this host suffers."""
 
@@ -204,17 +281,28 @@ class Lateness:
     def report(self, nodes):
         import gc
 
+        import time
+
         s = sorted(self.samples) or [0]
         pick = lambda q: s[min(len(s) - 1, int(len(s) * q))]
+        t0 = time.ticks_us()
         gc.collect()
-        return json.dumps({"nodes": nodes, "p50_ms": pick(0.5), "p99_ms": pick(0.99), "max_ms": s[-1],
-                           "heap_used": gc.mem_alloc(), "samples": len(self.samples)})
+        gc_us = time.ticks_diff(time.ticks_us(), t0)
+        out = {"nodes": nodes, "p50_ms": pick(0.5), "p99_ms": pick(0.99), "max_ms": s[-1],
+               "heap_used": gc.mem_alloc(), "heap_free": gc.mem_free(), "gc_us": gc_us, "samples": len(self.samples)}
+        out.update(TICKS.report())
+        if SLEEPS:
+            out["sleeps"] = dict((str(k), n) for k, n in SLEEPS.items())
+            SLEEPS.clear()
+        return json.dumps(out)
 
 
 async def main(path):
     with open(path) as f:
         spec = json.load(f)
     clock = RealClock(spec.get("start"), spec.get("speed", 1), spec.get("epoch"))
+    if spec.get("count_sleeps"):
+        count_sleeps(clock)
     if spec.get("epoch"):
         import time
 

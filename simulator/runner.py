@@ -84,6 +84,8 @@ class Run:
             "site": sc.site, "data": {"dir": os.path.join(self.work, "gateway")},
             "http": {"bind": "127.0.0.1", "port": free_port()},
             "broker": {"mode": sc.broker, "host": "127.0.0.1", "bind": "127.0.0.1", "port": broker_port},
+            # plain unless the scenario says tls = true: then MQTT over TLS and HTTPS, as in production
+            "tls": {"enabled": sc.tls, "https": sc.tls, "mqtt_port": free_port() if sc.tls else 8883},
             "commands": {"retry_s": max(30, int(self.speed)), "expiry_s": EXPIRY_S},
         })
 
@@ -105,8 +107,12 @@ class Run:
         (staff actions go through the ASGI transport: the same app, no socket)."""
         import uvicorn
 
+        tls = {}
+        if cfg.tls_https:  # the certificate make_gateway made (gateway/tls.py)
+            tls = {"ssl_certfile": os.path.join(cfg.data_dir, "tls", "server.pem"),
+                   "ssl_keyfile": os.path.join(cfg.data_dir, "tls", "server.key")}
         server = uvicorn.Server(uvicorn.Config(app, host=cfg.http_bind, port=cfg.http_port, log_level="warning",
-                                               lifespan="off"))
+                                               lifespan="off", **tls))
         server.install_signal_handlers = lambda: None  # the simulator owns its signals
         self.http_server = server
         self.http_task = asyncio.create_task(server.serve(sockets=[http_socket(cfg.http_bind, cfg.http_port)]))
@@ -142,7 +148,8 @@ class Run:
         for zone in sc.zones:
             rng = random.Random(self.rng.random())  # drawn even without a proxy: the seed's other draws stay put
             if sc.proxy:
-                proxy = LinkProxy("127.0.0.1", cfg.broker_port, name=zone["id"], rng=rng)
+                proxy = LinkProxy("127.0.0.1", cfg.tls_mqtt_port if cfg.tls_enabled else cfg.broker_port,
+                                  name=zone["id"], rng=rng)
                 await proxy.start()
                 self.proxies[zone["id"]] = proxy
             (await self.api("POST", "/api/zones", json={"id": zone["id"], "name": zone.get("name", zone["id"])})
@@ -440,8 +447,33 @@ class Run:
     def _hhmm(self, t):
         return time.strftime("%d/%m %H:%M", time.gmtime(t + self.sc.site["utc_offset"] * 3600))
 
+    async def _host_stats(self):
+        """Each node host's lateness over the run (node_host.py `stats`: its control ticks late on the
+        simulated clock, its event loop late in real ms, its heap), asked once at the end."""
+        asked = []
+        for h in dict.fromkeys(self.hosts.values()):
+            mark = len(h.lines)  # the answer is a line after this one (lines are only appended)
+            try:
+                if h.proc is not None and h.proc.poll() is None:
+                    h.send("stats")
+                    asked.append((h, mark))
+            except OSError:  # a host that died (or was killed by a fault) has no figures
+                pass
+        out = []
+        deadline = time.time() + 10
+        for h, mark in asked:
+            while True:
+                got = [line for line in h.lines[mark:] if line.startswith("stats ")]
+                if got or time.time() > deadline:
+                    break
+                await asyncio.sleep(0.05)
+            if got:
+                out.append(json.loads(got[-1].split(" ", 1)[1]))
+        return out
+
     async def _finish(self, wall):
         end = self.clock.now()
+        host_stats = await self._host_stats()
         truth, reboots = self._truth_and_reboots()
         gw = self.gw
         db_state = {
@@ -479,6 +511,10 @@ class Run:
             "all_online_wall_s": self.all_online_wall_s,  # from the run's start, setup and host start-up included
             "hosts_started_wall_s": round(self.hosts_started_wall_s or 0, 2),
             "event_gaps": len(db_state["gaps"]),
+            "hosts": host_stats,  # per host: control ticks late (simulated ms), loop late (real ms), heap
+            "tick_late_p99_sim_ms": max((h.get("tick_p99_sim_ms", 0) for h in host_stats), default=None),
+            "tick_late_max_sim_ms": max((h.get("tick_max_sim_ms", 0) for h in host_stats), default=None),
+            "ticks": sum(h.get("ticks", 0) for h in host_stats),
         }
         await self.close()
         return record

@@ -8,6 +8,7 @@
     duration = "16h"              # "90s", "30m", "16h", or seconds
     broker = "mosquitto"          # or "embedded"
     nodes_per_host = 50           # nodes per MicroPython host process
+    tls = false                   # true: nodes reach Mosquitto over TLS (site CA) and fetch over HTTPS
     proxy = "auto"                # nodes reach the broker through a TCP proxy per zone: true, false, or
                                   # "auto" (only when the scenario has partition / heal faults)
 
@@ -100,6 +101,10 @@ class Scenario:
         self.broker = raw.get("broker", "mosquitto")
         if self.broker not in ("mosquitto", "embedded"):
             raise ScenarioError("%s: broker must be mosquitto or embedded" % path)
+        self.tls = raw.get("tls", False)
+        if not isinstance(self.tls, bool) or (self.tls and self.broker != "mosquitto"):
+            raise ScenarioError("%s: tls must be true or false, and true needs broker = \"mosquitto\" "
+                                "(the embedded broker has no TLS)" % path)
         self.nodes_per_host = int(raw.get("nodes_per_host", 50))
         self.program = raw.get("program")
         self.zones = list(raw.get("zones", []))

@@ -69,7 +69,8 @@ def mount_ui(app: FastAPI, gw: Gateway) -> Web:
                 refused.headers["Retry-After"] = str(max(1, math.ceil(exc.until - gw.clock.now())))
             return refused
         answer = web.redirect(next_url)
-        answer.set_cookie(SESSION_COOKIE, session, httponly=True, samesite="strict", max_age=12 * 3600)
+        answer.set_cookie(SESSION_COOKIE, session, httponly=True, samesite="strict", max_age=12 * 3600,
+                          secure=request.url.scheme == "https")  # over HTTPS: never sent in clear
         answer.delete_cookie(LOGIN_CSRF_COOKIE)
         return answer
 

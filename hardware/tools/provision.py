@@ -80,13 +80,23 @@ def append_inventory(path, row):
 class Gateway:
     """The gateway's JSON API with an admin session (cookie + CSRF token), over urllib."""
 
-    def __init__(self, url, user, password, timeout=30):
+    def __init__(self, url, user, password, timeout=30, ca=None):
+        """`ca`: the site CA (PEM file) an https:// gateway's certificate is verified against."""
         import http.cookiejar
+        import ssl
         import urllib.request
 
         self.url = url.rstrip("/")
         self.timeout = timeout
-        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+        handlers = [urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar())]
+        if self.url.startswith("https://"):
+            try:  # the site CA only: the admin password goes to this gateway and no other
+                context = ssl.create_default_context(cafile=ca) if ca else ssl.create_default_context()
+            except (OSError, ssl.SSLError) as exc:
+                raise ToolError("Không đọc được chứng chỉ CA %s: %s" % (ca, exc), "Cannot read the CA file %s: %s" % (ca, exc))
+            handlers.append(urllib.request.HTTPSHandler(context=context))
+        self.ca = ca
+        self.opener = urllib.request.build_opener(*handlers)
         self.csrf = None
         status, body = self.call("POST", "/api/login", {"username": user, "password": password})
         if status != 200:
@@ -117,6 +127,13 @@ class Gateway:
                 return exc.code, {}
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
+            if "CERTIFICATE_VERIFY_FAILED" in str(reason) or "certificate verify failed" in str(reason):
+                raise ToolError("Chứng chỉ của gateway %s không được xác minh (%s): dùng --gateway-ca với tệp ca.pem "
+                                "của xã (DATA/tls/ca.pem trên gateway; so dấu SHA-256 với dòng `tls:` khi gateway khởi động)"
+                                % (self.url, reason),
+                                "The gateway's certificate at %s could not be verified (%s): give --gateway-ca with the "
+                                "site's ca.pem (DATA/tls/ca.pem on the gateway; compare its SHA-256 with the gateway's "
+                                "`tls:` start-up line)" % (self.url, reason))
             raise ToolError("Không kết nối được gateway %s (%s): kiểm tra mạng Wi-Fi/LAN của máy tính và địa chỉ, "
                             "hoặc dùng --offline-bundle" % (self.url, reason),
                             "Cannot reach the gateway %s (%s): check the laptop's network and the address, or use "
@@ -192,6 +209,10 @@ def node_config(bundle, board, version, wifi):
     for key in ("site", "node", "key", "broker", "location"):
         if key not in cfg:
             raise ToolError("Gói cấu hình thiếu %r" % key, "The provisioning bundle has no %r" % key)
+    tls_on = (cfg["broker"] or {}).get("tls") or (cfg.get("files") or {}).get("tls")
+    if tls_on and "BEGIN CERTIFICATE" not in str((cfg.get("tls") or {}).get("ca")):
+        raise ToolError("Gói cấu hình bật TLS nhưng thiếu chứng chỉ CA của xã (tls.ca): xuất lại gói từ gateway",
+                        "The provisioning bundle turns TLS on but has no site CA (tls.ca): export it again")
     return cfg
 
 
@@ -262,7 +283,8 @@ def main(args):
             bundle = offline_bundle(args.offline_bundle, args.node, inventory)
             action, source = "offline", "offline:" + Path(args.offline_bundle).name
         else:
-            gw = Gateway(args.gateway, args.user, _password("DENLOA_ADMIN_PASSWORD", "Admin password (%s): " % args.user))
+            gw = Gateway(args.gateway, args.user, _password("DENLOA_ADMIN_PASSWORD", "Admin password (%s): " % args.user),
+                         ca=args.gateway_ca)
             spec = {"id": args.node, "zones": args.zone, "kind": args.kind, "board": args.board or DEFAULT_BOARD}
             if args.name:
                 spec["name"] = args.name
@@ -318,7 +340,9 @@ def add_arguments(p):
     p.add_argument("--site", help="the commune's site id: checked against the gateway's (default: the gateway's)")
     p.add_argument("--node", required=True, help="the node's id, e.g. den-thon1-03")
     p.add_argument("--zone", action="append", default=[], help="a zone of the node (repeat for several)")
-    p.add_argument("--gateway", default=os.environ.get("DENLOA_GATEWAY"), help="gateway URL, e.g. http://192.168.1.10:8080")
+    p.add_argument("--gateway", default=os.environ.get("DENLOA_GATEWAY"), help="gateway URL, e.g. https://192.168.1.10:8080")
+    p.add_argument("--gateway-ca", default=os.environ.get("DENLOA_GATEWAY_CA"),
+                   help="an https:// gateway: the site CA (its DATA/tls/ca.pem) to verify it with")
     p.add_argument("--user", default="admin", help="gateway admin user (password: DENLOA_ADMIN_PASSWORD or asked)")
     p.add_argument("--replace", action="store_true", help="the id is taken: give it new credentials (a new board)")
     p.add_argument("--offline-bundle", help="a provisioning bundle exported by the gateway (JSON)")

@@ -51,6 +51,13 @@ def main(path):
         out["scale_connects_peak_per_s_boot"] = max((n for sec, n in rates if sec < cut), default=None)
         out["scale_connects_peak_per_s_after_restart"] = max((n for sec, n in rates if sec >= cut), default=None)
         out["scale_connects_per_s"] = json.dumps([n for _, n in rates])
+    hosts = m.get("hosts") or []
+    if hosts:  # the control ticks of every node on the simulated clock (1x: simulated ms = real ms)
+        p99 = m.get("tick_late_p99_sim_ms")
+        out["scale_tick_late_p99_ms"] = figure(p99, "<= 100 ms at 1x (%d nodes, %d hosts; boot storm, emergency and"
+                                               " broker restart included)" % (nodes, len(hosts)),
+                                               p99 is not None and p99 <= 100)
+        out["scale_tick_late_max_ms"] = m.get("tick_late_max_sim_ms")
     print(json.dumps(out))
 
 

@@ -3,7 +3,8 @@
     micropython tests/firmware/mqtt_probe.py HOST PORT CLIENT_ID [key=value ...]
 
 keys: user, password, keepalive (s), clean=0|1, will=TOPIC|PAYLOAD|QOS|RETAIN,
-      sub=TOPIC|QOS (repeatable), bmin, bmax (backoff ms), max_queue
+      sub=TOPIC|QOS (repeatable), bmin, bmax (backoff ms), max_queue,
+      ca=PEM FILE (TLS, verified against it), server_name=NAME (the name the server's certificate must have)
 stdin, one command a line:
   pub TAG TOPIC QOS RETAIN TIMEOUT_MS PAYLOAD   publish in the background; prints "pub TAG True|False"
   sub TOPIC QOS                                 subscribe now (and on every reconnect)
@@ -29,12 +30,17 @@ def options(argv):
     kw = {"subs": []}
     for arg in argv:
         key, _, value = arg.partition("=")
-        if key in ("user", "password"):
+        if key in ("user", "password"):  # noqa: SIM114
             kw[key] = value
         elif key in ("keepalive", "max_queue"):
             kw[key] = int(value)
         elif key in ("bmin", "bmax"):
             kw["backoff_%s_ms" % key[1:]] = int(value)
+        elif key == "ca":
+            with open(value) as f:
+                kw["ca"] = f.read()
+        elif key == "server_name":
+            kw["server_name"] = value
         elif key == "clean":
             kw["clean"] = value == "1"
         elif key == "will":
@@ -69,6 +75,10 @@ async def main(argv):
     host, port, client_id = argv[0], int(argv[1]), argv[2]
     kw = options(argv[3:])
     subs = kw.pop("subs")
+    if "ca" in kw:
+        from firmware.tls import Tls
+
+        kw["tls"] = Tls(kw.pop("ca"), kw.pop("server_name", host))
     began = time.ticks_ms()
 
     def log(text):

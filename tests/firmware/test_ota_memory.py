@@ -1,8 +1,10 @@
 """An update downloads and verifies a 36-file bundle while the node holds a full program and a
 50-item plan, within the node's heap (portable; under MicroPython the runner leaves the node
-64 KB, see tests/mpy_run.py). Target: live heap <= 56 KB at every sample of the download (the
-plan and program alone take ~42 KB here; the update adds its buffers, the HTTP request's
-coroutine frames and one manifest entry at a time, ~10 KB on this 64-bit port)."""
+64 KB, see tests/mpy_run.py). Target: live heap <= 48 KB at every sample of the download (the
+node with its plan and program takes ~27 KB here; the update adds its two buffers, the HTTP
+request's coroutine frames and the one manifest entry being installed, ~9 KB on this 64-bit port).
+Until issue 13 this measured 53.6 KB: firmware.ota's code was imported inside the measure (the node
+imports it when built), and the plan's items took 270 B each instead of 210."""
 import asyncio
 
 from firmware import boot
@@ -11,7 +13,15 @@ from tests.firmware.http_fake import FakeServer
 from tests.firmware.ota_kit import app_files, bundle, node_root, ota_args, rmtree, serve, slot_version
 from tests.firmware.rig import MONDAY, Rig
 
-LIMIT = 56 * 1024
+LIMIT = 48 * 1024
+# What the node imports when first used (asyncio's Event, the updater, the audio decoder) is imported
+# here, before the runner sets the budget: on the ESP32 that code is frozen in flash, not in the heap.
+asyncio.Event
+try:  # viper code: MicroPython only
+    import firmware.ima_viper  # noqa: F401
+except ImportError:
+    pass
+import firmware.ota  # noqa: E402,F401
 _extra = {}
 for _i in range(31):
     _extra["firmware/mod%02d.py" % _i] = (("# module %d of the new build\n" % _i) * 90).encode()
@@ -29,8 +39,9 @@ class LeanServer(FakeServer):
 
     async def open(self, host, port):
         self.requests = []
-        self.connections = [c for c in self.connections if not c.closed]
-        return await FakeServer.open(self, host, port)
+        ends = await FakeServer.open(self, host, port)
+        self.connections = []  # the node holds its connection while it uses it: no other reference
+        return ends
 
 
 SERVER = LeanServer(chunk=256)
@@ -81,6 +92,6 @@ def test_an_update_fits_the_heap_beside_a_50_item_plan():
         rig.node = None
         rmtree(root)
     print("node live heap during an update: %(plan)d B with the 50-item plan; peak %(peak)d B while 36 files"
-          " download (target <= 57344 B)" % figures)
+          " download (target <= 49152 B)" % figures)
     if figures["peak"]:  # MicroPython measures; CPython has no gc.mem_alloc
         assert figures["peak"] <= LIMIT, figures

@@ -16,6 +16,10 @@ the node's counter of that moment, so a valid command is really valid when it ar
 The node process (tests/fuzz/node_host.py under `micropython`, 64 KB budget) answers each case;
 `check()` turns the answers into failures: a crash (an exception or MemoryError escaping
 handle_message), an actuation by a case that may not act, a valid command not applied.
+
+To replay a failing run exactly (the heap's history is what fails): NODE_FUZZ_RECORD=/tmp/rec keeps
+each node process's stdin as /tmp/rec-N.bin; `micropython -X heapsize=1M tests/fuzz/node_host.py 64K
+--trace-heap < /tmp/rec-0.bin` answers the same, with the free heap after each case.
 """
 import json
 import os
@@ -296,9 +300,15 @@ class NodeProcess:
         self.counter = 0
         self.free = None
         self.restarts = -1
+        self.record = None
 
     def start(self):
         self.restarts += 1
+        where = os.environ.get("NODE_FUZZ_RECORD")  # a file prefix: each process's stdin is kept, to replay
+        if where:  # (micropython node_host.py 64K < PREFIX-N.bin)
+            if self.record is not None:
+                self.record.close()
+            self.record = open("%s-%d.bin" % (where, self.restarts), "wb")
         os.makedirs(os.path.dirname(TRACE), exist_ok=True)
         self.proc = subprocess.Popen([MICROPYTHON, "-X", "heapsize=" + self.heap, HOST, self.budget, "--trace=" + TRACE],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -321,6 +331,9 @@ class NodeProcess:
             frames.append(t)
             frames.append(payload)
         out = []
+        if self.record is not None:
+            self.record.write(b"".join(frames))
+            self.record.flush()
         try:
             self.proc.stdin.write(b"".join(frames))
             self.proc.stdin.flush()

@@ -35,6 +35,7 @@ class GatewayRig:
             "http": {"bind": "127.0.0.1", "port": free_port()},
             "broker": {"mode": broker, "host": "127.0.0.1", "bind": "127.0.0.1", "port": broker_port or free_port()},
             "commands": {"retry_s": retry_s, "expiry_s": 300},
+            "tls": {"enabled": False},  # plain: tests that need TLS turn it on (tests/security/test_tls_cpython.py)
         }
         self.gw = None
         self.http = None

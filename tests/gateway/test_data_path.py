@@ -38,6 +38,7 @@ def start_gateway(tmp_path):
     cfg = tmp_path / "gateway.toml"
     cfg.write_text('[site]\nid = "%s"\nname = "Xã An Bình"\n[data]\ndir = "%s"\n[http]\nport = %d\n'
                    '[broker]\nmode = "mosquitto"\nbind = "127.0.0.1"\nport = %d\n[commands]\nretry_s = 5\n'
+                   '[tls]\nenabled = false\n'
                    % (SITE, tmp_path / "data", http_port, broker_port))
     proc = subprocess.Popen([sys.executable, "-m", "gateway", "--config", str(cfg)], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -2,6 +2,8 @@
 emergency and lamp counters in reports."""
 import asyncio
 
+import pytest
+
 from gateway.app import make_gateway
 from gateway.clock import ManualClock
 from gateway.config import GatewayConfig
@@ -111,16 +113,18 @@ def test_a_second_replay_rejection_after_a_resync_is_final(tmp_path):
         b.close()
 
 
-def test_a_command_refused_for_no_valid_clock_is_retried(tmp_path):
+@pytest.mark.parametrize("reason", ["clock_invalid", "no_memory"])
+def test_a_command_refused_for_no_valid_clock_or_no_heap_is_retried(tmp_path, reason):
+    """Neither is the command's fault: the node had no valid time, or no heap to parse it just now."""
     b = Bench(tmp_path)
     try:
         node = "den-3-07"
         b.birth(node)
         cmd = b.gw.commands.create(node, ops.LAMP_OVERRIDE, {"level": 50, "until": int(b.clock.now()) + 600})
         b.send(cmd)
-        b.handle(node, "ack", Ack(cmd, "rejected", "clock_invalid", "no valid time yet"))
+        b.handle(node, "ack", Ack(cmd, "rejected", reason, "not now"))
         row = b.gw.commands.get(cmd)
-        assert row["status"] == "sent" and row["reason"] == "clock_invalid"
+        assert row["status"] == "sent" and row["reason"] == reason
         b.clock.advance(b.gw.cfg.command_retry_s + 1)
         assert cmd in b.gw.commands.due()
         b.handle(node, "ack", Ack(cmd, "applied"))

@@ -11,7 +11,7 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SCENARIOS = ["bad-hardware", "outage", "smoke", "emergency", "boot-loop", "daily-news", "broadcast-tts",
-             "emergency-stream"]  # long/: make sim only
+             "emergency-stream", "tls"]  # long/: make sim only
 
 
 @pytest.mark.parametrize("name", SCENARIOS)

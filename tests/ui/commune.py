@@ -56,6 +56,7 @@ class Commune:
             "http": {"bind": "127.0.0.1", "port": self.http_port},
             "broker": {"mode": "mosquitto", "host": "127.0.0.1", "bind": "127.0.0.1", "port": free_port()},
             "commands": {"retry_s": 2, "expiry_s": 300},
+            "tls": {"enabled": False},  # the UI tests talk plain HTTP to it
         })
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="gateway", daemon=True)
