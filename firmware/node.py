@@ -94,6 +94,10 @@ class Node:
         self._day = None  # local day number of the last tick (lamp counters at midnight)
         self.mqtt = None
         self.running = False
+        # asyncio Events made by run() (its loop's): the idle tasks wait on them instead of polling
+        self._stopped = None  # set when running ends: run() returns
+        self._outbox_wake = None  # set by every ack and event queued, and by each tick
+        self._audio_wake = None  # set by each tick (which arms and starts items): the idle player wakes
         self.reboot_pending = None
         self.restarts = 0
         self._beats = {}
@@ -277,6 +281,8 @@ class Node:
     # ---- events and acks ---------------------------------------------------
     def emit(self, kind, data=None):
         self.events.emit(kind, data, self._ts())
+        if self._outbox_wake is not None:
+            self._outbox_wake.set()
 
     def _ts(self):
         return self.clock.now()
@@ -286,6 +292,8 @@ class Node:
         self.outbox.append((self.topic[topics.ACK], payload))
         if len(self.outbox) > MAX_OUTBOX:
             self.outbox.pop(0)
+        if self._outbox_wake is not None:
+            self._outbox_wake.set()
 
     def _reject(self, cmd_id, reason, detail, **more):
         """Rejected (no effect, nothing remembered: a retry is judged again), acked and reported."""
@@ -567,6 +575,7 @@ class Node:
         if not self.booted:
             self.boot()
         self.running = True
+        self._stopped = asyncio.Event()
         self.mqtt = self.make_client()
         self.mqtt.subscribe(self.topic[topics.CMD], 1)
         loops = (("control", self._control_loop), ("link", self._link_loop),
@@ -580,8 +589,8 @@ class Node:
         if self.ota is not None:
             tasks.append(asyncio.create_task(self._guard("ota", self.ota.run, beat=False)))
         try:
-            while self.running:
-                await self.hal.sleep_ms(200)
+            if self.running:
+                await self._stopped.wait()  # stop(), power_cut(), a reset, or the control tick seeing running end
         finally:
             await self.mqtt.close()  # a clean DISCONNECT while the link is still up: no will
             for task in tasks:
@@ -590,10 +599,18 @@ class Node:
     def stop(self):
         """Stop cleanly: run() ends with a DISCONNECT (no will)."""
         self.running = False
+        self._wake_all()
+
+    def _wake_all(self):
+        """running has ended: run() and the waiting tasks see it now."""
+        for event in (self._stopped, self._outbox_wake, self._audio_wake):
+            if event is not None:
+                event.set()
 
     def power_cut(self):
         """Stop as a power cut would: the link just drops, the broker publishes the will."""
         self.running = False
+        self._wake_all()
         if self.mqtt is not None:
             self.mqtt.abort()
 
@@ -633,13 +650,30 @@ class Node:
                 self.energy.flush()
                 hal.reset()
                 self.running = False
+            # the idle outbox and player wake once a tick (their heartbeat; the tick may have armed an item);
+            # running ended by a plain assignment is seen here, within a tick
+            if not self.running:
+                break
+            for event in (self._outbox_wake, self._audio_wake):
+                if event is not None:
+                    event.set()
             await hal.sleep_ms(self.cfg.tick_ms)
+        self._wake_all()
 
     async def _audio_loop(self):
         """The player's task: feeds I2S and starts items at their instant, never blocking the tick."""
+        import asyncio
+
+        speaker = self.speaker
+        self._audio_wake = wake = asyncio.Event()  # this task's own (its loop's; a restarted task makes a new one)
         while self.running:
             self._beat("audio")
-            await self.hal.sleep_ms(self.speaker.pump())
+            wait = speaker.pump()
+            if speaker.idle():  # nothing playing, nothing armed: until the next tick, which may arm one
+                wake.clear()
+                await wake.wait()
+            else:
+                await self.hal.sleep_ms(wait)
 
     async def _link_loop(self):
         """Birth on every connect, time requests, telemetry."""
@@ -707,11 +741,14 @@ class Node:
 
     async def _outbox_loop(self):
         """Acks, then events in order; each removed only once the broker has it."""
+        import asyncio
+
         hal, mqtt = self.hal, self.mqtt
+        self._outbox_wake = wake = asyncio.Event()  # this task's own, set by _ack, emit and each tick
         while self.running:
             self._beat("outbox")
             if not mqtt.is_up():
-                await hal.sleep_ms(200)
+                await hal.sleep_ms(200)  # (reconnects are rare: no need to wait on the link's event)
                 continue
             if self.outbox:
                 topic, payload = self.outbox[0]
@@ -720,8 +757,9 @@ class Node:
                         self.outbox.pop(0)
                 continue
             payload = self.events.peek()
-            if payload is None:
-                await hal.sleep_ms(100)
+            if payload is None:  # nothing to send: until an ack or event is queued, or the next tick
+                wake.clear()
+                await wake.wait()
                 continue
             if b'"time_request"' in payload:
                 self.clock.request_sent()

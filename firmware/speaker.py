@@ -532,6 +532,10 @@ class Loudspeaker:
         if isinstance(item, Commanded) and why in ("end", "stream_ended", "clip_bad"):
             self.commanded = [c for c in self.commanded if c is not item]
 
+    def idle(self):
+        """Nothing armed and nothing playing: the audio task may wait for the next tick (which arms items)."""
+        return self._armed is None and (self.player is None or self.segment is None)
+
     def pump(self):
         """The audio task's step (every few ms): feed I2S, start an armed item at its instant,
         notice the end of a segment at once. Returns the ms the task may sleep."""

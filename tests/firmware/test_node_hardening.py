@@ -1,4 +1,5 @@
 """Issue 8: retries, plan pushes, stale syncs, power cuts on the command path, re-keying, safe mode (portable)."""
+import gc
 import sys
 
 from protocol.messages import Ack, State
@@ -232,6 +233,8 @@ def _cut_run(op, args, effect):
             assert effect(rig) == 1
         finally:
             rig.close()
+        rig = None  # one node at a time, as on the board: the next Rig is not built beside this one
+        gc.collect()
         budget += SWEEP_STEP
     return budget
 
