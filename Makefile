@@ -52,7 +52,7 @@ test-py: setup
 # run as .mpy compiled by mpy-cross, as they are on the node.
 MPY_SOURCES = $(shell ls protocol/*.py firmware/*.py hardware/*.py tests/__init__.py tests/portable.py \
 	tests/mpy_run.py tests/protocol/*.py tests/firmware/*.py tests/hardware/*.py tests/bench/*.py tests/security/*.py \
-	| grep -v _cpython.py | grep -v -E 'tests/bench/(report|stream_bench|audio_report|run_all|simrun|sim_speed|sun_bench)\.py')
+	| grep -v _cpython.py | grep -v -E 'tests/bench/(report|stream_bench|audio_report|run_all|simrun|sim_speed|sun_bench|node_memory)\.py')
 MPY_BUILD := build/mpy
 comma := ,
 

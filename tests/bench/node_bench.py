@@ -116,28 +116,6 @@ def start_error_1x(runs=3):
     return round(worst, 1)
 
 
-def playing_while_downloading(tls=False):
-    """Live heap (bytes over the base) of a node with a 50-item plan and the full program, a fetched clip
-    on air and the next clip's download in flight: tests/firmware/test_clips_memory.py's run (the same
-    node, player, cache and fake HTTP server), its figures taken from the line it prints."""
-    import tests.firmware.test_clips_memory as tcm
-
-    said = []
-    tcm.print = lambda *a: said.append(" ".join(str(x) for x in a))  # the test's report line, kept
-    try:
-        if tls:
-            tcm.test_the_same_with_the_tls_context_production_nodes_keep_from_boot()
-        else:
-            tcm.test_the_player_airs_a_fetched_clip_with_a_download_in_flight_within_the_heap()
-    finally:
-        del tcm.print
-    words = said[-1].split() if said else []
-    # "node live heap: P B with the 50-item plan; Q B with a clip on air and a download in flight ...; S B
-    # with a live stream receiving"
-    nums = [int(w) for w in words if w.lstrip("-").isdigit()]
-    return (nums[1], nums[2]) if len(nums) > 2 else (None, None)
-
-
 def tick_parts(node, clock, n=1000):
     """us per tick spent in the parts of Node.tick (program.decide, lamp.check, speaker.update)."""
     acc = {}
@@ -225,29 +203,16 @@ def main():
     dec = decode_cost()
     play_peak, play_ended = playing_heap()
     start_err = start_error_1x()
-    gc.collect()
-    download_peak = playing_while_downloading()[0]
-    gc.collect()
-    tls_download, tls_stream = playing_while_downloading(tls=True)
     wake_us = wakeup_cost()
     print(json.dumps({
         "player_decode_ms_per_audio_s_viper": _fig(round(dec["viper"][0], 2), "<= 2 ms here (ESP32 ~45-115x: <= 230 ms)",
                                                    dec["viper"][0] <= 2 and dec["viper"][1]),
         "player_decode_ms_per_audio_s_plain": round(dec["plain"][0], 1),
-        "node_heap_peak_playing_bytes": _fig(play_peak, "<= 49152 (48 KB, with the download: other part)",
+        "node_heap_peak_playing_bytes": _fig(play_peak, "<= 49152 (48 KB; with a download in flight: section node_memory)",
                                              play_peak <= 49152 and play_ended == 1),
         "player_start_error_ms_1x": _fig(start_err, "<= 20 ms", start_err is not None and start_err <= 20),
         "node_heap_peak_idle_bytes": _fig(peak, "<= 65536 (the 64 KB the firmware tests leave the node;"
                                           " a day: full program, 50-item plan)", peak <= 65536),
-        "node_heap_peak_playing_downloading_bytes": _fig(
-            download_peak, "<= 49152 (48 KB: a clip on air, the next one downloading, 50-item plan)",
-            download_peak is not None and download_peak <= 49152),
-        "node_heap_tls_playing_downloading_bytes": _fig(
-            tls_download, "<= 49152 (as above, with the TLS context production nodes keep from boot)",
-            tls_download is not None and tls_download <= 49152),
-        "node_heap_tls_stream_bytes": _fig(
-            tls_stream, "<= 49152 (a live stream receiving, the TLS context kept; -1: no room, stream lost)",
-            tls_stream is not None and 0 <= tls_stream <= 49152),
         "node_tick_us": _fig(round(tick_us, 1), "<= 870 us here (an ESP32 ~45-115x slower: <= 100 ms,"
                              " a tenth of the 1 s tick)", tick_us <= 870),
         "node_tick_parts_us": json.dumps(parts),

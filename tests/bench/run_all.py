@@ -41,7 +41,9 @@ def _sim(scenario, out, report_script):
 # (section, argv, cwd, timeout s, what it measures)
 STEPS = [
     ("node", [MPY, "-X", "heapsize=2M", "-m", "tests.bench.node_bench"], "build/mpy", 300,
-     "node heap (idle day, playing, playing while downloading), tick cost, decode, start error"),
+     "node heap (idle day, playing), tick cost, decode, start error"),
+    ("node_memory", [PY, "tests/bench/node_memory.py"], ".", 600,
+     "node live heap from the memory tests under the 64 KB budget: a day, clip + download, stream, OTA, with TLS"),
     ("sun", [PY, "tests/bench/sun_bench.py"], ".", 180, "sun times vs astral, double and single precision"),
     ("gateway", [PY, "tests/bench/gateway_bench.py"], ".", 300, "emergency to 100 real firmware nodes"),
     ("scale", [PY, "tests/bench/scale_bench.py"], ".", 600,
