@@ -3,9 +3,9 @@ the nodes' control ticks come on the simulated clock at each, where the host's C
 wall time 24 h would take at the best speed that keeps the ticks honest.
 
 Every node runs the unmodified firmware, whose control loop ticks every simulated second; at speed S
-200 nodes ask for 200 x S ticks a real second, and each node's other tasks (outbox every 100 ms, the
-run loop every 200 ms, the link every 500 ms, the audio task every 200 ms on a loudspeaker) wake as
-often in simulated time. When the hosts cannot keep up, ticks come late: the simulation is then
+200 nodes ask for 200 x S ticks a real second, and each node's other tasks wake as often in simulated
+time (the link every 500 ms, the clip and update tasks every second; the idle outbox and player once a
+tick, woken by it; about 6 wakes per node per simulated second, 24 before the idle tasks stopped polling). When the hosts cannot keep up, ticks come late: the simulation is then
 kinder on CPU than an ESP32 would be (a node does fewer ticks than it should), so a speed only counts
 if its p99 tick lateness stays <= 1 s simulated. Prints one JSON line.
 
