@@ -33,6 +33,9 @@ KINDS = {
                          "{name} did not air scheduled {item} at {since}"),
     "broadcast_not_aired": ("warning", "{name} không phát được bản tin {item} lúc {since}: {why_vi}",
                             "{name} could not air {item} at {since}: {why_en}"),
+    "aired_after_cancel": ("warning", "{name} vẫn phát bản tin {item} lúc {since} dù lịch đã bị hủy lúc {cancelled}"
+                           " (lệnh hủy đến loa quá muộn)", "{name} aired {item} at {since} although it was cancelled"
+                           " at {cancelled} (the cancel reached the loudspeaker too late)"),
     "cmd_rejected": ("critical", "{name} từ chối một lệnh ({reason}) lúc {since}: có thể bị giả mạo",
                      "{name} rejected a command ({reason}) at {since}: possible attack"),
     "command_expired": ("warning", "Lệnh {op} tới {name} hết hạn lúc {since} mà chưa được xác nhận",

@@ -137,6 +137,7 @@ def make_gateway(cfg: GatewayConfig, clock: Clock | None = None,
     ingest.on_birth.append(timesync.on_birth)
     ingest.on_birth.append(plans.on_birth)
     ingest.on_event.append(firmware.on_event)
+    ingest.on_event.append(plans.on_event)  # an airing of a cancelled schedule: alert
     commands.on_result.append(firmware.on_command_result)
 
     def push_plans(what: str, node_ids: list[str]) -> None:

@@ -4,7 +4,11 @@
 publishes the gateway's retained online state (the will says offline), and
 hands what arrives to `deliver` in batches: everything already queued, up to
 `BATCH_MAX`, so ingest can store a batch in one transaction instead of one
-commit per message.
+commit per message. Its session is persistent (clean_session=False, QoS 1
+subscriptions): while the gateway is down the broker queues for it, and a QoS 1
+message is acknowledged to the broker only after ingest stored it, so a message
+the gateway had received but not stored when it stopped comes again (ingest
+ignores the repeat).
 """
 from __future__ import annotations
 
@@ -46,11 +50,18 @@ class MqttLink:
         backoff = 0.5
         while self.running:
             try:
-                async with aiomqtt.Client(self.host, self.port, identifier="denloa-gw-" + self.site,
-                                          username=self.username, password=self.password, will=will,
-                                          clean_session=False, keepalive=30, max_inflight_messages=0,  # 0: no limit (paho)
-                                          
-                                          max_queued_incoming_messages=0, timeout=10) as client:
+                client = aiomqtt.Client(self.host, self.port, identifier="denloa-gw-" + self.site,
+                                        username=self.username, password=self.password, will=will,
+                                        clean_session=False, keepalive=30, max_inflight_messages=0,  # 0: no limit (paho)
+                                        max_queued_incoming_messages=0, timeout=10)
+                paho_client = getattr(client, "_client", None)
+                if paho_client is not None:
+                    # Acknowledge a QoS 1 message only once ingest has stored it (_receive): paho's default
+                    # acks on arrival, so what sat in aiomqtt's queue when the gateway stopped (a restart, a
+                    # crash) was acked to the broker and lost: the soak's single-event gaps. Set before
+                    # connecting: the broker sends the session's queued messages right after CONNACK.
+                    paho_client.manual_ack_set(True)
+                async with client:
                     client.pending_calls_threshold = 10000  # an emergency fan-out has a thousand in flight
                     await client.publish(state_topic, b'{"v":1,"online":true}', qos=1, retain=True)
                     for kind in (topics.STATE, topics.EVT, topics.ACK):
@@ -75,12 +86,16 @@ class MqttLink:
 
     async def _receive(self, client: aiomqtt.Client) -> None:
         queue: Any = getattr(client, "_queue", None)  # aiomqtt 2.x keeps arrivals in an asyncio.Queue
+        paho_client: Any = getattr(client, "_client", None)
         async for message in client.messages:
-            batch = [(str(message.topic), _payload(message.payload))]
-            while queue is not None and len(batch) < BATCH_MAX and not queue.empty():
-                more = queue.get_nowait()
-                batch.append((str(more.topic), _payload(more.payload)))
-            self.deliver(batch)
+            messages = [message]
+            while queue is not None and len(messages) < BATCH_MAX and not queue.empty():
+                messages.append(queue.get_nowait())
+            self.deliver([(str(m.topic), _payload(m.payload)) for m in messages])
+            if paho_client is not None:  # stored (one commit for the batch): now the broker may forget them
+                for m in messages:
+                    if m.qos:
+                        paho_client.ack(m.mid, m.qos)
 
     async def publish(self, topic: str, payload: bytes, qos: int = 1) -> bool:
         """True once the broker took it (QoS 1: its PUBACK); False while the link is down."""

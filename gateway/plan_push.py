@@ -15,9 +15,11 @@ migrations). Everything here is synchronous, so no transaction spans an
 """
 from __future__ import annotations
 
+import calendar
 import hashlib
 import math
 import json
+import time
 from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -27,7 +29,7 @@ from gateway.registry import has_lamp, has_speaker
 from gateway.schedules import Occurrence, Schedule, expand, parse_schedule
 from protocol import commands as ops
 from protocol.errors import ProtocolError
-from protocol.messages import State
+from protocol.messages import Event, State
 from protocol.program import LampProgram, default_program
 
 if TYPE_CHECKING:
@@ -351,6 +353,29 @@ class PlanPusher:
                     self.alerts.open("broadcast_missed", node["id"], {"item": occ.item_id}, at=occ.start_utc)
                     opened += 1
         return opened
+
+    def on_event(self, node_id: str, evt: Event) -> None:
+        """A loudspeaker started an occurrence of a schedule staff had deleted before its start: the cancel's plan
+        push reached it too late (the node drops an item as soon as it gets the plan without it). Reported as an
+        alert, never hidden: the airing itself is in the report as it played."""
+        if evt.kind != "broadcast_started" or not isinstance(evt.data.get("id"), str):
+            return
+        item = evt.data["id"]
+        schedule_id, _, stamp = item.rpartition(".")
+        if not schedule_id or len(stamp) != 12 or not stamp.isdigit():
+            return  # not an occurrence of a schedule (an emergency, a broadcast now)
+        if self.db.one("SELECT 1 FROM schedules WHERE id = ?", schedule_id) is not None:
+            return
+        row = self.db.one("SELECT at FROM audit WHERE action = 'schedule.delete' AND target = ? ORDER BY id DESC"
+                          " LIMIT 1", schedule_id)
+        try:
+            start = calendar.timegm(time.strptime(stamp, "%Y%m%d%H%M")) - self.utc_offset * 3600
+        except ValueError:
+            return
+        if row is None or row["at"] >= start or self.alerts.opened_for("aired_after_cancel", node_id, "item", item):
+            return
+        self.alerts.open("aired_after_cancel", node_id, {"item": item, "cancelled": time.strftime(
+            "%H:%M", time.gmtime(row["at"] + self.utc_offset * 3600))}, at=evt.ts if evt.ts is not None else None)
 
     def on_birth(self, node_id: str, state: State) -> None:
         """A node that runs other versions than the ones on record gets the current ones again."""

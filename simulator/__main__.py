@@ -25,7 +25,7 @@ def main(argv=None):
     k.add_argument("--speed", type=float, default=144.0, help="simulated seconds per real second")
     k.add_argument("--start", default="2026-11-23T12:00", help="site local time the run begins")
     k.add_argument("--min-ratio", type=float, default=0.999, help="share of lamp node-minutes that must be right")
-    k.add_argument("--max-gaps", type=int, default=0, help="event gaps no injected fault explains that are tolerated")
+    k.add_argument("--max-gaps", type=int, default=0, help="event gaps the nodes did not report dropping that are tolerated (default 0)")
     k.add_argument("--report", default=None, help="report directory (default build/sim/soak)")
     k.add_argument("--write-scenario", default=None, help="also write the drawn scenario (JSON) here")
     k.add_argument("--dry-run", action="store_true", help="print the drawn scenario and stop")

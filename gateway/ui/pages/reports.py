@@ -37,6 +37,7 @@ FAULT_LABELS = {
     "safe_mode": N_("Device in safe mode"), "events_dropped": N_("Device dropped events"),
     "storage_error": N_("Device storage error"), "bad_messages": N_("Malformed messages"),
     "plan_truncated": N_("Broadcast plan too long"),
+    "aired_after_cancel": N_("Cancelled broadcast aired (cancel too late)"),
 }
 
 
