@@ -267,7 +267,7 @@ class Ingest:
             ts = evt.ts if evt.ts is not None else now
             midnight = ts - (ts + self.cfg.tz_s) % 86400  # sent at the local midnight: for the day that ended
             self._lamp_reading(node_id, ts, self._local_day(midnight - 1), data["on_s"], data["wh"])
-        elif kind == "time_request" and isinstance(data.get("t1"), int):
+        elif kind == "time_request" and _ms_ticks(data.get("t1")):
             for fn in self.on_time_request:
                 fn(node_id, data["t1"], int(now * 1000))
 
@@ -366,6 +366,11 @@ class Ingest:
 
 def _int(v: object) -> int | None:
     return int(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < 1e15 else None
+
+
+def _ms_ticks(v: object) -> bool:
+    """A node's monotonic ms as a time_sync answer may carry it (protocol: a whole number, 0..2**31)."""
+    return isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 2 ** 31
 
 
 def _number(v: object) -> bool:

@@ -48,3 +48,23 @@ def test_regression_a_topic_that_is_not_utf8():
         assert not nf.run_node_batch(proc, specs, tally) and tally.cases == 3
     finally:
         proc.stop()
+
+
+def test_regression_a_time_request_whose_t1_is_not_a_whole_number(tmp_path):
+    """Found by `make fuzz` (seed 20261203): a time_request event with t1 false (or negative, or past
+    2**31) made the gateway try to sign a time_sync it could not build, an error out of ingest. Now such
+    a request is left unanswered; the event itself is stored like any other."""
+    from tests.fuzz import gateway_fuzz as gf
+
+    bench = gf.IngestBench(tmp_path)
+    try:
+        tally = nf.Tally("ingest-regression", save_dir=str(tmp_path / "failures"))
+        for t1 in (False, True, -1, 2**31 + 1, 1.5, 12345):
+            payload = ('{"v":1,"boot":"40c8ca18","seq":%d,"kind":"time_request","ts":null,"data":{"t1":%s}}'
+                       % (349 + tally.cases, "false" if t1 is False else "true" if t1 is True else t1)).encode()
+            gf.run_ingest_case(bench, ("topic", "denloa/%s/node/%s/evt" % (gf.SITE, gf.NODES[0]), payload), tally)
+        assert not tally.failures, tally.failures
+        answered = bench.gw.db.all("SELECT args FROM commands WHERE op = 'time_sync' AND args LIKE '%\"t1\": 12345%'")
+        assert len(answered) == 1  # the well-formed one is answered
+    finally:
+        bench.close()
